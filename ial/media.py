@@ -1,0 +1,88 @@
+"""The one place that finds the ffmpeg binary.
+
+Order: ``$IAL_FFMPEG`` if set, else ``ffmpeg`` on PATH (the system build), else the static build
+shipped by ``imageio-ffmpeg`` (which has no ffprobe: the project never needs ffprobe; it probes
+with ``ffmpeg -i`` through ``probe_media``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_binary() -> str:
+    """Absolute path of the ffmpeg executable to use."""
+    env = os.environ.get("IAL_FFMPEG")
+    if env:
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise FileNotFoundError(f"IAL_FFMPEG={env!r} is not an executable file")
+        return env
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise FileNotFoundError("no ffmpeg on PATH and imageio-ffmpeg is not installed") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_version() -> str:
+    out = subprocess.run([ffmpeg_binary(), "-version"], capture_output=True, text=True).stdout
+    m = re.match(r"ffmpeg version (\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
+def run_ffmpeg(args: list[str], timeout: float | None = 600) -> subprocess.CompletedProcess:
+    """Run ffmpeg with ``args`` (no binary name), quiet, capturing stderr; raises on non-zero exit
+    with ffmpeg's last stderr lines in the message."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {' | '.join(tail)}")
+    return proc
+
+
+def probe_media(path: str) -> dict:
+    """Stream facts from ``ffmpeg -i`` (no ffprobe needed).
+
+    Returns ``{"duration": s or None, "has_audio": bool, "has_video": bool,
+    "audio_rate": Hz or None, "width": px or None, "height": px or None, "fps": float or None}``.
+    """
+    proc = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", path],
+        capture_output=True, text=True, errors="replace",
+    )
+    text = proc.stderr
+    info: dict = {"duration": None, "has_audio": False, "has_video": False,
+                  "audio_rate": None, "width": None, "height": None, "fps": None}
+    m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    if m:
+        h, mi, s = m.groups()
+        info["duration"] = int(h) * 3600 + int(mi) * 60 + float(s)
+    for line in text.splitlines():
+        if "Stream #" not in line:
+            continue
+        if "Audio:" in line:
+            info["has_audio"] = True
+            m = re.search(r"(\d+) Hz", line)
+            if m:
+                info["audio_rate"] = int(m.group(1))
+        elif "Video:" in line and not info["has_video"]:
+            info["has_video"] = True
+            m = re.search(r", (\d{2,5})x(\d{2,5})", line)
+            if m:
+                info["width"], info["height"] = int(m.group(1)), int(m.group(2))
+            m = re.search(r"([\d.]+) fps", line)
+            if m:
+                info["fps"] = float(m.group(1))
+    if not (info["has_audio"] or info["has_video"]):
+        info["error"] = text.strip().splitlines()[-1] if text.strip() else "unreadable"
+    return info

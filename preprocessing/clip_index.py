@@ -1,0 +1,69 @@
+"""The clip index contract (DESIGN.md): one row per manifest entry and its latest attempt outcome.
+
+Written by ``preprocessing.ingest`` under ``<root>/clips/<dataset>/``; read by featurization
+(rows with ``status == "ok"``). The schema is defined here, once; ``validate_clip_index`` checks a
+table against it on read.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STATUSES = ("ok", "unavailable", "failed", "invalid")
+
+CLIP_INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),  # f"{video_id}_{start_ms}"
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("label", pa.string()),  # primary label (display name)
+        pa.field("labels", pa.list_(pa.string())),  # all labels (AudioSet has several)
+        pa.field("split", pa.string()),  # train | val | test
+        pa.field("url", pa.string()),  # source URL (no credentials)
+        pa.field("start", pa.float64()),  # seconds into the source video
+        pa.field("end", pa.float64()),  # seconds
+        pa.field("status", pa.string(), nullable=False),  # one of STATUSES
+        pa.field("reason", pa.string()),  # why, for every status but ok ("" for ok)
+        pa.field("path", pa.string()),  # clip URL under the root, when status == ok
+        pa.field("duration", pa.float64()),  # seconds of the written clip
+        pa.field("sha256", pa.string()),  # of the clip file
+        pa.field("silent", pa.bool_()),  # audio RMS below threshold (flag, clip still ok)
+        pa.field("attempts", pa.int32()),  # download attempts so far
+        pa.field("batch", pa.string()),  # batch id the clip belongs to
+        pa.field("updated_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+class SchemaError(ValueError):
+    """A Parquet table does not match a project schema; the message names the file and column."""
+
+
+def validate_table(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
+    """Check that ``table`` has every column of ``schema`` with a compatible type.
+
+    Returns the table cast to ``schema`` (column order and types), raising SchemaError that names
+    ``source`` and the offending column otherwise.
+    """
+    for field in schema:
+        if field.name not in table.column_names:
+            raise SchemaError(f"{source}: missing column {field.name!r} (expected {field.type})")
+        actual = table.schema.field(field.name).type
+        if actual != field.type and not (pa.types.is_null(actual)):
+            try:
+                table.column(field.name).cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise SchemaError(
+                    f"{source}: column {field.name!r} has type {actual}, expected {field.type}"
+                ) from None
+        if not field.nullable and table.column(field.name).null_count:
+            raise SchemaError(f"{source}: column {field.name!r} has null values")
+    return table.select(schema.names).cast(schema)
+
+
+def validate_clip_index(table: pa.Table, source: str) -> pa.Table:
+    table = validate_table(table, CLIP_INDEX_SCHEMA, source)
+    bad = set(table.column("status").to_pylist()) - set(STATUSES)
+    if bad:
+        raise SchemaError(f"{source}: unknown status value(s) {sorted(bad)}; expected {STATUSES}")
+    return table
