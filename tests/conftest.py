@@ -80,3 +80,12 @@ def s3_root(moto_server):
     bucket = f"test-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=bucket)
     yield f"s3://{bucket}/ial"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for every flow test in the session (~20 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
