@@ -67,3 +67,54 @@ def validate_clip_index(table: pa.Table, source: str) -> pa.Table:
     if bad:
         raise SchemaError(f"{source}: unknown status value(s) {sorted(bad)}; expected {STATUSES}")
     return table
+
+
+def clip_index_dir(root, dataset: str) -> str:
+    """URL of the folder holding the clip index parts of ``dataset`` under Storage ``root``."""
+    return root.url("clips", dataset, "index")
+
+
+def write_clip_index_part(root, dataset: str, batch_id: str, rows: list[dict]) -> str:
+    """Write (atomically, replacing any earlier version) the index rows of one batch.
+
+    One part per batch: re-running a batch replaces its part, so rows are never duplicated.
+    Returns the part's URL.
+    """
+    import io
+
+    import pyarrow.parquet as pq
+
+    from ial.storage import write_bytes
+
+    table = validate_clip_index(pa.Table.from_pylist(rows, schema=CLIP_INDEX_SCHEMA),
+                                f"batch {batch_id}")
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    url = f"{clip_index_dir(root, dataset)}/{batch_id}.parquet"
+    write_bytes(url, buf.getvalue())
+    return url
+
+
+def read_clip_index(root, dataset: str) -> pa.Table:
+    """The clip index of ``dataset``: all batch parts, validated, one row per clip_id (the most
+    recently updated). An empty table (with the schema) when nothing was ingested yet."""
+    import pyarrow.parquet as pq
+
+    from ial.storage import listdir, open_url
+
+    tables = []
+    for url in listdir(clip_index_dir(root, dataset)):
+        if not url.endswith(".parquet") or url.rsplit("/", 1)[-1].startswith("."):
+            continue
+        with open_url(url) as f:
+            tables.append(validate_clip_index(pq.read_table(f), url))
+    if not tables:
+        return CLIP_INDEX_SCHEMA.empty_table()
+    table = pa.concat_tables(tables)
+    # latest row per clip_id
+    order = sorted(range(table.num_rows),
+                   key=lambda i: (table["clip_id"][i].as_py(), table["updated_at"][i].as_py()))
+    latest: dict[str, int] = {}
+    for i in order:
+        latest[table["clip_id"][i].as_py()] = i
+    return table.take(sorted(latest.values()))
