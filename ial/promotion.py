@@ -1,0 +1,156 @@
+"""Champion/challenger promotion: a new checkpoint replaces the champion only if it scores better.
+
+The nightly retraining (``flows/retrain.py``) trains a challenger, evaluates it on a fixed
+held-out set and asks this module whether to promote it. Everything lives under the storage root::
+
+    champion.json                       the pointer to the promoted checkpoint (atomic replace)
+    promotions/<UTC timestamp>.json     one record per decision: both scores + the decision
+
+``champion.json`` holds at least ``checkpoint`` (the model.pt URL) and ``sdr`` (its mean SDR in
+dB on the held-out set named by ``eval_data``). It is only ever replaced whole (``atomic_write``:
+a local rename or a single S3 PUT), so a reader sees the old champion or the new one, never half.
+
+Plain functions, no Prefect: callable from tests, notebooks and the ``retrain`` flow alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+from ial.storage import Storage, atomic_write, listdir, read_text
+
+CHAMPION_FILE = "champion.json"
+PROMOTIONS_DIR = "promotions"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The outcome of comparing a challenger with the champion (scores in dB of mean SDR)."""
+
+    promote: bool
+    reason: str
+    champion_sdr: float | None
+    challenger_sdr: float
+    min_improvement: float
+
+    @property
+    def action(self) -> str:
+        return "promote" if self.promote else "keep"
+
+
+def decide(champion_sdr: float | None, challenger_sdr: float, min_improvement: float = 0.0) -> Decision:
+    """Promote iff there is no champion yet, or the challenger beats it by more than ``min_improvement`` dB.
+
+    A challenger whose score is not a finite number is never promoted. Ties are kept (the
+    champion stays): a new checkpoint has to be strictly better to replace a known one.
+    """
+    if min_improvement < 0:
+        raise ValueError(f"min_improvement must be >= 0 dB, got {min_improvement}")
+    challenger_sdr = float(challenger_sdr)
+
+    def result(promote: bool, reason: str) -> Decision:
+        return Decision(promote, reason, champion_sdr, challenger_sdr, min_improvement)
+
+    if challenger_sdr != challenger_sdr or challenger_sdr in (float("inf"), float("-inf")):
+        return result(False, f"challenger SDR is not a finite number ({challenger_sdr})")
+    if champion_sdr is None:
+        return result(True, "no champion yet")
+    gain = challenger_sdr - float(champion_sdr)
+    if gain > min_improvement:
+        return result(True, f"challenger beats champion by {gain:.3f} dB (> {min_improvement:g} dB)")
+    return result(False, f"challenger gains {gain:.3f} dB, needs > {min_improvement:g} dB")
+
+
+def read_champion(root: Storage | str) -> dict | None:
+    """The champion pointer (``champion.json`` under ``root``), or None when there is none yet."""
+    root = root if isinstance(root, Storage) else Storage(root)
+    url = root.url(CHAMPION_FILE)
+    if not root.exists(CHAMPION_FILE):
+        return None
+    try:
+        data = json.loads(read_text(url))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{url}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "checkpoint" not in data:
+        raise ValueError(f"{url}: expected a mapping with a 'checkpoint' key")
+    return data
+
+
+def write_champion(root: Storage | str, champion: dict) -> str:
+    """Replace the champion pointer atomically; returns its URL."""
+    root = root if isinstance(root, Storage) else Storage(root)
+    if "checkpoint" not in champion:
+        raise ValueError("a champion record needs a 'checkpoint' (the model.pt URL)")
+    url = root.url(CHAMPION_FILE)
+    with atomic_write(url, "w") as f:
+        json.dump(champion, f, indent=2, sort_keys=True)
+    return url
+
+
+def list_promotions(root: Storage | str) -> list[dict]:
+    """Every recorded decision under ``<root>/promotions/``, oldest first."""
+    root = root if isinstance(root, Storage) else Storage(root)
+    records = []
+    for url in listdir(root.url(PROMOTIONS_DIR)):
+        if url.endswith(".json") and not url.rsplit("/", 1)[-1].startswith("."):
+            records.append(json.loads(read_text(url)))
+    return sorted(records, key=lambda r: r.get("decided_at", ""))
+
+
+def _timestamp(now: dt.datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def promote_if_better(
+    root: Storage | str,
+    challenger: str,
+    challenger_sdr: float,
+    min_improvement: float = 0.0,
+    champion_sdr: float | None = None,
+    details: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[Decision, dict]:
+    """Compare ``challenger`` (a model.pt URL) with the current champion and record the decision.
+
+    ``champion_sdr`` is the champion's score on the same held-out set; when None, the score stored
+    in ``champion.json`` is used (the caller passes a fresh one when the held-out set changed).
+    ``details`` (eval data, run names, data fingerprint, ...) is stored in both the decision record
+    and, when promoted, the new champion pointer. Returns ``(decision, record)``; the record is
+    written to ``<root>/promotions/<timestamp>.json`` (and its URL is ``record["record_url"]``).
+    """
+    root = root if isinstance(root, Storage) else Storage(root)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    current = read_champion(root)
+    if current is not None and champion_sdr is None:
+        champion_sdr = current.get("sdr")
+    if current is None:
+        champion_sdr = None
+    decision = decide(champion_sdr, challenger_sdr, min_improvement)
+    details = dict(details or {})
+    record = {
+        "decided_at": now.isoformat(),
+        "decision": decision.action,
+        "reason": decision.reason,
+        "champion": current.get("checkpoint") if current else None,
+        "champion_sdr": decision.champion_sdr,
+        "challenger": challenger,
+        "challenger_sdr": decision.challenger_sdr,
+        "min_improvement": min_improvement,
+        **details,
+    }
+    if decision.promote:
+        write_champion(root, {
+            "checkpoint": challenger,
+            "sdr": decision.challenger_sdr,
+            "promoted_at": now.isoformat(),
+            "previous": current.get("checkpoint") if current else None,
+            **details,
+        })
+    record_url = root.url(PROMOTIONS_DIR, f"{_timestamp(now)}.json")
+    record["record_url"] = record_url
+    with atomic_write(record_url, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    return decision, record
