@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
-from ial.storage import Storage, atomic_write, listdir, read_text
+from ial.storage import Storage, atomic_write, filesystem, listdir, read_text
 
 CHAMPION_FILE = "champion.json"
 PROMOTIONS_DIR = "promotions"
@@ -98,6 +99,27 @@ def list_promotions(root: Storage | str) -> list[dict]:
         if url.endswith(".json") and not url.rsplit("/", 1)[-1].startswith("."):
             records.append(json.loads(read_text(url)))
     return sorted(records, key=lambda r: r.get("decided_at", ""))
+
+
+def tree_fingerprint(url: str) -> str | None:
+    """A short hash of the files under ``url`` (relative paths + sizes), None when there are none.
+
+    Two calls give the same value iff the same files of the same sizes are there: the nightly
+    uses it to tell "new shards since last time" and "the held-out set changed". Hidden names
+    (temporary files of writers in progress) are ignored.
+    """
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return None
+    entries = []
+    for name, info in sorted(fs.find(path, detail=True).items()):
+        rel = name[len(path.rstrip("/")):].lstrip("/")
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        entries.append(f"{rel}\t{info.get('size')}")
+    if not entries:
+        return None
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
 def _timestamp(now: dt.datetime) -> str:

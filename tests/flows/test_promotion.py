@@ -88,3 +88,18 @@ def test_read_champion_names_a_broken_file(tmp_path):
     assert json.loads((tmp_path / "champion.json").read_text())["checkpoint"] == "x/model.pt"
     with pytest.raises(ValueError, match="checkpoint"):
         write_champion(tmp_path, {"sdr": 1.0})
+
+
+def test_tree_fingerprint_changes_with_the_files_only(tmp_path):
+    from ial.promotion import tree_fingerprint
+
+    assert tree_fingerprint(str(tmp_path / "missing")) is None
+    (tmp_path / "shards").mkdir()
+    assert tree_fingerprint(str(tmp_path / "shards")) is None
+    (tmp_path / "shards" / "shard-00000.parquet").write_bytes(b"x" * 10)
+    first = tree_fingerprint(str(tmp_path / "shards"))
+    (tmp_path / "shards" / ".shard-00001.parquet.tmp-1234").write_bytes(b"partial")
+    assert tree_fingerprint(str(tmp_path / "shards")) == first
+    (tmp_path / "shards" / "_stats").mkdir()
+    (tmp_path / "shards" / "_stats" / "shard-00001.json").write_text("{}")
+    assert tree_fingerprint(str(tmp_path / "shards")) not in (None, first)

@@ -1,0 +1,273 @@
+"""Nightly retraining: ingest new → featurize new → resume from the champion → evaluate → promote.
+
+    prefect deployment run retrain/nightly            (or on its cron schedule, 03:00 UTC)
+
+1. **ingest** the manifest (the ingest skips every clip already ``ok``: only new entries cost work);
+2. **featurize** (completed shards are skipped: only new clips become new shards);
+3. if the training shards are exactly those the last nightly already trained on (same
+   fingerprint, recorded in ``promotions/``), stop here: nothing new to learn, no duplicate work;
+4. **train**, resuming from the champion checkpoint (``champion.json``; from scratch the first night);
+5. **evaluate** the challenger on the fixed held-out set (and the champion too, when its stored
+   score was measured on a different version of that set);
+6. **promote** the challenger only if it beats the champion's SDR (``ial.promotion``: the pointer is
+   replaced atomically, the decision and both scores recorded under ``promotions/``);
+7. a markdown **artifact** summarising the night (also written to ``retrain/<timestamp>.md``).
+
+The stages run as subflows of this flow, with the stage configs named in
+``configs/retrain/nightly.yaml`` (``RetrainConfig``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from ial.config import ConfigError, load_config, save_config, to_dict
+from ial.promotion import list_promotions, promote_if_better, read_champion, tree_fingerprint
+from ial.storage import Storage, write_text
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RetrainConfig:
+    """What the nightly retraining ingests, trains and evaluates, and when it promotes.
+
+    Config paths are YAML files of each stage's config dataclass; ``*_overrides`` are ``key=value``
+    overrides applied on top (as ``--set`` on the command line).
+    """
+
+    root: str = "./data"  # storage root: a directory or s3://bucket/prefix
+    dataset: str = "vggsound"
+    manifest: str | None = None  # default: <root>/manifests/<dataset>.csv
+    manifest_format: str = "vggsound"  # vggsound | audioset | music | ...
+    ingest_config: str | None = None
+    ingest_overrides: list[str] = field(default_factory=list)
+    featurize_config: str | None = None
+    featurize_overrides: list[str] = field(default_factory=list)
+    train_config: str | None = None
+    train_overrides: list[str] = field(default_factory=list)
+    num_procs: int = 1  # DeepSpeed processes for training
+    eval_config: str | None = None
+    eval_overrides: list[str] = field(default_factory=list)
+    # The fixed held-out set both checkpoints are scored on (default <root>/shards/<dataset>, whose
+    # test split the eval config selects). Point it at a frozen shard set so scores stay comparable;
+    # if its content changes anyway, the champion is re-scored on the new version before comparing.
+    eval_data: str | None = None
+    eval_mix: int = 2  # sources per mixture at evaluation
+    min_improvement: float = 0.0  # dB of mean SDR the challenger must gain to be promoted
+    run_prefix: str = "nightly"  # training runs are named <run_prefix>-<UTC timestamp>
+    dask_address: str | None = None  # Dask scheduler for ingest/featurize (None: local cluster)
+
+    def validate(self) -> None:
+        if self.min_improvement < 0:
+            raise ConfigError("min_improvement", "must be >= 0 dB")
+        if self.num_procs < 1:
+            raise ConfigError("num_procs", "must be >= 1")
+        if self.eval_mix < 2:
+            raise ConfigError("eval_mix", "must be >= 2 sources per mixture")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.run_prefix):
+            raise ConfigError("run_prefix", "letters, digits, '_', '.', '-' only")
+
+
+def resolve_config_path(path: str | None) -> str | None:
+    """A config path as given, or relative to the source tree when it is not found from the cwd."""
+    if not path or "://" in path or Path(path).exists():
+        return path
+    candidate = REPO_ROOT / path
+    return str(candidate) if candidate.exists() else path
+
+
+def load_retrain_config(
+    config: str | None = None,
+    overrides: list[str] | None = None,
+    **values,
+) -> RetrainConfig:
+    """YAML ← explicit values (None = keep) ← ``key=value`` overrides, validated; stage config paths resolved."""
+    cfg = load_config(RetrainConfig, resolve_config_path(config), overrides or (), **values)
+    for name in ("ingest_config", "featurize_config", "train_config", "eval_config"):
+        setattr(cfg, name, resolve_config_path(getattr(cfg, name)))
+    return cfg
+
+
+def overall_sdr(results: dict) -> float:
+    """The overall mean SDR (dB) of the model in an ``evaluate_flow`` result."""
+    for key in ("sdr", "SDR", "mean_sdr"):
+        if isinstance(results.get(key), (int, float)):
+            return float(results[key])
+    summary = results.get("summary") or results.get("overall") or {}
+    model = summary.get("model", summary) if isinstance(summary, dict) else {}
+    for key in ("sdr", "SDR", "mean_sdr"):
+        if isinstance(model.get(key), (int, float)):
+            return float(model[key])
+    raise KeyError(f"no overall SDR in the evaluation result (keys: {sorted(results)})")
+
+
+def last_trained_fingerprint(root: Storage, dataset: str) -> str | None:
+    """The training-data fingerprint of the latest recorded nightly decision for ``dataset``."""
+    for record in reversed(list_promotions(root)):
+        if record.get("dataset") == dataset and record.get("train_fingerprint"):
+            return record["train_fingerprint"]
+    return None
+
+
+def render_summary(summary: dict) -> str:
+    """The night as a markdown table (the Prefect artifact and ``retrain/<timestamp>.md``)."""
+
+    def fmt(value) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.3f}" if math.isfinite(value) else str(value)
+        return str(value).replace("|", "\\|")
+
+    rows = [
+        ("dataset", summary.get("dataset")),
+        ("started (UTC)", summary.get("started_at")),
+        ("ingest", summary.get("ingest_note")),
+        ("featurize", summary.get("featurize_note")),
+        ("training data", summary.get("train_fingerprint")),
+        ("resumed from", summary.get("resumed_from")),
+        ("challenger", summary.get("challenger")),
+        ("challenger SDR (dB)", summary.get("challenger_sdr")),
+        ("champion", summary.get("champion")),
+        ("champion SDR (dB)", summary.get("champion_sdr")),
+        ("decision", summary.get("decision")),
+        ("reason", summary.get("reason")),
+        ("skipped", "; ".join(summary.get("skipped", [])) or None),
+    ]
+    lines = [f"# Nightly retraining: {fmt(summary.get('decision'))}", "", "| item | value |",
+             "|---|---|"]
+    lines += [f"| {name} | {fmt(value)} |" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _count_note(result: dict | None, keys: tuple[str, ...]) -> str:
+    if not isinstance(result, dict):
+        return "done"
+    parts = [f"{k}={result[k]}" for k in keys if isinstance(result.get(k), (int, float, str))]
+    return ", ".join(parts) or "done"
+
+
+@flow(name="retrain")
+def retrain_flow(
+    config: str | None = "configs/retrain/nightly.yaml",
+    overrides: list[str] | None = None,
+    root: str | None = None,
+    dataset: str | None = None,
+    manifest: str | None = None,
+    dask_address: str | None = None,
+) -> dict:
+    """Run one night of retraining (see the module docstring); returns the night's summary.
+
+    Explicit arguments win over the YAML ``config``; ``overrides`` (``key=value``) win over both.
+    """
+    from flows.evaluate import evaluate_flow
+    from flows.featurize import featurize_flow
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+
+    logger = get_run_logger()
+    cfg = load_retrain_config(config, overrides, root=root, dataset=dataset, manifest=manifest,
+                              dask_address=dask_address)
+    store = Storage(cfg.root)
+    started = dt.datetime.now(dt.timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    manifest_url = cfg.manifest or store.url("manifests", f"{cfg.dataset}.csv")
+    eval_data = cfg.eval_data or store.url("shards", cfg.dataset)
+    save_config(cfg, store.url("retrain", f"{stamp}.config.yaml"))
+    summary: dict = {"dataset": cfg.dataset, "started_at": started.isoformat(), "skipped": [],
+                     "decision": None, "config": to_dict(cfg)}
+
+    # 1-2. Only new manifest entries / new clips cost work (both stages skip what is done).
+    summary["ingest"] = ingest_flow(
+        manifest=manifest_url, manifest_format=cfg.manifest_format, root=store.root,
+        dataset=cfg.dataset, config=cfg.ingest_config, overrides=cfg.ingest_overrides,
+        dask_address=cfg.dask_address,
+    )
+    summary["ingest_note"] = _count_note(summary["ingest"], ("new", "ok", "skipped", "failed"))
+    summary["featurize"] = featurize_flow(
+        root=store.root, dataset=cfg.dataset, config=cfg.featurize_config,
+        overrides=cfg.featurize_overrides, dask_address=cfg.dask_address,
+    )
+    summary["featurize_note"] = _count_note(summary["featurize"],
+                                            ("written", "skipped", "shards", "rows"))
+
+    # 3. Nothing new since the last nightly decision: no training, no evaluation, no promotion.
+    fingerprint = tree_fingerprint(store.url("shards", cfg.dataset))
+    summary["train_fingerprint"] = fingerprint
+    champion = read_champion(store)
+    summary["champion"] = champion.get("checkpoint") if champion else None
+    summary["champion_sdr"] = champion.get("sdr") if champion else None
+    if fingerprint == last_trained_fingerprint(store, cfg.dataset):
+        summary["decision"] = "skipped"
+        summary["reason"] = "no new training data since the last nightly decision"
+        summary["skipped"] += ["train", "evaluate", "promote"]
+        logger.info("Nothing new to train on (shards fingerprint %s): skipping.", fingerprint)
+        return _finish(store, stamp, summary)
+
+    # 4. Train the challenger, resuming from the champion.
+    run_name = f"{cfg.run_prefix}-{stamp}"
+    resume_from = champion.get("checkpoint") if champion else None
+    summary["resumed_from"] = resume_from or "scratch (no champion yet)"
+    trained = train_flow(
+        root=store.root, dataset=cfg.dataset, config=cfg.train_config,
+        overrides=[*cfg.train_overrides, f"run_name={run_name}"],
+        num_procs=cfg.num_procs, resume_from=resume_from,
+    )
+    challenger = trained["checkpoint"]
+    summary["challenger"] = challenger
+
+    # 5. Score both on the same held-out set.
+    eval_fingerprint = tree_fingerprint(eval_data)
+    evaluated = evaluate_flow(
+        checkpoint=challenger, data=eval_data, mix=cfg.eval_mix,
+        out=store.url("reports", run_name), config=cfg.eval_config, overrides=cfg.eval_overrides,
+    )
+    challenger_sdr = overall_sdr(evaluated)
+    champion_sdr = None
+    if champion is not None:
+        if champion.get("eval_fingerprint") == eval_fingerprint and champion.get("sdr") is not None:
+            champion_sdr = float(champion["sdr"])
+        else:
+            logger.info("Held-out set changed since the champion was scored: re-scoring it.")
+            rescored = evaluate_flow(
+                checkpoint=champion["checkpoint"], data=eval_data, mix=cfg.eval_mix,
+                out=store.url("reports", f"{run_name}-champion"), config=cfg.eval_config,
+                overrides=cfg.eval_overrides,
+            )
+            champion_sdr = overall_sdr(rescored)
+    else:
+        summary["skipped"].append("champion evaluation (no champion yet)")
+
+    # 6. Promote only if better; both scores and the decision are recorded.
+    decision, record = promote_if_better(
+        store, challenger, challenger_sdr, min_improvement=cfg.min_improvement,
+        champion_sdr=champion_sdr,
+        details={"dataset": cfg.dataset, "run": run_name, "eval_data": eval_data,
+                 "eval_fingerprint": eval_fingerprint, "train_fingerprint": fingerprint,
+                 "report_dir": evaluated.get("report_dir")},
+    )
+    summary.update(challenger_sdr=decision.challenger_sdr, champion_sdr=decision.champion_sdr,
+                   decision=decision.action, reason=decision.reason,
+                   record=record["record_url"])
+    logger.info("Nightly decision: %s (%s)", decision.action, decision.reason)
+    return _finish(store, stamp, summary)
+
+
+def _finish(store: Storage, stamp: str, summary: dict) -> dict:
+    """Write the night's markdown summary and publish it as a Prefect artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    markdown = render_summary(summary)
+    summary["summary_url"] = store.url("retrain", f"{stamp}.md")
+    write_text(summary["summary_url"], markdown)
+    key = re.sub(r"[^a-z0-9-]+", "-", f"retrain-{summary['dataset']}".lower())
+    create_markdown_artifact(markdown, key=key, description="Nightly retraining summary")
+    summary["markdown"] = markdown
+    return summary
