@@ -1,0 +1,126 @@
+"""Self-describing model exports: ``model.pt`` holds everything needed to rebuild the separator.
+
+``export_model`` writes (atomically, local or ``s3://``) one ``torch.save`` dict::
+
+    {
+      "format": "ial-model", "format_version": 1,
+      "model_name": "ial_cms",               # key in ial.models.MODELS
+      "model_config": {...},                 # ModelConfig as plain data (constructor args)
+      "state_dict": {...},                   # separator weights (CPU tensors)
+      "versions": {"ial", "torch", "deepspeed", "python"},
+      "lineage": {"git_sha", "run", "step", "configs", "shards", ...},
+      "metrics": {"val_sdr": ..., ...},      # validation metrics at export time
+    }
+
+``load_model(url)`` rebuilds it with nothing else: ``model, meta = load_model("…/model.pt")``.
+The DeepSpeed state for exact resume lives beside it (``deepspeed/``), not in this file.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+from importlib import metadata
+from typing import Any
+
+import torch
+
+from ial.storage import atomic_write, exists, read_bytes
+
+FORMAT = "ial-model"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, not an IAL export, or does not match its model."""
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the packages a model export depends on."""
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"ial": version("ial"), "torch": str(torch.__version__), "deepspeed": version("deepspeed"),
+            "python": platform.python_version()}
+
+
+def export_model(url: str, model: torch.nn.Module, model_cfg: Any, lineage: dict,
+                 metrics: dict) -> str:
+    """Write the self-describing export of ``model`` to ``url`` (atomically); returns ``url``.
+
+    ``model_cfg`` is the ``ModelConfig`` the model was built from; ``lineage`` says where it comes
+    from (git sha, configs, shard list, step, run id); ``metrics`` its validation metrics.
+    """
+    from ial.config import to_dict
+
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model_cfg.name,
+        "model_config": to_dict(model_cfg),
+        "state_dict": state,
+        "versions": software_versions(),
+        "lineage": dict(lineage),
+        "metrics": dict(metrics),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_write(url, "wb") as f:
+        f.write(buffer.getvalue())
+    return url
+
+
+def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
+    """The raw export dict of ``url``, checked to be an IAL model export."""
+    url = str(url)
+    if not exists(url):
+        raise CheckpointError(f"{url}: no such checkpoint file")
+    try:
+        payload = torch.load(io.BytesIO(read_bytes(url)), map_location=map_location,
+                             weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise CheckpointError(f"{url}: not an IAL model export (cannot be read by torch.load: "
+                              f"{type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{url}: not an IAL model export (no 'format: {FORMAT}' entry; "
+                              "a DeepSpeed state directory is not an export — use its model.pt)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{url}: export format {payload['format_version']} is newer than "
+                              f"this code reads ({FORMAT_VERSION}); upgrade ial")
+    return payload
+
+
+def load_model(url: str, map_location: str | torch.device = "cpu"):
+    """Rebuild the separator exported at ``url``. Returns ``(model, meta)``, model in eval mode.
+
+    ``meta`` is the export without its weights: model_name, model_config (plain dict), versions,
+    lineage, metrics, plus ``model_cfg`` (the ``ModelConfig``) and ``url``. Raises ``CheckpointError`` naming the file when it is missing, not an IAL export,
+    names an unknown model, or its weights do not fit the model its config builds.
+    """
+    from ial.config import ConfigError, from_dict
+    from ial.models import MODELS, ModelConfig, build_model
+
+    payload = read_export(url, map_location)
+    name = payload.get("model_name")
+    if name not in MODELS:
+        raise CheckpointError(f"{url}: unknown model {name!r}; this code knows: "
+                              f"{', '.join(MODELS.names())}")
+    try:
+        cfg = from_dict(ModelConfig, payload["model_config"], source=str(url))
+    except ConfigError as exc:
+        raise CheckpointError(f"{url}: its model config does not load: {exc}") from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{url}: weights do not match model {name!r}: {exc}") from None
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    meta["model_cfg"] = cfg
+    meta["url"] = str(url)
+    return model, meta
