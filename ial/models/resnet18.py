@@ -1,0 +1,181 @@
+"""Frozen ResNet-18 trunk for frame features, with torchvision-compatible parameter names.
+
+torchvision does not import beside the CPU torch build this project pins (DEPENDENCIES.md), so the
+few layers needed are defined here. The state_dict keys are exactly torchvision's ``resnet18``
+(``conv1.weight``, ``bn1.running_mean``, ``layer1.0.conv1.weight``, ``layer2.0.downsample.0.weight``
+...), so a user's torchvision ImageNet weights file (``resnet18-f37072fd.pth``) loads unchanged with
+``load_torchvision_weights``; the classifier (``fc.*``) is ignored.
+
+The trunk is conv1 … layer4 (no pooling / fc). With ``dilate_layer4=True`` (the default, as the
+Sound-of-Pixels / IAL visual nets do) layer4 keeps stride 1 and uses dilation 2 instead, so the
+output stride is 16: a 224×224 frame gives a (512, 14, 14) map; without dilation it is stride 32
+(512, 7, 7).
+
+Without weights the trunk is randomly initialised from a fixed seed (deterministic); callers must
+say so loudly (``weights_description`` returns ``"none (random init)"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FEATURE_CHANNELS = 512
+RANDOM_INIT = "none (random init)"
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock (same attribute names)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: nn.Module | None = None, first_dilation: int | None = None):
+        super().__init__()
+        d1 = first_dilation or dilation
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=d1, dilation=d1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18Trunk(nn.Module):
+    """ResNet-18 conv1..layer4, output stride 16 (``dilate_layer4``) or 32.
+
+    Shape: forward x (B, 3, H, W) ImageNet-normalised → (B, 512, H/16, W/16) (or /32).
+    """
+
+    def __init__(self, dilate_layer4: bool = True):
+        super().__init__()
+        self.dilate_layer4 = dilate_layer4
+        self.output_stride = 16 if dilate_layer4 else 32
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._layer(64, 64, stride=1, dilation=1)
+        self.layer2 = self._layer(64, 128, stride=2, dilation=1)
+        self.layer3 = self._layer(128, 256, stride=2, dilation=1)
+        # Dilated layer4 as Sound of Pixels' ``_nostride_dilate(dilate=2)`` (used by IAL): every
+        # stride-2 conv becomes stride 1 (the strided 3x3 keeps dilation 1), every other 3x3
+        # conv gets dilation 2.
+        if dilate_layer4:
+            self.layer4 = self._layer(256, 512, stride=1, dilation=2, first_dilation=1)
+        else:
+            self.layer4 = self._layer(256, 512, stride=2, dilation=1)
+
+    @staticmethod
+    def _layer(inplanes: int, planes: int, stride: int, dilation: int,
+               first_dilation: int | None = None) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes))
+        first = BasicBlock(inplanes, planes, stride, dilation, downsample, first_dilation)
+        return nn.Sequential(first, BasicBlock(planes, planes, 1, dilation))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+
+def init_weights(model: nn.Module, seed: int) -> None:
+    """Deterministic random init (torchvision's scheme: Kaiming-normal convs, BN weight 1 bias 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+
+
+def load_torchvision_weights(model: ResNet18Trunk, path: str) -> str:
+    """Load a torchvision ``resnet18`` state_dict file into ``model``.
+
+    Accepts a bare state_dict or a dict with a ``state_dict``/``model`` entry; ``fc.*`` and
+    ``num_batches_tracked`` are ignored. Raises ValueError naming ``path`` and the keys when any
+    trunk parameter is missing, a key is unexpected, or a shape differs. Returns a description
+    ``"<file name> sha256:<first 12 hex>"`` for stats and shard metadata.
+    """
+    from ial.storage import local_copy
+
+    with local_copy(str(path)) as local:
+        with open(local, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        state = torch.load(local, map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state_dict (got {type(state).__name__})")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items()
+             if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: not a torchvision resnet18 state_dict: "
+            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
+            f"({len(unexpected)})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(f"{path}: parameter {k} has shape {tuple(v.shape)}, "
+                             f"expected {tuple(own[k].shape)}")
+    model.load_state_dict(state, strict=False)
+    return f"{os.path.basename(str(path))} sha256:{digest}"
+
+
+def build_trunk(weights: str | None = None, dilate_layer4: bool = True,
+                seed: int = 0) -> tuple[ResNet18Trunk, str]:
+    """A frozen trunk in eval mode and its weights description (``RANDOM_INIT`` without weights)."""
+    model = ResNet18Trunk(dilate_layer4=dilate_layer4)
+    if weights:
+        description = load_torchvision_weights(model, weights)
+    else:
+        init_weights(model, seed)
+        description = RANDOM_INIT
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, description
+
+
+def imagenet_normalize(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 RGB frames → ImageNet-normalised float tensor.
+
+    Shape: (B, H, W, 3) uint8 → (B, 3, H, W) float32.
+    """
+    x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (B, H, W, 3), got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std

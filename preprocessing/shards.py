@@ -1,0 +1,180 @@
+"""Feature shards on storage: names, completion, reading (validated), the dataset index.
+
+Layout under a Storage root (docs/architecture.md)::
+
+    shards/<dataset>/shard-00000.parquet      SHARD_SCHEMA rows (+ metadata under b"ial")
+    shards/<dataset>/_stats/shard-00000.json  per-shard stats; written LAST: marks it complete
+    shards/<dataset>/index.json               dataset index (shards, rows, per-split/class counts)
+    shards/<dataset>/plan.parquet             clip → shard assignment (append-only)
+    shards/<dataset>/config.yaml              the featurize config of the latest run
+
+A shard whose stats file is missing is not complete, whatever else exists: readers use
+``list_shards``, never a directory listing of the parquet files.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import posixpath
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ial.storage import Storage, filesystem, listdir, open_url, read_text, write_text
+from preprocessing.clip_index import SchemaError
+from preprocessing.shard_schema import SHARD_SCHEMA, validate_shard
+
+INDEX_VERSION = 1
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def shard_number(name_or_url: str) -> int:
+    """``.../shard-00012.parquet`` or ``shard-00012.json`` → 12."""
+    base = posixpath.basename(name_or_url).split(".", 1)[0]
+    if not base.startswith("shard-"):
+        raise ValueError(f"not a shard name: {name_or_url}")
+    return int(base[len("shard-"):])
+
+
+def shards_dir(root: Storage, dataset: str) -> str:
+    return root.url("shards", dataset)
+
+
+def shard_url(root: Storage, dataset: str, shard: int) -> str:
+    return root.url("shards", dataset, f"{shard_name(shard)}.parquet")
+
+
+def stats_url(root: Storage, dataset: str, shard: int) -> str:
+    return root.url("shards", dataset, "_stats", f"{shard_name(shard)}.json")
+
+
+def index_url(root: Storage, dataset: str) -> str:
+    return root.url("shards", dataset, "index.json")
+
+
+def complete_shard_numbers(root: Storage, dataset: str) -> list[int]:
+    """Numbers of the shards whose stats file (the completion marker) exists, sorted."""
+    numbers = []
+    for url in listdir(root.url("shards", dataset, "_stats")):
+        name = posixpath.basename(url)
+        if name.startswith("shard-") and name.endswith(".json"):
+            numbers.append(shard_number(name))
+    return sorted(numbers)
+
+
+def _read_json_many(urls: list[str]) -> list[dict]:
+    """Read several small JSON files (concurrently on object stores)."""
+    if not urls:
+        return []
+    fs, _ = filesystem(urls[0])
+    paths = [filesystem(u)[1] for u in urls]
+    blobs = fs.cat(paths) if len(paths) > 1 else {paths[0]: fs.cat_file(paths[0])}
+    out = []
+    for url, path in zip(urls, paths):
+        try:
+            out.append(json.loads(blobs[path]))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{url}: unreadable shard stats ({exc})") from None
+    return out
+
+
+def read_shard_stats(root: Storage, dataset: str) -> list[dict]:
+    """Stats of every complete shard of ``dataset``, in shard order."""
+    numbers = complete_shard_numbers(root, dataset)
+    return _read_json_many([stats_url(root, dataset, n) for n in numbers])
+
+
+def list_shards(root: Storage, dataset: str, split: str | None = None) -> list[str]:
+    """URLs of the complete shards of ``dataset`` (those holding at least one row of ``split``
+    when given), in shard order."""
+    if isinstance(root, str):
+        root = Storage(root)
+    if split is None:
+        return [shard_url(root, dataset, n) for n in complete_shard_numbers(root, dataset)]
+    return [shard_url(root, dataset, shard_number(s["shard"]))
+            for s in read_shard_stats(root, dataset) if s.get("splits", {}).get(split, 0) > 0]
+
+
+def _check_schema(schema: pa.Schema, url: str) -> None:
+    validate_shard(schema.empty_table(), url)
+
+
+def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
+    """A whole shard as a table cast to SHARD_SCHEMA (metadata kept). Raises SchemaError naming
+    ``url`` when the file is not a valid shard."""
+    try:
+        with open_url(url) as f:
+            table = pq.read_table(f)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
+    validated = validate_shard(table, url)
+    validated = validated.replace_schema_metadata(table.schema.metadata)
+    return validated.select(columns) if columns else validated
+
+
+def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict]:
+    """Rows of a shard as dicts, streaming one row group at a time (bounded memory). The file's
+    schema is validated first (SchemaError names ``url``)."""
+    with open_url(url) as f:
+        try:
+            pf = pq.ParquetFile(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
+        _check_schema(pf.schema_arrow, url)
+        wanted = columns or SHARD_SCHEMA.names
+        for i in range(pf.num_row_groups):
+            group = pf.read_row_group(i, columns=wanted)
+            group = group.cast(pa.schema([SHARD_SCHEMA.field(n) for n in wanted]))
+            yield from group.to_pylist()
+
+
+def build_dataset_index(dataset: str, stats: list[dict]) -> dict:
+    """The dataset index from the stats of complete shards (see ``write_dataset_index``)."""
+    splits: collections.Counter = collections.Counter()
+    classes: collections.Counter = collections.Counter()
+    shards = []
+    for s in stats:
+        splits.update(s.get("splits", {}))
+        classes.update(s.get("classes", {}))
+        shards.append({"name": s["shard"], "file": f"{s['shard']}.parquet", "rows": s["rows"],
+                       "failed": len(s.get("failed", [])), "splits": s.get("splits", {})})
+    hashes = sorted({s.get("config_hash") for s in stats if s.get("config_hash")})
+    weights = sorted({s.get("visual_weights") for s in stats if s.get("visual_weights")})
+    return {
+        "index_version": INDEX_VERSION,
+        "dataset": dataset,
+        "featurizer_versions": sorted({s.get("featurizer_version") for s in stats} - {None}),
+        "config_hashes": hashes,
+        "visual_weights": weights,
+        "num_shards": len(shards),
+        "rows": sum(s["rows"] for s in stats),
+        "failed": sum(len(s.get("failed", [])) for s in stats),
+        "splits": dict(sorted(splits.items())),
+        "classes": dict(sorted(classes.items())),
+        "shards": shards,
+        "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_dataset_index(root: Storage, dataset: str) -> dict:
+    """Rebuild ``shards/<dataset>/index.json`` from the stats of every complete shard (atomic)."""
+    index = build_dataset_index(dataset, read_shard_stats(root, dataset))
+    write_text(index_url(root, dataset), json.dumps(index, indent=1))
+    return index
+
+
+def read_dataset_index(root: Storage, dataset: str) -> dict:
+    """The dataset index (``FileNotFoundError`` naming the URL when featurize has not run)."""
+    if isinstance(root, str):
+        root = Storage(root)
+    url = index_url(root, dataset)
+    try:
+        return json.loads(read_text(url))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url}: no dataset index (run `ial featurize` first)") from None

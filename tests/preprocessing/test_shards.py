@@ -1,0 +1,75 @@
+"""Shard files: configs, schema validation on read (errors name the file), completion marker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ial.config import ConfigError, load_config
+from ial.storage import Storage, write_text
+from preprocessing.clip_index import SchemaError
+from preprocessing.featurize_config import FeaturizeConfig, config_hash
+from preprocessing.shard_schema import SHARD_SCHEMA
+from preprocessing.shards import (build_dataset_index, iter_shard_rows, list_shards,
+                                  read_dataset_index, read_shard, shard_url, stats_url)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "featurize"
+
+
+def test_default_yaml_matches_dataclass_and_demo_loads():
+    assert load_config(FeaturizeConfig, CONFIGS / "default.yaml") == FeaturizeConfig()
+    demo = load_config(FeaturizeConfig, CONFIGS / "demo.yaml")
+    assert demo.frame_size == 64 and demo.num_frames == 3
+
+
+def test_config_validation_names_field():
+    with pytest.raises(ConfigError, match="frame_times"):
+        load_config(FeaturizeConfig, None, ["num_frames=2"])
+    with pytest.raises(ConfigError, match="frame_size"):
+        load_config(FeaturizeConfig, None, ["frame_size=100"])
+    with pytest.raises(ConfigError, match=r"frame_times\[1\]"):
+        load_config(FeaturizeConfig, None, ["frame_times=[1.0,10.5,3.0]"])
+
+
+def test_config_hash_covers_content_not_run_fields():
+    base = config_hash(FeaturizeConfig())
+    assert config_hash(FeaturizeConfig(n_workers=7, dask_address="tcp://h:1", root="s3://b")) == base
+    assert config_hash(FeaturizeConfig(jpeg_quality=80)) != base
+    assert config_hash(FeaturizeConfig(seed=1)) != base
+
+
+def test_incomplete_shard_invisible_and_bad_file_named(tmp_path):
+    root = Storage(tmp_path)
+    url = shard_url(root, "d", 0)
+    Path(url).parent.mkdir(parents=True)
+    pq.write_table(SHARD_SCHEMA.empty_table(), url)
+    assert list_shards(root, "d") == []  # no stats file: not complete
+    write_text(stats_url(root, "d", 0), json.dumps({"shard": "shard-00000", "rows": 0}))
+    assert list_shards(root, "d") == [url]
+    assert read_shard(url).num_rows == 0
+    bad = shard_url(root, "d", 1)
+    pq.write_table(pa.table({"clip_id": ["a"]}), bad)
+    with pytest.raises(SchemaError, match=r"shard-00001\.parquet: missing column 'dataset'"):
+        read_shard(bad)
+    with pytest.raises(SchemaError, match=r"shard-00001\.parquet"):
+        next(iter_shard_rows(bad))
+    Path(bad).write_bytes(b"not parquet")
+    with pytest.raises(SchemaError, match=r"shard-00001\.parquet: not a readable"):
+        read_shard(bad)
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        read_dataset_index(root, "d")
+
+
+def test_build_dataset_index_counts():
+    stats = [{"shard": "shard-00000", "rows": 2, "failed": [{"clip_id": "x", "reason": "r"}],
+              "splits": {"train": 2}, "classes": {"a": 1, "b": 1}, "config_hash": "h"},
+             {"shard": "shard-00001", "rows": 1, "failed": [], "splits": {"val": 1},
+              "classes": {"a": 1}, "config_hash": "h"}]
+    index = build_dataset_index("d", stats)
+    assert index["rows"] == 3 and index["failed"] == 1 and index["num_shards"] == 2
+    assert index["splits"] == {"train": 2, "val": 1} and index["classes"] == {"a": 2, "b": 1}
+    assert [s["file"] for s in index["shards"]] == ["shard-00000.parquet", "shard-00001.parquet"]
