@@ -1,0 +1,142 @@
+"""Mix-and-separate: build training mixtures from a batch of clips.
+
+- supervised (``n_mix`` = 2 or 3): solo clips with DIFFERENT labels are grouped, each scaled by a
+  random gain, and summed in the waveform domain; the targets are the scaled clips; each source's
+  visual query is its clip's frame features.
+- unsupervised: every input clip is a duet video (two sounding objects, one audio track). Two
+  duets with different labels are summed (random gains) → the separator is asked for four
+  components, two per duet, and only duet-level targets exist: the loss compares each duet's audio
+  with the SUM of its two components (``component_source`` says which target each component
+  belongs to). The two visual queries of a duet are its frame-feature map with the right half
+  zeroed ("left object") and with the left half zeroed ("right object") — our choice: the authors
+  use two object-detector crops per duet, which the shards do not carry; players of a duet
+  usually stand side by side, and a half-map query keeps the (K, C, H, W) shape of the
+  supervised case. With odd W the centre column belongs to both halves.
+
+Deterministic: every random choice draws from the ``generator`` argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+MODES = ("supervised", "unsupervised")
+
+
+@dataclass
+class ClipBatch:
+    """A batch of clips as the training loader yields it.
+
+    audio: (B, L) float32 samples @ 11025 Hz; visual: (B, K, C, H, W) frame features;
+    label: (B,) int64 class ids; clip_id: B strings.
+    """
+
+    audio: torch.Tensor
+    visual: torch.Tensor
+    label: torch.Tensor
+    clip_id: list[str]
+
+
+@dataclass
+class MixBatch:
+    """Mixtures ready for the separator.
+
+    mixture: (M, L) samples; sources: (M, S, L) targets (S = n_mix supervised, 2 duets
+    unsupervised); visual: (M, N, K, C, H, W) one query per component (N = S supervised, 2·S
+    unsupervised); labels: (M, S) int64 class id per target; component_source: (N,) int64 target
+    index of each component; gains: (M, S) linear gains applied; clip_ids: M lists of S ids.
+    """
+
+    mixture: torch.Tensor
+    sources: torch.Tensor
+    visual: torch.Tensor
+    mode: str
+    labels: torch.Tensor
+    component_source: torch.Tensor
+    gains: torch.Tensor
+    clip_ids: list[list[str]] = field(default_factory=list)
+
+    @property
+    def n_components(self) -> int:
+        return self.visual.shape[1]
+
+    def to(self, device: torch.device | str) -> "MixBatch":
+        """A copy with every tensor on ``device``."""
+        return MixBatch(self.mixture.to(device), self.sources.to(device), self.visual.to(device),
+                        self.mode, self.labels.to(device), self.component_source.to(device),
+                        self.gains.to(device), self.clip_ids)
+
+
+def group_distinct_labels(labels: torch.Tensor, n: int, generator: torch.Generator) -> list[list[int]]:
+    """Random groups of ``n`` indices whose labels differ within a group, as many as possible.
+
+    Clips are shuffled into per-label queues; each group takes one clip from each of the ``n``
+    labels with the most clips left (ties broken by a random per-label priority), which forms
+    the maximum number of groups. Member order and group order are shuffled.
+    Shape: labels (B,) → groups of indices.
+    """
+    order = torch.randperm(labels.shape[0], generator=generator).tolist()
+    queues: dict[int, list[int]] = {}
+    for i in order:
+        queues.setdefault(int(labels[i]), []).append(i)
+    names = list(queues)
+    priority = dict(zip(names, torch.randperm(len(names), generator=generator).tolist()))
+    groups: list[list[int]] = []
+    while sum(1 for q in queues.values() if q) >= n:
+        chosen = sorted((k for k in names if queues[k]),
+                        key=lambda k: (-len(queues[k]), priority[k]))[:n]
+        group = [queues[k].pop() for k in chosen]
+        perm = torch.randperm(n, generator=generator).tolist()
+        groups.append([group[j] for j in perm])
+    perm = torch.randperm(len(groups), generator=generator).tolist()
+    return [groups[j] for j in perm]
+
+
+def duet_queries(visual: torch.Tensor) -> torch.Tensor:
+    """Two object queries from a duet's frame features: left half and right half of the map.
+
+    Shape: (..., K, C, H, W) → (..., 2, K, C, H, W).
+    """
+    W = visual.shape[-1]
+    left, right = visual.clone(), visual.clone()
+    left[..., (W + 1) // 2:] = 0
+    right[..., : W // 2] = 0
+    return torch.stack([left, right], dim=-5)
+
+
+def make_mixtures(clips: ClipBatch, n_mix: int, mode: str, generator: torch.Generator,
+                  gain_db: float = 6.0) -> MixBatch:
+    """Mix clips (see the module docstring).
+
+    ``n_mix``: sources per mixture (supervised: 2 or 3 solo clips; unsupervised: 2 duets).
+    ``gain_db``: each clip is scaled by 10^(g/20), g uniform in [−gain_db, gain_db] (our
+    choice; the released code mixes at unit gain, random gains make the separator robust to
+    relative loudness). Raises ValueError when no group of clips with distinct labels exists.
+
+    Shape: clips.audio (B, L) → mixture (M, L), M ≤ B // n_mix.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if n_mix < 2:
+        raise ValueError(f"n_mix must be at least 2, got {n_mix}")
+    groups = group_distinct_labels(clips.label, n_mix, generator)
+    if not groups:
+        raise ValueError(f"no {n_mix} clips with different labels in a batch of "
+                         f"{clips.label.shape[0]} (labels {clips.label.tolist()})")
+    idx = torch.tensor(groups, dtype=torch.long)  # (M, S)
+    M, S = idx.shape
+    db = (torch.rand(M, S, generator=generator) * 2 - 1) * gain_db
+    gains = (10.0 ** (db / 20.0)).to(clips.audio.dtype)
+    sources = clips.audio[idx.to(clips.audio.device)] * gains.to(clips.audio.device)[..., None]
+    visual = clips.visual[idx.to(clips.visual.device)]  # (M, S, K, C, H, W)
+    if mode == "unsupervised":
+        visual = duet_queries(visual).flatten(1, 2)  # (M, 2S, K, C, H, W)
+        component_source = torch.arange(S).repeat_interleave(2)
+    else:
+        component_source = torch.arange(S)
+    return MixBatch(
+        mixture=sources.sum(dim=1), sources=sources, visual=visual, mode=mode,
+        labels=clips.label[idx.to(clips.label.device)], component_source=component_source,
+        gains=gains, clip_ids=[[clips.clip_id[i] for i in g] for g in groups])

@@ -1,0 +1,114 @@
+"""What every separator shares: the output dataclass, the base class, the visual front end.
+
+Shapes use B = mixtures in the batch, N = sources (visual queries) per mixture, K = frames per
+clip, C×H×W = a frame feature map, F = 256 log-frequency bins, T = STFT frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ial import signal
+from ial.models.config import ModelConfig
+
+
+@dataclass
+class SeparationOutput:
+    """What a separator returns.
+
+    mask: (B, N, 256, T) in [0, 1] — ratio mask on the log grid (``sop``: the sigmoid of
+      ``logits`` while training, binarised at 0.5 in eval mode, the Sound-of-Pixels convention).
+    logits: (B, N, 256, T) pre-sigmoid mask, or None.
+    visual_embedding: (B, N, D, H, W) L2-normalised visual map in the common space, or None.
+    audio_embedding: (B, N, D) L2-normalised audio embedding of each separated source, or None.
+    localization: (B, N, H, W) sounding-object map (A→V attention), or None.
+    """
+
+    mask: torch.Tensor
+    logits: torch.Tensor | None = None
+    visual_embedding: torch.Tensor | None = None
+    audio_embedding: torch.Tensor | None = None
+    localization: torch.Tensor | None = None
+
+
+class VisualFrontend(nn.Module):
+    """Visual input → one pooled feature map per source.
+
+    "features" mode: stored maps pass through. "frames" mode: ImageNet-normalised frames go
+    through the project's ResNet-18 trunk (dilated layer4, stride 16); frozen unless
+    ``train_visual_trunk`` (a frozen trunk gets no gradients and stays in eval mode).
+
+    Shape: (B, N, K, C, H, W) features or (B, N, K, 3, H', W') frames → (B, N, C, H, W).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.mode = cfg.visual_input
+        self.frame_pool = cfg.frame_pool
+        self.trainable = cfg.train_visual_trunk
+        self.trunk: nn.Module | None = None
+        if self.mode == "frames":
+            from ial.models.resnet18 import FEATURE_CHANNELS, build_trunk
+
+            if cfg.visual_channels != FEATURE_CHANNELS:
+                raise ValueError(f"visual_input 'frames' gives {FEATURE_CHANNELS} channels; "
+                                 f"set visual_channels: {FEATURE_CHANNELS}")
+            self.trunk, self.weights_description = build_trunk(cfg.visual_weights)
+            for p in self.trunk.parameters():
+                p.requires_grad_(self.trainable)
+
+    def train(self, mode: bool = True) -> "VisualFrontend":
+        super().train(mode)
+        if self.trunk is not None and not self.trainable:
+            self.trunk.eval()  # frozen BatchNorm statistics
+        return self
+
+    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+        if visual.ndim != 6:
+            raise ValueError(f"visual must be (B, N, K, C, H, W), got {tuple(visual.shape)}")
+        B, N, K = visual.shape[:3]
+        if self.trunk is not None:
+            flat = visual.reshape(B * N * K, *visual.shape[3:])
+            if self.trainable:
+                maps = self.trunk(flat)
+            else:
+                with torch.no_grad():
+                    maps = self.trunk(flat)
+            visual = maps.reshape(B, N, K, *maps.shape[1:])
+        if self.frame_pool == "max":
+            return visual.amax(dim=2)
+        return visual.mean(dim=2)
+
+
+def pad_frames(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
+    """Zero-pad the last (time) axis to a multiple of ``multiple``; returns (padded, original T)."""
+    T = x.shape[-1]
+    pad = (-T) % multiple
+    return (F.pad(x, (0, pad)) if pad else x), T
+
+
+class Separator(nn.Module):
+    """Base class: ``forward(mix_mag, visual) -> SeparationOutput``.
+
+    mix_mag: (B, 256, T) warped LINEAR magnitude of the mixture (``ial.signal.log_magnitude``);
+    the network takes log(magnitude) itself. visual: (B, N, K, C, H, W) stored frame features
+    (or frames in "frames" mode). Any T works: it is padded inside and the mask cropped back.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    @staticmethod
+    def log_input(mix_mag: torch.Tensor) -> torch.Tensor:
+        """(B, 256, T) linear magnitude → (B, 1, 256, T) log magnitude."""
+        if mix_mag.ndim != 3 or mix_mag.shape[1] != signal.LOG_BINS:
+            raise ValueError(f"mix_mag must be (B, {signal.LOG_BINS}, T), got {tuple(mix_mag.shape)}")
+        return signal.network_input(mix_mag).unsqueeze(1)
+
+    def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:
+        raise NotImplementedError

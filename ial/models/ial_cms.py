@@ -1,0 +1,190 @@
+"""``ial_cms``: the IAL paper's cross-modal separator (CMS).
+
+Architecture (DESIGN.md "Method"; authors' code ZhenkaiLin/IAL-CMS, files
+``AVModule/AVModule_visual_related_fa_separation.py`` and ``SeperateNet/SeparateNet.py``):
+
+1. Visual: per source, frame features (K, C, H, W) pooled over K (``frame_pool``), then a head
+   (3×3 conv + BN + ReLU + 1×1 conv) to the D-dim common space, L2-normalised per location:
+   ``fv`` (D, H, W).
+2. Audio encoder: log magnitude (1, 256, T) → BN → 3×3 stem (c0) → four ResNet basic blocks of
+   widths ``audio_channels`` (64/128/256/512), each stride 2 → bottleneck ``fa_mix`` (c3, F/16, T/16).
+3. CMS at the bottleneck, per source (authors' AVModule):
+   - visual-related audio: ``fa = sep_mlp([fa_mix, maxpool(fv)])`` (1×1 convs);
+   - audio to the common space: ``fa_com = l2norm(a_common_mlp(fa))``; source embedding
+     ``a = l2norm(mean_FT fa_com)`` (used by L_av);
+   - A→V spatial attention: ``loc = sigmoid_learnable(cos(fv, a))`` (H, W);
+     ``v = l1norm(Σ_HW loc · fv)``;
+   - V→A channel attention: ``w = MLP(mean_FT(v · fa_com))`` with sigmoid; ``fa' = w·fa + fa``;
+   - decoder input ``[v broadcast, fa']``, context vector ``[v, mean_FT fa']``.
+4. Decoder: four up blocks (×2 upsample, concat skip, 3×3 conv, AdaIN from the context vector,
+   ReLU), then 1×1 conv + sigmoid → ratio mask on the log grid (1, 256, T).
+
+The audio encoder runs once per mixture; CMS and the decoder run once per source.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ial.models.base import Separator, SeparationOutput, VisualFrontend, pad_frames
+from ial.models.config import ModelConfig
+from ial.models.registry import MODELS
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with a projection shortcut when shape changes. (B, Cin, F, T) → (B, Cout, F/s, T/s)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class AdaIN(nn.Module):
+    """Instance norm whose scale/shift come from a context vector.
+
+    Shape: x (M, C, F, T), context (M, Dc) → (M, C, F, T).
+    """
+
+    def __init__(self, channels: int, context_dim: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.affine = nn.Linear(context_dim, 2 * channels)
+        nn.init.zeros_(self.affine.weight)
+        nn.init.zeros_(self.affine.bias)  # starts as plain instance norm (scale 1, shift 0)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.affine(context).chunk(2, dim=1)
+        return self.norm(x) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    """×2 upsample, concat skip, 3×3 conv, AdaIN(context), ReLU. (M, Cin, f, t) → (M, Cout, 2f, 2t)."""
+
+    def __init__(self, cin: int, cskip: int, cout: int, context_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin + cskip, cout, 3, 1, 1, bias=False)
+        self.adain = AdaIN(cout, context_dim)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return F.relu(self.adain(self.conv(torch.cat([x, skip], dim=1)), context))
+
+
+class LearnableSigmoid(nn.Module):
+    """sigmoid(a · (x − b)) with learnable a, b (authors' ParamSigmoid). Shape preserved."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        self.offset = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.scale * (x - self.offset))
+
+
+class CMS(nn.Module):
+    """Cross-modal separator interaction at the bottleneck (authors' AVModule).
+
+    Shape: fa_mix (M, Ca, f, t) (mixture feature repeated per source), fv (M, D, H, W) →
+    y (M, D + Ca, f, t), context (M, D + Ca), audio_embedding (M, D), localization (M, H, W).
+    """
+
+    def __init__(self, audio_dim: int, embed_dim: int, hidden: int, sigmoid_scale: float):
+        super().__init__()
+        ca, d = audio_dim, embed_dim
+        self.sep_mlp = nn.Sequential(
+            nn.Conv2d(ca + d, ca + d, 1), nn.LeakyReLU(0.2), nn.BatchNorm2d(ca + d),
+            nn.Conv2d(ca + d, ca, 1), nn.LeakyReLU(0.2), nn.BatchNorm2d(ca))
+        self.a_common_mlp = nn.Sequential(
+            nn.Conv2d(ca, hidden, 1), nn.LeakyReLU(0.2), nn.BatchNorm2d(hidden),
+            nn.Conv2d(hidden, d, 1))
+        self.weight_mlp = nn.Sequential(
+            nn.Linear(d, d), nn.LeakyReLU(0.2), nn.BatchNorm1d(d), nn.Linear(d, ca), nn.Sigmoid())
+        self.loc_sigmoid = LearnableSigmoid(sigmoid_scale)
+
+    def forward(self, fa_mix: torch.Tensor, fv: torch.Tensor):
+        M, _, f, t = fa_mix.shape
+        fv_pooled = fv.amax(dim=(-2, -1))  # (M, D)
+        fa = self.sep_mlp(torch.cat([fa_mix, fv_pooled[:, :, None, None].expand(-1, -1, f, t)], 1))
+        fa_com = F.normalize(self.a_common_mlp(fa), dim=1)  # (M, D, f, t)
+        audio_emb = F.normalize(fa_com.mean(dim=(-2, -1)), dim=1)  # (M, D)
+        # A→V spatial attention.
+        cos_map = (fv * audio_emb[:, :, None, None]).sum(1)  # fv and audio_emb are unit: cosine
+        loc = self.loc_sigmoid(cos_map)  # (M, H, W)
+        v = F.normalize((loc.unsqueeze(1) * fv).sum(dim=(-2, -1)), p=1, dim=1)  # (M, D)
+        # V→A channel attention.
+        g = (v[:, :, None, None] * fa_com).mean(dim=(-2, -1))  # (M, D)
+        w = self.weight_mlp(g)  # (M, Ca)
+        fa_att = w[:, :, None, None] * fa + fa
+        y = torch.cat([v[:, :, None, None].expand(-1, -1, f, t), fa_att], dim=1)
+        context = torch.cat([v, fa_att.mean(dim=(-2, -1))], dim=1)
+        return y, context, audio_emb, loc
+
+
+@MODELS.register("ial_cms")
+class IALCMS(Separator):
+    """The CMS separator. See the module docstring; forward contract in ``Separator``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        c = list(cfg.audio_channels)
+        d = cfg.embed_dim
+        self.visual = VisualFrontend(cfg)
+        self.visual_head = nn.Sequential(
+            nn.Conv2d(cfg.visual_channels, d, 3, 1, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(),
+            nn.Conv2d(d, d, 1))
+        self.input_norm = nn.BatchNorm2d(1)
+        self.stem = nn.Sequential(nn.Conv2d(1, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0]),
+                                  nn.ReLU())
+        widths = [c[0]] + c
+        self.encoder = nn.ModuleList(BasicBlock(widths[i], widths[i + 1], 2) for i in range(4))
+        self.cms = CMS(c[3], d, cfg.common_hidden, cfg.loc_sigmoid_scale)
+        ctx = d + c[3]
+        # Skips, deepest first: encoder outputs of stages 2, 1, 0, then the stem.
+        skips = [c[2], c[1], c[0], c[0]]
+        outs = [c[2], c[1], c[0], c[0]]
+        ins = [d + c[3]] + outs[:-1]
+        self.decoder = nn.ModuleList(UpBlock(i, s, o, ctx) for i, s, o in zip(ins, skips, outs))
+        self.out = nn.Conv2d(c[0], 1, 1)
+
+    def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:
+        B = mix_mag.shape[0]
+        N = visual.shape[1]
+        x, T = pad_frames(self.log_input(mix_mag), 16)
+        # Visual: (B, N, C, H, W) → common space (B*N, D, H, W).
+        fv_raw = self.visual(visual)
+        fv = F.normalize(self.visual_head(fv_raw.flatten(0, 1)), dim=1)
+        # Audio encoder, once per mixture.
+        h = self.stem(self.input_norm(x))
+        feats = [h]
+        for block in self.encoder:
+            h = block(h)
+            feats.append(h)
+        bottleneck, skips = feats[-1], feats[-2::-1]  # skips: stage2, stage1, stage0, stem
+
+        def per_source(t: torch.Tensor) -> torch.Tensor:  # (B, ...) → (B*N, ...)
+            return t.unsqueeze(1).expand(B, N, *t.shape[1:]).flatten(0, 1)
+
+        y, context, audio_emb, loc = self.cms(per_source(bottleneck), fv)
+        for up, skip in zip(self.decoder, skips):
+            y = up(y, per_source(skip), context)
+        logits = self.out(y)[..., :T].reshape(B, N, x.shape[-2], T)
+        return SeparationOutput(
+            mask=torch.sigmoid(logits), logits=logits,
+            visual_embedding=fv.reshape(B, N, *fv.shape[1:]),
+            audio_embedding=audio_emb.reshape(B, N, -1),
+            localization=loc.reshape(B, N, *loc.shape[1:]))

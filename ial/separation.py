@@ -1,0 +1,32 @@
+"""Separate waveforms with a trained separator (evaluation and ``ial separate``).
+
+Each 65535-sample window: STFT → warped magnitude → separator mask → unwarp, mixture phase, iSTFT;
+windows slide with half overlap and overlapping estimates are averaged (``ial.signal.separate_long``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ial import signal
+
+
+@torch.no_grad()
+def separate_waveforms(model: torch.nn.Module, mixture: torch.Tensor, visual: torch.Tensor,
+                       window: int = signal.SEGMENT_SAMPLES, hop: int | None = None) -> torch.Tensor:
+    """Separate ``mixture`` into one stem per visual query (no gradients; the caller puts the
+    model in eval mode — a ``sop`` model then applies binary masks).
+
+    Shape: mixture (B, L) samples @ 11025 Hz, visual (B, N, K, C, H, W) → (B, N, L) samples.
+    """
+    if mixture.ndim != 2:
+        raise ValueError(f"mixture must be (B, L), got {tuple(mixture.shape)}")
+    if visual.shape[0] != mixture.shape[0]:
+        raise ValueError(f"visual batch {visual.shape[0]} != mixture batch {mixture.shape[0]}")
+
+    def one_window(wave: torch.Tensor) -> torch.Tensor:
+        spec = signal.stft(wave)
+        mask = model(signal.log_warp(spec.abs()), visual).mask
+        return signal.apply_mask(spec, mask, wave.shape[-1])
+
+    return signal.separate_long(one_window, mixture, window, hop)
