@@ -96,16 +96,11 @@ def load_retrain_config(
 
 
 def overall_sdr(results: dict) -> float:
-    """The overall mean SDR (dB) of the model in an ``evaluate_flow`` result."""
-    for key in ("sdr", "SDR", "mean_sdr"):
-        if isinstance(results.get(key), (int, float)):
-            return float(results[key])
-    summary = results.get("summary") or results.get("overall") or {}
-    model = summary.get("model", summary) if isinstance(summary, dict) else {}
-    for key in ("sdr", "SDR", "mean_sdr"):
-        if isinstance(model.get(key), (int, float)):
-            return float(model[key])
-    raise KeyError(f"no overall SDR in the evaluation result (keys: {sorted(results)})")
+    """The model's overall mean SDR (dB) in an ``evaluate_flow`` result (``results["sdr"]``)."""
+    value = results.get("sdr")
+    if not isinstance(value, (int, float)):
+        raise KeyError(f"no overall 'sdr' in the evaluation result (keys: {sorted(results)})")
+    return float(value)
 
 
 def last_trained_fingerprint(root: Storage, dataset: str) -> str | None:
@@ -199,7 +194,7 @@ def retrain_flow(
                                             ("written", "skipped", "shards", "rows"))
 
     # 3. Nothing new since the last nightly decision: no training, no evaluation, no promotion.
-    fingerprint = tree_fingerprint(store.url("shards", cfg.dataset))
+    fingerprint = tree_fingerprint(store.url("shards", cfg.dataset), suffix=".parquet")
     summary["train_fingerprint"] = fingerprint
     champion = read_champion(store)
     summary["champion"] = champion.get("checkpoint") if champion else None
@@ -224,7 +219,7 @@ def retrain_flow(
     summary["challenger"] = challenger
 
     # 5. Score both on the same held-out set.
-    eval_fingerprint = tree_fingerprint(eval_data)
+    eval_fingerprint = tree_fingerprint(eval_data, suffix=".parquet")
     evaluated = evaluate_flow(
         checkpoint=challenger, data=eval_data, mix=cfg.eval_mix,
         out=store.url("reports", run_name), config=cfg.eval_config, overrides=cfg.eval_overrides,

@@ -101,8 +101,10 @@ def list_promotions(root: Storage | str) -> list[dict]:
     return sorted(records, key=lambda r: r.get("decided_at", ""))
 
 
-def tree_fingerprint(url: str) -> str | None:
-    """A short hash of the files under ``url`` (relative paths + sizes), None when there are none.
+def tree_fingerprint(url: str, suffix: str = "") -> str | None:
+    """A short hash of the files under ``url`` ending in ``suffix`` (relative paths + sizes).
+
+    None when there are no such files.
 
     Two calls give the same value iff the same files of the same sizes are there: the nightly
     uses it to tell "new shards since last time" and "the held-out set changed". Hidden names
@@ -114,7 +116,7 @@ def tree_fingerprint(url: str) -> str | None:
     entries = []
     for name, info in sorted(fs.find(path, detail=True).items()):
         rel = name[len(path.rstrip("/")):].lstrip("/")
-        if any(part.startswith(".") for part in rel.split("/")):
+        if not rel.endswith(suffix) or any(part.startswith(".") for part in rel.split("/")):
             continue
         entries.append(f"{rel}\t{info.get('size')}")
     if not entries:

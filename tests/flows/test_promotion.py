@@ -103,3 +103,4 @@ def test_tree_fingerprint_changes_with_the_files_only(tmp_path):
     (tmp_path / "shards" / "_stats").mkdir()
     (tmp_path / "shards" / "_stats" / "shard-00001.json").write_text("{}")
     assert tree_fingerprint(str(tmp_path / "shards")) not in (None, first)
+    assert tree_fingerprint(str(tmp_path / "shards"), suffix=".parquet") == first
