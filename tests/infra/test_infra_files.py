@@ -22,7 +22,7 @@ COMPOSE = INFRA / "docker-compose.yml"
 K8S = sorted((INFRA / "k8s").glob("*.yaml"))
 PREFECT_YAML = REPO / "prefect.yaml"
 TEXT_FILES = [COMPOSE, *K8S, PREFECT_YAML, INFRA / "Dockerfile", INFRA / "README.md",
-              INFRA / "hostfile.example"]
+              INFRA / "hostfile"]
 CODE_DIRS = ("ial", "flows", "preprocessing")
 
 # Variables read by something other than this project or Prefect, and who reads them.
@@ -101,9 +101,11 @@ def test_k8s_manifests_have_a_work_pool_worker_a_dask_cluster_and_a_deepspeed_jo
     name, service = job["metadata"]["name"], job["spec"]["template"]["spec"]["subdomain"]
     for i, line in enumerate(lines):
         assert re.fullmatch(rf"{name}-{i}\.{service} slots=\d+", line), line
-    example = [ln for ln in (INFRA / "hostfile.example").read_text().splitlines()
-               if ln.strip() and not ln.startswith("#")]
-    assert all(re.fullmatch(r"\S+ slots=\d+", ln) for ln in example)
+    # both hostfiles parse with DeepSpeed's own hostfile parser
+    from deepspeed.launcher.runner import _parse_hostfile
+
+    assert len(_parse_hostfile(lines)) == job["spec"]["completions"]
+    assert _parse_hostfile((INFRA / "hostfile").read_text().splitlines())
 
 
 def test_prefect_yaml_matches_the_deployments_declared_in_code():
@@ -198,6 +200,9 @@ def check_command(argv: list[str]) -> None:
         parsed = parse_args(args)
         if parsed.module:
             assert importlib.util.find_spec(parsed.user_script), parsed.user_script
+        if "--config" in parsed.user_args:
+            path = parsed.user_args[parsed.user_args.index("--config") + 1]
+            assert (REPO / path).exists(), f"training config {path} does not exist"
     elif prog == "python" and args[:1] == ["-m"]:
         assert importlib.util.find_spec(args[1]), f"python -m {args[1]}: no such module"
     elif prog == "prefect":
