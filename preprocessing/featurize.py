@@ -368,6 +368,9 @@ def summarize(cfg: FeaturizeConfig, plan: FeaturizePlan, results: list[dict], se
         "worker_peak_rss_mb": max((r["peak_rss_mb"] for r in written), default=None),
         "visual_weights": weights, "dataset_rows": index["rows"], "splits": index["splits"],
     }
+    # short names read by the nightly flow's summary table
+    summary.update(written=summary["shards_written"], skipped=summary["shards_skipped"],
+                   shards=summary["shards_total"], rows=summary["dataset_rows"])
     if any(str(w).startswith("none") for w in weights):
         summary["visual_weights_warning"] = RANDOM_INIT_WARNING
     return summary

@@ -163,9 +163,17 @@ def build_dataset_index(dataset: str, stats: list[dict]) -> dict:
 
 
 def write_dataset_index(root: Storage, dataset: str) -> dict:
-    """Rebuild ``shards/<dataset>/index.json`` from the stats of every complete shard (atomic)."""
+    """Rebuild ``shards/<dataset>/index.json`` from the stats of every complete shard (atomic).
+    The file is left untouched when nothing but ``updated_at`` would change."""
     index = build_dataset_index(dataset, read_shard_stats(root, dataset))
-    write_text(index_url(root, dataset), json.dumps(index, indent=1))
+    url = index_url(root, dataset)
+    try:
+        old = json.loads(read_text(url))
+    except (FileNotFoundError, json.JSONDecodeError):
+        old = None
+    if old is not None and {**old, "updated_at": None} == {**index, "updated_at": None}:
+        return old
+    write_text(url, json.dumps(index, indent=1))
     return index
 
 

@@ -1,0 +1,83 @@
+"""Prefect flow ``featurize``: plan shards, one Dask task per shard, rebuild the dataset index.
+
+Thin wrapper over ``preprocessing.featurize`` (plan_shards / featurize_shard /
+write_dataset_index). The shard tasks run in a subflow ``featurize-shards`` whose task runner is a
+``prefect_dask.DaskTaskRunner``: a LocalCluster of ``n_workers`` processes by default, or the
+running scheduler at ``dask_address`` (its workers then need ``PREFECT_API_URL`` of a real
+Prefect server, see DEPENDENCIES.md).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from ial.config import load_config
+from ial.storage import Storage
+from preprocessing.featurize import (RANDOM_INIT_WARNING, FeaturizePlan, ShardJob,
+                                     featurize_shard, plan_shards, summarize)
+from preprocessing.featurize_config import FeaturizeConfig
+
+
+@task(name="featurize-shard", retries=2, retry_delay_seconds=5)
+def featurize_shard_task(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
+    """Write one shard (idempotent: a complete shard is skipped)."""
+    return featurize_shard(cfg, job, cfg_hash)
+
+
+def dask_task_runner(cfg: FeaturizeConfig):
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    env = {"OMP_NUM_THREADS": str(cfg.torch_threads), "MKL_NUM_THREADS": str(cfg.torch_threads)}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": cfg.n_workers, "processes": True,
+                                          "threads_per_worker": cfg.threads_per_worker,
+                                          "dashboard_address": None, "env": env})
+
+
+@flow(name="featurize-shards")
+def featurize_shards_flow(cfg: FeaturizeConfig, plan: FeaturizePlan) -> list[dict]:
+    futures = [featurize_shard_task.with_options(name=f"featurize-shard-{job.shard:05d}")
+               .submit(cfg, job, plan.config_hash) for job in plan.jobs]
+    return [f.result() for f in futures]
+
+
+@flow(name="featurize")
+def featurize_flow(
+    root: str = "./data",
+    dataset: str = "vggsound",
+    config: str | None = None,
+    overrides: list[str] | None = None,
+    dask_address: str | None = None,
+) -> dict:
+    """Featurize the ok clips of ``dataset`` under ``root`` into Parquet shards.
+
+    ``config``: a FeaturizeConfig YAML (configs/featurize/*.yaml); ``overrides``: ``key=value``
+    strings; ``root``/``dataset``/``dask_address`` given here win over the file. Returns the
+    summary of ``preprocessing.featurize.featurize``.
+    """
+    import time
+
+    from ial.config import save_config
+    from preprocessing.shards import write_dataset_index
+
+    logger = get_run_logger()
+    start = time.perf_counter()
+    cfg = load_config(FeaturizeConfig, config, overrides or [], root=root, dataset=dataset,
+                      dask_address=dask_address)
+    store = Storage(cfg.root)
+    plan = plan_shards(cfg)
+    save_config(cfg, store.url("shards", cfg.dataset, "config.yaml"))
+    if cfg.visual_weights is None:
+        logger.warning(RANDOM_INIT_WARNING)
+    logger.info("%d ok clips; %d shards to write, %d complete (skipped)", plan.num_clips,
+                len(plan.jobs), len(plan.complete))
+    results = []
+    if plan.jobs:
+        results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(cfg, plan)
+    index = write_dataset_index(store, cfg.dataset)
+    summary = summarize(cfg, plan, results, time.perf_counter() - start, index)
+    logger.info("featurize %s: %d shards written, %d skipped, %d rows in the dataset",
+                cfg.dataset, summary["shards_written"], summary["shards_skipped"], index["rows"])
+    return summary

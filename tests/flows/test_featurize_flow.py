@@ -1,0 +1,28 @@
+"""The Prefect flow ``featurize`` (Dask task runner, LocalCluster) on a local root."""
+
+from __future__ import annotations
+
+import pytest
+
+from ial.storage import Storage
+from preprocessing.shards import list_shards, read_dataset_index
+from tests.preprocessing.test_featurize import make_clip_root, source_videos  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def test_featurize_flow_dask_runner(tmp_path, source_videos, prefect_harness):  # noqa: F811
+    from flows.featurize import featurize_flow
+
+    labels = make_clip_root(str(tmp_path), source_videos, n_good=3)
+    overrides = ["clips_per_shard=2", "frame_size=32", "n_workers=2", "batch_clips=2"]
+    summary = featurize_flow(root=str(tmp_path), dataset="toy", config=None, overrides=overrides)
+    # 4 ok clips (one corrupt) in shards of 2
+    assert summary["shards_written"] == 2 and summary["rows_written"] == 3
+    assert [f["clip_id"] for f in summary["failures"]] == ["bad_0"]
+    assert summary["visual_weights"] == ["none (random init)"]
+    root = Storage(tmp_path)
+    assert len(list_shards(root, "toy")) == 2
+    assert read_dataset_index(root, "toy")["rows"] == len(labels)
+    again = featurize_flow(root=str(tmp_path), dataset="toy", overrides=overrides)
+    assert again["shards_written"] == 0 and again["shards_skipped"] == 2
