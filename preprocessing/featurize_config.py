@@ -85,7 +85,11 @@ def content_dict(cfg: FeaturizeConfig) -> dict:
     if cfg.visual_weights:
         from ial.storage import read_bytes
 
-        data["visual_weights"] = "sha256:" + hashlib.sha256(read_bytes(cfg.visual_weights)).hexdigest()
+        try:
+            blob = read_bytes(cfg.visual_weights)
+        except FileNotFoundError:
+            raise ConfigError("visual_weights", f"file not found: {cfg.visual_weights}") from None
+        data["visual_weights"] = "sha256:" + hashlib.sha256(blob).hexdigest()
     else:
         data["visual_weights"] = f"random-init seed {cfg.seed}"
     data["featurizer_version"] = FEATURIZER_VERSION

@@ -179,3 +179,25 @@ def test_config_mismatch_refused(tmp_path, source_videos):
 
     with pytest.raises(FeaturizeMismatchError, match="config hash"):
         plan_shards(small_config(tmp_path, jpeg_quality=50))
+
+
+def test_cli_featurize_no_prefect(tmp_path, source_videos):
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    make_clip_root(str(tmp_path), source_videos, n_good=2, corrupt=False)
+    help_text = CliRunner().invoke(main, ["featurize", "--help"]).output
+    assert "--visual-weights" in help_text and "--dask-address" in help_text
+    args = ["featurize", "--root", str(tmp_path), "--dataset", "toy", "--no-prefect",
+            "--no-progress", "--n-workers", "1", "--set", "frame_size=32"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["rows_written"] == 2 and summary["visual_weights"] == ["none (random init)"]
+    assert "RANDOMLY INITIALISED" in result.stderr
+    bad = CliRunner().invoke(main, args[:-1] + ["frame_size=33"])
+    assert bad.exit_code != 0 and "frame_size" in bad.output
+    weights = CliRunner().invoke(main, args + ["--visual-weights", str(tmp_path / "none.pth")])
+    assert weights.exit_code == 1 and "visual_weights" in weights.output
+    assert "none.pth" in weights.output
