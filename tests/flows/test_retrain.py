@@ -1,0 +1,108 @@
+"""The nightly retraining flow on small local data, through the real stage flows.
+
+Night 1: no champion → train from scratch, evaluate, promote.
+Night 2 (nothing new): ingest downloads nothing, no training, no evaluation, no new decision.
+Night 3 (new manifest entries, a margin no challenger can meet): ingest only the new entries,
+resume from the champion, evaluate both, keep the champion; both scores recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from ial.promotion import list_promotions, read_champion
+
+CLASSES = ["violin", "flute"]
+
+
+def write_manifest(src: str, dst: Path, drop: set[str]) -> None:
+    with open(src, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and r[0] not in drop]
+    with open(dst, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+def tiny_nightly_config(path: Path, root: Path, url_template: str) -> Path:
+    """A nightly config: the demo stage configs, made as small as the stages allow."""
+    repo = Path(__file__).resolve().parents[2]
+    cfg = {
+        "root": str(root), "dataset": "nightly", "manifest": str(root / "manifest.csv"),
+        "manifest_format": "vggsound",
+        "ingest_config": str(repo / "configs/ingest/demo.yaml"),
+        "ingest_overrides": [f"url_template={url_template}", "dask_workers=1"],
+        "featurize_config": str(repo / "configs/featurize/demo.yaml"),
+        "featurize_overrides": ["n_workers=1", "clips_per_shard=4"],
+        "train_config": str(repo / "configs/train/demo.yaml"),
+        "train_overrides": ["steps=2", "val_every=2", "checkpoint_every=2", "val_mixtures=2",
+                            "batch_size=4", "num_workers=0", "log_every=1"],
+        "eval_config": str(repo / "configs/eval/demo.yaml"),
+        "eval_overrides": ["n_per_combination=1", "num_examples=0", "oracles=[]"],
+    }
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from preprocessing.demo_corpus import generate_corpus
+
+    return generate_corpus(str(tmp_path_factory.mktemp("corpus")), classes=CLASSES,
+                           videos_per_class=4, seconds=11.0, seed=3, workers=2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_nightly_promotes_then_skips_then_keeps(prefect_harness, corpus, tmp_path):
+    from flows.retrain import retrain_flow
+    from preprocessing.video_server import VideoServer
+
+    root = tmp_path / "root"
+    root.mkdir()
+    train_ids = {label: [e.video_id for e in corpus.by_label(label) if e.split == "train"]
+                 for label in CLASSES}
+    held_back = {ids[-1] for ids in train_ids.values()}  # one train video per class, added on night 3
+    write_manifest(corpus.manifest, root / "manifest.csv", drop=held_back)
+
+    with VideoServer(corpus.out_dir) as server:
+        config = tiny_nightly_config(tmp_path / "nightly.yaml", root, server.url_template)
+
+        # Night 1: no champion → promote.
+        night1 = retrain_flow(config=str(config))
+        assert night1["decision"] == "promote", night1.get("reason")
+        champion = read_champion(str(root))
+        assert champion["checkpoint"] == night1["challenger"]
+        assert champion["sdr"] == night1["challenger_sdr"]
+        assert night1["resumed_from"].startswith("scratch")
+        assert "| decision | promote |" in night1["markdown"]
+        assert Path(night1["summary_url"]).read_text() == night1["markdown"]
+
+        # Night 2: the same manifest → nothing downloaded, nothing trained, nothing decided.
+        gets_before = sum(1 for r in server.requests if r[0] == "GET")
+        runs_before = sorted(p.name for p in (root / "checkpoints").iterdir())
+        night2 = retrain_flow(config=str(config))
+        assert night2["decision"] == "skipped"
+        assert {"train", "evaluate", "promote"} <= set(night2["skipped"])
+        assert sum(1 for r in server.requests if r[0] == "GET") == gets_before
+        assert sorted(p.name for p in (root / "checkpoints").iterdir()) == runs_before
+        assert len(list_promotions(str(root))) == 1
+        assert night2["train_fingerprint"] == night1["train_fingerprint"]
+
+        # Night 3: new entries; a margin no challenger meets → keep, both scores recorded.
+        write_manifest(corpus.manifest, root / "manifest.csv", drop=set())
+        requested_before = {r[1] for r in server.requests}
+        night3 = retrain_flow(config=str(config), overrides=["min_improvement=1000"])
+        new_paths = {r[1] for r in server.requests} - requested_before
+        assert new_paths and all(any(v in p for v in held_back) for p in new_paths)
+        assert night3["decision"] == "keep"
+        assert night3["resumed_from"] == champion["checkpoint"]
+        assert night3["train_fingerprint"] != night1["train_fingerprint"]
+        records = list_promotions(str(root))
+        assert [r["decision"] for r in records] == ["promote", "keep"]
+        assert records[1]["challenger"] == night3["challenger"] != champion["checkpoint"]
+        assert isinstance(records[1]["champion_sdr"], float)
+        assert isinstance(records[1]["challenger_sdr"], float)
+        assert read_champion(str(root))["checkpoint"] == champion["checkpoint"]
