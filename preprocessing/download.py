@@ -1,0 +1,408 @@
+"""Download exactly one section of a video with yt-dlp's Python API, and name every outcome.
+
+``download_section(url, start, end, out_dir, name, options)`` fetches only ``[start, end]``
+(yt-dlp ``download_ranges`` + ``force_keyframes_at_cuts``: ffmpeg seeks over HTTP Range
+requests and re-encodes at the cut points so the section starts exactly at ``start``), in the
+lowest video format that still has ``min_height`` px, plus audio.
+
+Errors are classified by ``classify_error`` into:
+
+- ``Unavailable(reason)`` — 404/403/410, private, removed, age/geo restricted, bot check: final,
+  never retried;
+- ``Retryable(reason, retry_after)`` — 429, 5xx, connection errors, timeouts: retried by
+  ``download_with_retries`` with exponential backoff + jitter (honouring ``Retry-After``), then
+  recorded as ``failed``;
+- ``SourceInvalid(reason)`` — the media itself is broken (ffmpeg could not read the section):
+  recorded as ``invalid``.
+
+Note (ffmpeg location): yt-dlp picks its section downloader with ``FFmpegFD.available()``,
+which ignores the ``ffmpeg_location`` option and only looks on PATH; the Python API's other
+hook is the ``FFmpegPostProcessor._ffmpeg_location`` context variable (what the yt-dlp CLI
+sets). We set both, per call, so the imageio-ffmpeg binary works without a system ffmpeg.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import time
+from typing import Any, Callable
+
+from ial.media import ffmpeg_binary
+
+YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={video_id}"
+# Lowest video format with >= min_height px plus (any) audio; fall back to a single file.
+DEFAULT_FORMAT = "bv*[height>={min_height}]+ba/b[height>={min_height}]/bv*+ba/b"
+DEFAULT_FORMAT_SORT = ("+res", "+fps", "+br")
+# Extractors yt-dlp loads (loading all ~1800 costs ~0.15 s of CPU per download).
+DEFAULT_EXTRACTORS = ("youtube", "generic")
+# When no clip format is asked for, the section is re-encoded near-losslessly at the cuts.
+SECTION_ENCODE_ARGS = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "16",
+                       "-c:a", "aac", "-b:a", "192k")
+
+
+class DownloadProblem(Exception):
+    """Base of classified download outcomes; ``reason`` is a short stable token + detail."""
+
+    status = "failed"
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class Unavailable(DownloadProblem):
+    status = "unavailable"
+
+
+class Retryable(DownloadProblem):
+    status = "failed"
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None):
+        super().__init__(reason, detail)
+        self.retry_after = retry_after
+
+
+class SourceInvalid(DownloadProblem):
+    status = "invalid"
+
+
+@dataclasses.dataclass
+class DownloadResult:
+    path: str  # local file of the section
+    attempts: int
+    bytes: int
+
+
+# Message patterns (YouTube and the generic extractor) → unavailable reasons.
+_UNAVAILABLE_PATTERNS = [
+    (r"confirm you.?re not a bot", "bot_check"),
+    (r"private video", "private"),
+    (r"confirm your age|age[- ]restricted|inappropriate for some users", "age_restricted"),
+    (r"not (?:made )?available in your country|geo.?restrict|blocked it in your country",
+     "geo_restricted"),
+    (r"has been removed|account .* (?:terminated|closed)|copyright claim|violating youtube",
+     "removed"),
+    (r"members-only|join this channel", "members_only"),
+    (r"video unavailable|this video is (?:no longer )?(?:un)?available|does not exist",
+     "removed"),
+    (r"unsupported url", "unsupported_url"),
+]
+_RETRYABLE_PATTERNS = [
+    (r"timed? ?out", "timeout"),
+    (r"connection (?:refused|reset|aborted)|remote end closed|temporary failure in name"
+     r"|network is unreachable|broken pipe|incomplete ?read", "connection_error"),
+    (r"too many requests", "http_429"),
+]
+
+
+def _retry_after_seconds(response) -> float | None:
+    try:
+        value = response.headers.get("Retry-After") if response is not None else None
+    except Exception:  # pragma: no cover - odd response objects
+        return None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _response_text(response, limit: int = 4096) -> str:
+    try:
+        return response.read(limit).decode("utf-8", "replace") if response is not None else ""
+    except Exception:
+        return ""
+
+
+def _chain(exc: BaseException):
+    """The exception, its ``exc_info`` cause (yt-dlp DownloadError) and ``__cause__`` chain."""
+    seen = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        info = getattr(e, "exc_info", None)
+        if isinstance(info, tuple) and len(info) > 1 and isinstance(info[1], BaseException):
+            todo.append(info[1])
+        todo.append(e.__cause__)
+        todo.append(e.__context__)
+        if getattr(e, "orig_msg", None) is None and getattr(e, "cause", None) is not None:
+            if isinstance(e.cause, BaseException):
+                todo.append(e.cause)
+
+
+def classify_error(exc: BaseException) -> DownloadProblem:
+    """Map a yt-dlp/network exception to Unavailable / Retryable / SourceInvalid."""
+    from yt_dlp.networking.exceptions import HTTPError, TransportError
+
+    if isinstance(exc, DownloadProblem):
+        return exc
+    text = " | ".join(str(e) for e in _chain(exc))
+    detail = _short(str(exc))
+    for e in _chain(exc):
+        if isinstance(e, HTTPError):
+            status = int(e.status)
+            if status in (404, 410):
+                return Unavailable(f"http_{status}", detail)
+            if status == 403:
+                body = _response_text(getattr(e, "response", None))
+                if re.search(_UNAVAILABLE_PATTERNS[0][0], body, re.I):
+                    return Unavailable("bot_check", detail)
+                return Unavailable("http_403", detail)
+            if status == 401:
+                return Unavailable("http_401", detail)
+            if status == 429:
+                return Retryable("http_429", detail, _retry_after_seconds(e.response))
+            if 500 <= status < 600:
+                return Retryable(f"http_{status}", detail, _retry_after_seconds(e.response))
+            if status == 408:
+                return Retryable("timeout", detail)
+            return Unavailable(f"http_{status}", detail)
+    for pattern, reason in _UNAVAILABLE_PATTERNS:
+        if re.search(pattern, text, re.I):
+            return Unavailable(reason, detail)
+    for pattern, reason in _RETRYABLE_PATTERNS:
+        if re.search(pattern, text, re.I):
+            return Retryable(reason, detail)
+    for e in _chain(exc):
+        if isinstance(e, (TimeoutError,)):
+            return Retryable("timeout", detail)
+        if isinstance(e, (TransportError, ConnectionError)):
+            return Retryable("connection_error", detail)
+    if re.search(r"ffmpeg exited with code|invalid data found|moov atom not found", text, re.I):
+        return SourceInvalid("unreadable_source", detail)
+    return Retryable("download_error", detail)
+
+
+_SECRET_RE = re.compile(r"(://)[^/@\s:]+(:[^/@\s]*)?@")
+
+
+def redact(text: str) -> str:
+    """Remove credentials from URLs inside ``text`` (``scheme://user:pass@host`` → ``scheme://***@host``)."""
+    return _SECRET_RE.sub(r"\1***@", str(text))
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = redact(re.sub(r"\x1b\[[0-9;]*m", "", text)).replace("\n", " ").strip()
+    text = re.sub(r"^ERROR: ", "", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: int = 224,
+                 format: str = DEFAULT_FORMAT, format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
+                 socket_timeout: float = 30.0, options: dict | None = None,
+                 output_args: list[str] | None = None) -> dict:
+    """The yt-dlp parameters for one exact-section download (``options`` passed through and
+    win, e.g. ``cookiefile``, ``proxy``, ``sleep_interval``, ``ratelimit``,
+    ``allowed_extractors``). ``output_args``: ffmpeg output options of the section (the clip
+    format, ``slicing.clip_encode_args``); default: a near-lossless re-encode."""
+    from yt_dlp.utils import download_range_func
+
+    params: dict[str, Any] = {
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "noplaylist": True,
+        "outtmpl": {"default": os.path.join(out_dir, f"{name}.%(ext)s")},
+        "paths": {"home": out_dir, "temp": out_dir},
+        "format": format.format(min_height=min_height),
+        "format_sort": list(format_sort),
+        "merge_output_format": "mp4",
+        "download_ranges": download_range_func(None, [(float(start), float(end))]),
+        "force_keyframes_at_cuts": True,
+        "ffmpeg_location": ffmpeg_binary(),
+        "external_downloader_args": {"ffmpeg_o": list(output_args or SECTION_ENCODE_ARGS)},
+        "allowed_extractors": list(DEFAULT_EXTRACTORS),
+        "socket_timeout": socket_timeout,
+        # Retries are ours (classified, with backoff and a global rate limit).
+        "retries": 0,
+        "extractor_retries": 0,
+        "fragment_retries": 0,
+        "file_access_retries": 0,
+        "overwrites": True,
+        "cachedir": False,
+        "logger": _QuietLogger(),
+    }
+    params.update(options or {})
+    return params
+
+
+class _QuietLogger:
+    def debug(self, msg: str) -> None:
+        pass
+
+    def info(self, msg: str) -> None:
+        pass
+
+    def warning(self, msg: str) -> None:
+        pass
+
+    def error(self, msg: str) -> None:
+        pass
+
+
+def download_section(url: str, start: float, end: float, out_dir: str, name: str,
+                     min_height: int = 224, format: str = DEFAULT_FORMAT,
+                     format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
+                     socket_timeout: float = 30.0, options: dict | None = None,
+                     output_args: list[str] | None = None) -> str:
+    """Download ``[start, end]`` s of ``url`` into ``out_dir/<name>.<ext>``; returns the path.
+
+    Two steps, so each failure is named: extraction (page/metadata requests: HTTP status,
+    bot check, private/removed ...), then the section download by ffmpeg. When ffmpeg fails,
+    the selected media URL(s) are probed with ffmpeg (same headers/proxy) to tell a throttled or
+    broken server (retryable) from unreadable media (invalid). Raises a DownloadProblem subclass.
+    """
+    from yt_dlp import YoutubeDL
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+    params = ytdlp_params(out_dir, name, start, end, min_height, format, format_sort,
+                          socket_timeout, options, output_args)
+    token = FFmpegPostProcessor._ffmpeg_location.set(params["ffmpeg_location"])
+    try:
+        with YoutubeDL(params) as ydl:
+            try:
+                info = ydl.extract_info(url, download=False)
+            except Exception as exc:  # yt-dlp wraps everything in DownloadError
+                problem = classify_error(exc)
+                if problem.reason == "http_403":
+                    problem = _diagnose_403(ydl, url, problem)
+                raise problem from None
+            try:
+                info = ydl.process_ie_result(info, download=True)
+            except Exception as exc:
+                problem = classify_error(exc)
+                if isinstance(problem, SourceInvalid):
+                    problem = _diagnose_media(info, params, problem)
+                raise problem from None
+    finally:
+        FFmpegPostProcessor._ffmpeg_location.reset(token)
+    path = _downloaded_path(info, out_dir, name)
+    if path is None:
+        raise SourceInvalid("empty_section", "yt-dlp wrote no file for the section")
+    return path
+
+
+def _diagnose_403(ydl, url: str, problem: DownloadProblem) -> DownloadProblem:
+    """A 403 page may be a bot check ("Sign in to confirm you're not a bot"): fetch it once
+    more through yt-dlp (same cookies/proxy) and read its body."""
+    from yt_dlp.networking.exceptions import HTTPError
+
+    try:
+        resp = ydl.urlopen(url)
+        resp.close()
+        return problem
+    except HTTPError as exc:
+        body = _response_text(exc.response)
+    except Exception:
+        return problem
+    if re.search(_UNAVAILABLE_PATTERNS[0][0], body, re.I):
+        return Unavailable("bot_check", problem.detail)
+    return problem
+
+
+_FFMPEG_HTTP = [
+    (r"(?:HTTP error|Server returned) 429|Too Many Requests", Retryable, "http_429"),
+    (r"Server returned 5XX|HTTP error 5\d\d", Retryable, "http_5xx"),
+    (r"Server returned 404|HTTP error 404", Unavailable, "http_404"),
+    (r"Server returned 403|HTTP error 403", Unavailable, "http_403"),
+    (r"HTTP error 410", Unavailable, "http_410"),
+    (r"Connection refused|Connection reset|timed out|End of file while", Retryable,
+     "connection_error"),
+    (r"Invalid data found|moov atom not found|could not find codec|no such stream",
+     SourceInvalid, "unreadable_source"),
+]
+
+
+def _diagnose_media(info: dict, params: dict, problem: DownloadProblem) -> DownloadProblem:
+    """ffmpeg failed on the section: probe each selected media URL to name why."""
+    import subprocess
+
+    formats = info.get("requested_formats") or [info]
+    env = None
+    if params.get("proxy"):
+        env = dict(os.environ, http_proxy=params["proxy"], HTTP_PROXY=params["proxy"])
+    for fmt in formats:
+        media_url = fmt.get("url")
+        if not media_url:
+            continue
+        headers = "".join(f"{k}: {v}\r\n" for k, v in (fmt.get("http_headers") or {}).items())
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-rw_timeout", "20000000"]
+        if headers and media_url.startswith("http"):
+            cmd += ["-headers", headers]
+        cmd += ["-i", media_url]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                                  timeout=60, env=env)
+        except subprocess.TimeoutExpired:
+            return Retryable("timeout", "probing the media timed out")
+        text = proc.stderr
+        for pattern, cls, reason in _FFMPEG_HTTP:
+            if re.search(pattern, text, re.I):
+                return cls(reason, problem.detail + " | " + _short(text.strip().splitlines()[-1]))
+    # The media reads fine now: the failure was transient.
+    return Retryable("section_download_failed", problem.detail)
+
+
+def _downloaded_path(info: dict | None, out_dir: str, name: str) -> str | None:
+    for d in (info or {}).get("requested_downloads") or []:
+        p = d.get("filepath")
+        if p and os.path.isfile(p) and os.path.getsize(p) > 0:
+            return p
+    for f in sorted(os.listdir(out_dir)):
+        p = os.path.join(out_dir, f)
+        if f.startswith(name + ".") and not f.endswith((".part", ".ytdl")) and os.path.getsize(p):
+            return p
+    return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): ``Retry-After`` when the server gave
+    one, else exponential ``base * 2**(attempt-1)`` capped at ``cap``, with full jitter in
+    [50 %, 100 %]."""
+    if retry_after is not None:
+        return min(float(retry_after), cap) + (rng or random).uniform(0, 0.1 * base)
+    delay = min(cap, base * (2 ** (attempt - 1)))
+    return delay * (rng or random).uniform(0.5, 1.0)
+
+
+def download_with_retries(url: str, start: float, end: float, out_dir: str, name: str,
+                          retries: int = 3, backoff: float = 1.0, backoff_max: float = 60.0,
+                          acquire: Callable[[], None] | None = None,
+                          sleep: Callable[[float], None] = time.sleep,
+                          **kwargs) -> DownloadResult:
+    """``download_section`` with up to ``retries`` retries of Retryable outcomes.
+
+    ``acquire()`` (the global rate limiter) is called before every attempt. Raises the final
+    DownloadProblem; its ``attempts`` attribute holds the number of attempts made.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        if acquire is not None:
+            acquire()
+        try:
+            path = download_section(url, start, end, out_dir, name, **kwargs)
+            return DownloadResult(path, attempt, os.path.getsize(path))
+        except Retryable as exc:
+            exc.attempts = attempt
+            if attempt > retries:
+                raise
+            sleep(backoff_delay(attempt, backoff, backoff_max, exc.retry_after))
+        except DownloadProblem as exc:
+            exc.attempts = attempt
+            raise
