@@ -1,0 +1,288 @@
+"""The evaluation report: results.json, results.csv, PNG figures, WAV stems, report.html.
+
+Everything is written into a local directory first (``write_report``); ``evaluate`` then
+uploads the files one by one (each atomically) to the report URL, ``results.json`` last, so a
+report whose ``results.json`` exists is complete.
+
+Files (docs/evaluation.md says how to read them):
+
+- ``results.json`` — the summary (``rows``, ``per_class``, ``counts``, protocol, metric notes,
+  checkpoint lineage) plus every mixture's per-source scores (``mixtures``);
+- ``results.csv`` — one line per (mixture, source, row): clip, class, SDR/SIR/SAR/SDRi in dB;
+- ``per_class_sdr.png`` — per-class mean SDR of every row (grouped bars);
+- ``example_<i>.png`` — mixture / reference / estimate spectrograms and masks of example ``i``;
+- ``stems/example_<i>/{mixture,reference_<k>_<class>,<row>_<k>_<class>}.wav`` — float WAV @ 11025 Hz;
+- ``report.html`` — the tables, the figures and audio players for the stems.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ial.signal import SAMPLE_RATE
+
+METRICS = ("sdr", "sir", "sar", "sdri")
+
+
+@dataclass
+class Example:
+    """One mixture kept for figures and stems.
+
+    mixture (L,), references (N, L), estimates {row: (N, L)} samples @ 11025 Hz;
+    masks {row: (N, F, T)} (the model's is its effective mask |estimate| / |mixture| on the log
+    grid); labels / clip_ids: N strings.
+    """
+
+    index: int
+    labels: tuple[str, ...]
+    clip_ids: tuple[str, ...]
+    mixture: np.ndarray
+    references: np.ndarray
+    estimates: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _fmt(x: float | None, width: int = 7) -> str:
+    return f"{x:{width}.2f}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
+
+
+def format_table(results: dict) -> str:
+    """Overall table (rows × SDR/SIR/SAR/SDRi, dB) of an ``evaluate`` result, as text."""
+    counts = results.get("counts", {})
+    lines = [f"{'row':<18}{'SDR':>8}{'SIR':>8}{'SAR':>8}{'SDRi':>8}{'n':>7}"]
+    for name, row in results["rows"].items():
+        lines.append(f"{name:<18} " + " ".join(_fmt(row.get(m)) for m in METRICS)
+                     + f"{row.get('n', 0):>7}")
+    lines.append(
+        f"(dB, mean over sources; {counts.get('evaluated', 0)} of {counts.get('mixtures', 0)} "
+        f"{results.get('protocol', {}).get('mix', '?')}-source mixtures scored, "
+        f"{counts.get('skipped_silent', 0)} skipped for a silent reference)")
+    return "\n".join(lines)
+
+
+def format_markdown(results: dict) -> str:
+    """The overall and per-class tables as Markdown (used for the Prefect artifact)."""
+    rows = results["rows"]
+    out = ["| row | SDR | SIR | SAR | SDRi | n |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        out.append(f"| {name} | " + " | ".join(_fmt(row.get(m), 0) for m in METRICS)
+                   + f" | {row.get('n', 0)} |")
+    out += ["", "Per class, SDR (dB):", "",
+            "| class | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
+    for label, per_row in results.get("per_class", {}).items():
+        out.append(f"| {label} | " + " | ".join(_fmt(per_row.get(r, {}).get("sdr"), 0)
+                                             for r in rows) + " |")
+    counts = results.get("counts", {})
+    out += ["", f"{counts.get('evaluated', 0)} of {counts.get('mixtures', 0)} mixtures scored "
+            f"({counts.get('skipped_silent', 0)} skipped: silent reference). "
+            f"Report: {results.get('report_dir')}"]
+    return "\n".join(out)
+
+
+def write_csv(path: str, mixtures: list[dict]) -> None:
+    """One line per (mixture, source, row)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["mixture", "source", "clip_id", "label", "row", *METRICS])
+        for m in mixtures:
+            if m.get("scores") is None:
+                continue
+            for row, scores in m["scores"].items():
+                for k, (clip, label) in enumerate(zip(m["clip_ids"], m["labels"])):
+                    w.writerow([m["index"], k, clip, label, row,
+                                *(f"{scores[x][k]:.4f}" for x in METRICS)])
+
+
+def _spectrogram_db(wave: np.ndarray) -> np.ndarray:
+    import torch
+
+    from ial.signal import log_magnitude
+
+    mag = log_magnitude(torch.as_tensor(np.asarray(wave), dtype=torch.float32)).numpy()
+    return 20.0 * np.log10(np.maximum(mag, 1e-5))
+
+
+def plot_per_class(path: str, results: dict) -> None:
+    """Grouped bar chart: per-class mean SDR of each row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(results["per_class"])
+    rows = list(results["rows"])
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(classes) + 2), 4), dpi=90)
+    x = np.arange(len(classes))
+    for r, row in enumerate(rows):
+        vals = [results["per_class"][c].get(row, {}).get("sdr", np.nan) for c in classes]
+        ax.bar(x + (r - (len(rows) - 1) / 2) * width, vals, width, label=row)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(classes, rotation=30, ha="right")
+    ax.set_ylabel("SDR (dB)")
+    ax.set_title("Mean SDR per class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
+    """Mixture spectrogram on top; per source: reference, model estimate, model mask, oracle mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = ex.references.shape[0]
+    mask_rows = [r for r in ex.masks if r != model_row][:1]
+    cols = 3 + len(mask_rows)
+    fig, axes = plt.subplots(n + 1, cols, figsize=(3.2 * cols, 2.4 * (n + 1)), dpi=80,
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    mix_db = _spectrogram_db(ex.mixture)
+    vmax = float(mix_db.max())
+    vmin = vmax - 80.0
+
+    def show(ax, img, title, mask=False):
+        ax.axis("on")
+        ax.imshow(img, origin="lower", aspect="auto", cmap="magma" if not mask else "viridis",
+                  vmin=0.0 if mask else vmin, vmax=1.0 if mask else vmax)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    show(axes[0, 0], mix_db, "mixture (log-freq, dB)")
+    for k in range(n):
+        label = ex.labels[k]
+        show(axes[k + 1, 0], _spectrogram_db(ex.references[k]), f"reference {k}: {label}")
+        if model_row in ex.estimates:
+            show(axes[k + 1, 1], _spectrogram_db(ex.estimates[model_row][k]), f"model estimate {k}")
+        if model_row in ex.masks:
+            show(axes[k + 1, 2], ex.masks[model_row][k], "model mask |est|/|mix|", mask=True)
+        for j, row in enumerate(mask_rows):
+            show(axes[k + 1, 3 + j], ex.masks[row][k], f"{row} mask", mask=True)
+    fig.suptitle(f"example {ex.index}: " + " + ".join(ex.labels), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40]
+
+
+def write_stems(directory: str, ex: Example) -> list[str]:
+    """Float WAV files of the mixture, the references and every row's estimates; relative paths."""
+    import soundfile as sf
+
+    os.makedirs(directory, exist_ok=True)
+    names = []
+
+    def write(name: str, wave: np.ndarray) -> None:
+        sf.write(os.path.join(directory, name), np.asarray(wave, np.float32), SAMPLE_RATE,
+                 subtype="FLOAT")
+        names.append(name)
+
+    write("mixture.wav", ex.mixture)
+    for k, label in enumerate(ex.labels):
+        write(f"reference_{k}_{_safe(label)}.wav", ex.references[k])
+    for row, est in ex.estimates.items():
+        for k, label in enumerate(ex.labels):
+            write(f"{row}_{k}_{_safe(label)}.wav", est[k])
+    return names
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_html(path: str, results: dict, examples: list[tuple[Example, str, list[str]]]) -> None:
+    """report.html: overall + per-class tables, the bar chart, example figures and stems."""
+    rows = results["rows"]
+    overall = _html_table(["row", "SDR", "SIR", "SAR", "SDRi", "sources"],
+                          [[n, *(_fmt(r.get(m), 0) for m in METRICS), str(r.get("n", 0))]
+                           for n, r in rows.items()])
+    per_class = _html_table(
+        ["class", *(f"{r} SDR" for r in rows), "sources"],
+        [[c, *(_fmt(pc.get(r, {}).get("sdr"), 0) for r in rows),
+          str(next(iter(pc.values()), {}).get("n", 0))]
+         for c, pc in results["per_class"].items()])
+    counts = results["counts"]
+    proto = results["protocol"]
+    ck = results["checkpoint"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>IAL evaluation</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+        "</style></head><body>",
+        "<h1>IAL evaluation report</h1>",
+        f"<p>Checkpoint <code>{html.escape(str(ck.get('url')))}</code> (model "
+        f"{html.escape(str(ck.get('model_name')))}, run {html.escape(str(ck.get('run')))}, step "
+        f"{html.escape(str(ck.get('step')))}); data <code>{html.escape(str(results['data']))}</code>"
+        f" split {html.escape(proto['split'])}.</p>",
+        f"<p>Protocol: all {proto['combinations']} combinations of {proto['mix']} distinct classes"
+        f" × up to {proto['n_per_combination']} mixtures (seed {proto['seed']}); full "
+        f"{proto['clip_seconds']:.0f} s clips, model applied with a sliding window. "
+        f"{counts['evaluated']} of {counts['mixtures']} mixtures scored; "
+        f"{counts['skipped_silent']} skipped because a reference is silent "
+        f"(RMS &lt; {results['metric']['silent_db']} dBFS).</p>",
+        f"<p>Metrics: {html.escape(results['metric']['implementation'])}; fixed assignment "
+        "(no permutation search); SDRi = SDR − SDR of the mixture; scores clipped to ±"
+        f"{results['metric']['clamp_db']:.0f} dB. See docs/evaluation.md.</p>",
+        "<h2>Overall (dB, mean over sources)</h2>", overall,
+        "<h2>Per class (mean SDR, dB)</h2>", per_class,
+        "<img src='per_class_sdr.png' alt='per-class SDR'>",
+        "<h2>Examples</h2>",
+    ]
+    for ex, figure, stems in examples:
+        parts.append(f"<h3>Example {ex.index}: {html.escape(' + '.join(ex.labels))}</h3>")
+        parts.append(f"<p>clips: {html.escape(', '.join(ex.clip_ids))}</p>")
+        parts.append(f"<img src='{figure}' alt='example {ex.index}'>")
+        parts.append("<ul>")
+        for stem in stems:
+            parts.append(f"<li>{html.escape(stem.rsplit('/', 1)[1])}: <audio controls "
+                         f"preload='none' src='{html.escape(stem)}'></audio></li>")
+        parts.append("</ul>")
+    parts.append("<p>Raw numbers: <a href='results.json'>results.json</a>, "
+                 "<a href='results.csv'>results.csv</a>.</p></body></html>")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+
+
+def write_report(directory: str, results: dict, mixtures: list[dict],
+                 examples: list[Example]) -> list[str]:
+    """Write every report file into local ``directory``; returns relative paths, results.json last."""
+    os.makedirs(directory, exist_ok=True)
+    files: list[str] = []
+    write_csv(os.path.join(directory, "results.csv"), mixtures)
+    files.append("results.csv")
+    if results["per_class"]:
+        plot_per_class(os.path.join(directory, "per_class_sdr.png"), results)
+        files.append("per_class_sdr.png")
+    rendered = []
+    for ex in examples:
+        figure = f"example_{ex.index}.png"
+        plot_example(os.path.join(directory, figure), ex)
+        stem_dir = f"stems/example_{ex.index}"
+        stems = [f"{stem_dir}/{n}" for n in write_stems(os.path.join(directory, stem_dir), ex)]
+        files += [figure, *stems]
+        rendered.append((ex, figure, stems))
+    write_html(os.path.join(directory, "report.html"), results, rendered)
+    files.append("report.html")
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump({**results, "mixtures": mixtures}, f, indent=1)
+    files.append("results.json")
+    return files
