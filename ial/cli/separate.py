@@ -1,0 +1,33 @@
+"""``ial separate VIDEO.mp4 [MORE.mp4 ...] --checkpoint URL``: stems of your own videos."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("separate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("videos", nargs=-1, required=True, metavar="VIDEO [VIDEO ...]")
+@click.option("--checkpoint", required=True, metavar="URL", help="model.pt export (local or s3://).")
+@click.option("--out", "out_dir", default="./separated", show_default=True, metavar="DIR",
+              help="Where the WAV stems and spectrogram.png go (local or s3://).")
+@click.option("--device", default="cpu", show_default=True, help="torch device for the model.")
+def command(videos, checkpoint, out_dir, device):
+    """Separate the sounds of your own video(s) (first 10 s of each).
+
+    \b
+    Several videos: their soundtracks are mixed and separated again, each video's pictures
+    being the query for its own sound → one WAV per video (+ mixture.wav).
+    One video: the model's estimate of the on-screen source (+ <name>_residual.wav, the rest).
+    Also writes spectrogram.png and separation.json.
+    """
+    from ial.checkpoint import CheckpointError
+    from ial.separate import separate_videos
+
+    try:
+        result = separate_videos(list(videos), checkpoint, out_dir, device=device)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"mixture: {result['mixture']}")
+    for name, url in result["stems"].items():
+        click.echo(f"{name}: {url}")
+    click.echo(f"spectrogram: {result['spectrogram']}")
