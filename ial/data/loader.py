@@ -67,6 +67,12 @@ class LoaderBatch:
     epoch: int
     index: int
 
+    def clips(self):
+        """The batch as the ``ial.mixing.ClipBatch`` that ``make_mixtures`` takes."""
+        from ial.mixing import ClipBatch
+
+        return ClipBatch(self.audio, self.visual, self.label, list(self.clip_id))
+
 
 @dataclass
 class LoaderPosition:
@@ -261,9 +267,12 @@ class ShardStream:
         return ShardEpoch(self.shards, self.classes, epoch=epoch, start_batch=start_batch, **self.kw)
 
     def loader(self, dataset: ShardEpoch) -> DataLoader:
+        # Its own generator: a DataLoader iterator otherwise draws its base seed from the global
+        # torch RNG, and a resumed run (which opens one more iterator) would drift from the
+        # uninterrupted one. The loader itself needs no torch randomness.
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
                           worker_init_fn=_worker_init if self.num_workers else None,
-                          persistent_workers=False)
+                          persistent_workers=False, generator=torch.Generator().manual_seed(0))
 
     def batches(self, position: LoaderPosition | None = None) -> Iterator[LoaderBatch]:
         """Batches forever from ``position``; ``self.position`` is updated after each batch."""
