@@ -66,6 +66,10 @@ class CorpusInfo:
     sample_rate: int  # Hz
     fps: int
 
+    @property
+    def num_videos(self) -> int:
+        return len(self.entries)
+
     def by_label(self, label: str) -> list[CorpusEntry]:
         return [e for e in self.entries if e.label == label]
 

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from ial.config import ConfigError, from_dict, save_config, to_dict
 from ial.storage import Storage, is_remote, local_copy, upload_file, write_text
-from preprocessing.clip_index import read_clip_index, write_clip_index_part
+from preprocessing.clip_index import STATUSES, read_clip_index, write_clip_index_part
 from preprocessing.download import (DEFAULT_FORMAT, DEFAULT_FORMAT_SORT, YOUTUBE_URL_TEMPLATE,
                                     DownloadProblem, download_with_retries, redact)
 from preprocessing.manifests import MANIFEST_READERS, ManifestEntry, read_manifest
@@ -469,6 +469,10 @@ def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
         processed_ok += s["processed_by_status"].get("ok", 0)
     return {
         "dataset": plan.cfg.dataset_name,
+        # flat counts (latest status of every clip of this manifest)
+        **{status: by_status.get(status, 0) for status in STATUSES},
+        "new": sum(s["processed"] for s in stats),  # clips attempted by this run
+        "skipped": sum(s["carried_over"] + s["adopted"] for s in stats),  # already done
         "root": redact(plan.cfg.root),
         "manifest": redact(plan.cfg.manifest),
         "entries": plan.entries,

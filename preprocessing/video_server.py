@@ -17,6 +17,9 @@ you're not a bot" page), or ``"drop"`` (close the connection without answering):
         ...
         srv.requests   # [(method, path, range header, status), ...]
 
+``directory`` may be a corpus folder (``/videos/x.mp4`` → ``DIR/videos/x.mp4``) or the videos
+folder itself (no ``videos`` subfolder: ``/videos/x.mp4`` → ``DIR/x.mp4``).
+
 CLI: ``python -m preprocessing.video_server DIR --port 8000``.
 """
 
@@ -109,7 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_file(self, path: str, head: bool) -> None:
         root = self.server.directory
-        local = os.path.realpath(os.path.join(root, path.lstrip("/")))
+        rel = path.lstrip("/")
+        if rel.startswith("videos/") and not os.path.isdir(os.path.join(root, "videos")):
+            rel = rel[len("videos/"):]  # serving the videos folder itself
+        local = os.path.realpath(os.path.join(root, rel))
         if not (local == root or local.startswith(root + os.sep)) or not os.path.isfile(local):
             self._record(404)
             self._send_body(404, _MESSAGES[404], head=head)

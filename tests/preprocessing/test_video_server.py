@@ -91,3 +91,10 @@ def test_drop_closes_connection(video_server, demo_corpus):
 def test_missing_directory_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         VideoServer(tmp_path / "nope").start()
+
+
+def test_serving_the_videos_folder_itself(demo_corpus):
+    e = demo_corpus.entries[0]
+    with VideoServer(demo_corpus.videos_dir) as srv:
+        resp, body = _get(srv, f"/videos/{e.video_id}.mp4", {"Range": "bytes=0-99"})
+        assert resp.status == 206 and body == open(e.path, "rb").read()[:100]
