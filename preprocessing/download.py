@@ -82,8 +82,8 @@ _UNAVAILABLE_PATTERNS = [
     (r"confirm you.?re not a bot", "bot_check"),
     (r"private video", "private"),
     (r"confirm your age|age[- ]restricted|inappropriate for some users", "age_restricted"),
-    (r"not (?:made )?available in your country|geo.?restrict|blocked it in your country",
-     "geo_restricted"),
+    (r"available in your country|geo.?restrict|blocked it in your country|not available in "
+     r"your (?:region|location)", "geo_restricted"),
     (r"has been removed|account .* (?:terminated|closed)|copyright claim|violating youtube",
      "removed"),
     (r"members-only|join this channel", "members_only"),

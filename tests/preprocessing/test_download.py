@@ -1,0 +1,128 @@
+"""yt-dlp exact-section downloads against the loopback server, with every outcome named."""
+
+import pytest
+from yt_dlp.utils import DownloadError
+
+from ial.media import probe_media
+from preprocessing.download import (Retryable, SourceInvalid, Unavailable, backoff_delay,
+                                    classify_error, download_section, download_with_retries,
+                                    redact)
+from preprocessing.rate_limit import RateLimiter, share
+from tests.conftest import free_port
+
+
+def _url(srv, entry):
+    return srv.url_template.format(video_id=entry.video_id)
+
+
+def test_exact_section_through_range_requests(video_server, demo_corpus, tmp_path):
+    e = demo_corpus.entries[0]
+    path = download_section(_url(video_server, e), 1.5, 5.5, str(tmp_path), "sec")
+    info = probe_media(path)
+    assert abs(info["duration"] - 4.0) < 0.05 and info["has_audio"] and info["has_video"]
+    ranged = [r for r in video_server.requests_for(e.video_id) if r[2]]
+    assert ranged and all(r[3] == 206 for r in ranged)  # ffmpeg read the file with Range
+
+
+@pytest.mark.parametrize("script, cls, reason", [
+    ([404], Unavailable, "http_404"),
+    ([403], Unavailable, "http_403"),
+    ([410], Unavailable, "http_410"),
+    (["bot", "bot"], Unavailable, "bot_check"),
+    ([429], Retryable, "http_429"),
+    ([503], Retryable, "http_503"),
+    (["drop"], Retryable, "connection_error"),
+])
+def test_http_failures_are_classified(video_server, demo_corpus, tmp_path, script, cls, reason):
+    e = demo_corpus.entries[1]
+    video_server.script(e.video_id, script, retry_after=7)
+    with pytest.raises(cls) as err:
+        download_section(_url(video_server, e), 1, 3, str(tmp_path), "sec")
+    assert err.value.reason == reason
+    if reason == "http_429":
+        assert err.value.retry_after == 7.0
+    assert list(tmp_path.iterdir()) == [] or all(p.suffix != ".mp4" for p in tmp_path.iterdir())
+
+
+def test_connection_refused_is_retryable(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/videos/x.mp4"
+    with pytest.raises(Retryable) as err:
+        download_section(url, 1, 3, str(tmp_path), "sec")
+    assert err.value.reason == "connection_error"
+
+
+def test_429_then_ok_honours_retry_after(video_server, demo_corpus, tmp_path):
+    e = demo_corpus.entries[2]
+    video_server.script(e.video_id, [429, 200], retry_after=2)
+    waits, acquired = [], []
+    result = download_with_retries(_url(video_server, e), 1, 3, str(tmp_path), "sec", retries=3,
+                                   backoff=0.01, sleep=waits.append,
+                                   acquire=lambda: acquired.append(1))
+    assert result.attempts == 2 and len(acquired) == 2
+    assert len(waits) == 1 and 2.0 <= waits[0] <= 2.1  # Retry-After, not the 0.01 s backoff
+    assert [r[3] for r in video_server.requests_for(e.video_id)][:2] == [429, 200]
+
+
+def test_500_then_ok_and_retries_exhausted(video_server, demo_corpus, tmp_path):
+    e = demo_corpus.entries[3]
+    video_server.script(e.video_id, [500, 200])
+    waits = []
+    ok = download_with_retries(_url(video_server, e), 1, 3, str(tmp_path / "a"), "sec",
+                               retries=2, backoff=0.5, sleep=waits.append)
+    assert ok.attempts == 2 and 0.25 <= waits[0] <= 0.5
+    video_server.script(e.video_id, [500, 502, 500])
+    with pytest.raises(Retryable) as err:
+        download_with_retries(_url(video_server, e), 1, 3, str(tmp_path / "b"), "sec",
+                              retries=2, backoff=0.01, sleep=lambda s: None)
+    assert err.value.reason == "http_500" and err.value.attempts == 3
+    video_server.script(e.video_id, [404])
+    with pytest.raises(Unavailable) as err:  # never retried
+        download_with_retries(_url(video_server, e), 1, 3, str(tmp_path / "c"), "sec",
+                              retries=5, sleep=lambda s: None)
+    assert err.value.attempts == 1
+
+
+def test_unreadable_media_is_invalid(video_server, demo_corpus, tmp_path):
+    garbage = tmp_path.parent / "garbage_srv" / "videos"
+    garbage.mkdir(parents=True)
+    (garbage / "zzzzzzzzzzz.mp4").write_bytes(b"\x00not a video" * 4000)
+    from preprocessing.video_server import VideoServer
+
+    with VideoServer(garbage.parent) as srv:
+        with pytest.raises(SourceInvalid) as err:
+            download_section(srv.url_template.format(video_id="zzzzzzzzzzz"), 1, 3,
+                             str(tmp_path), "sec")
+    assert err.value.reason == "unreadable_source"
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("ERROR: [youtube] abc: Private video. Sign in if you've been granted access", "private"),
+    ("ERROR: [youtube] abc: Sign in to confirm your age. This video may be inappropriate",
+     "age_restricted"),
+    ("ERROR: [youtube] abc: Sign in to confirm you’re not a bot. Use --cookies", "bot_check"),
+    ("ERROR: [youtube] abc: Video unavailable. The uploader has not made this video available "
+     "in your country", "geo_restricted"),
+    ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader",
+     "removed"),
+    ("ERROR: [youtube] abc: Video unavailable", "removed"),
+])
+def test_youtube_messages_are_unavailable(message, reason):
+    problem = classify_error(DownloadError(message))
+    assert isinstance(problem, Unavailable) and problem.reason == reason
+
+
+def test_backoff_rate_limit_and_redaction():
+    import random
+
+    rng = random.Random(0)
+    delays = [backoff_delay(a, 1.0, 8.0, None, rng) for a in (1, 2, 3, 4, 5)]
+    assert 0.5 <= delays[0] <= 1.0 and 2.0 <= delays[2] <= 4.0 and delays[4] <= 8.0
+    assert 30.0 <= backoff_delay(1, 1.0, 60.0, 30.0, rng) <= 30.1
+    now = [0.0]
+    slept = []
+    limiter = RateLimiter(120, clock=lambda: now[0], sleep=slept.append)  # one per 0.5 s
+    for _ in range(4):
+        limiter.acquire()
+    assert slept == [0.5, 1.0, 1.5]
+    assert share(60, 4) == 15 and share(0, 4) == 0
+    assert redact("proxy http://bob:hunter2@proxy:8080/ x") == "proxy http://***@proxy:8080/ x"
