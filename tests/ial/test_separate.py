@@ -89,8 +89,17 @@ def test_separate_two_source_video_gives_source_and_residual(duet_video, checkpo
     assert os.path.getsize(result["spectrogram"]) > 0
 
 
-def test_featurize_config_sources():
+def test_featurize_config_sources(tmp_path):
+    import pyarrow.parquet as pq
+
     from ial.separate import featurize_config_for
+    from preprocessing.shard_schema import SHARD_SCHEMA, with_metadata
+
+    shard = str(tmp_path / "shard-00000.parquet")  # what the training lineage lists: its shards
+    pq.write_table(with_metadata(SHARD_SCHEMA, {"config": {"frame_size": 128, "seed": 3}})
+                   .empty_table(), shard)
+    cfg, source = featurize_config_for({"lineage": {"shards": [shard]}})
+    assert (cfg.frame_size, cfg.seed, source) == (128, 3, shard)
 
     cfg, source = featurize_config_for({"lineage": {"featurize_config": FEATURIZE}})
     assert (cfg.frame_size, source) == (112, "lineage.featurize_config")
