@@ -209,16 +209,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                        "weights on rank 0); use stage 0-2")
     single_process_env()
     deepspeed = import_deepspeed(cfg.backend)
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
+    # The process group lives as long as the process: DeepSpeed caches its groups, so a later
+    # in-process run (same world) reuses it instead of re-creating it.
     deepspeed.init_distributed(dist_backend=cfg.backend)
-    try:
-        trainer = Trainer(cfg, model_cfg, method_cfg, ds_sep, ds_critic, deepspeed)
-        return trainer.run(progress)
-    finally:
-        if created and dist.is_initialized():
-            dist.destroy_process_group()
+    trainer = Trainer(cfg, model_cfg, method_cfg, ds_sep, ds_critic, deepspeed)
+    return trainer.run(progress)
 
 
 class Trainer:
@@ -470,17 +465,19 @@ class Trainer:
             previous = self.paths.read_marker()
             keep = [tag] + ([previous["tag"]] if previous and previous["tag"] != tag else [])
             keep = keep[: self.cfg.keep_checkpoints]
-            write_text(self.paths("deepspeed", MARKER), json.dumps({
-                "tag": tag, "step": self.step, "world_size": self.world,
-                "best_val_sdr": self.best_val_sdr, "last_val": self.last_val,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
-            self._export(self.paths("model.pt"))
-            if self.best_val_sdr is None and self.val_mix is None:
-                self._export(self.paths("best", "model.pt"))
+            # Logs and exports first, the commit marker last: a kill in between resumes from
+            # the previous marker and truncates the logs back to it.
             self._flush_metrics()
             if writer is not None:
                 writer.flush()
                 self._upload_tensorboard()
+            self._export(self.paths("model.pt"))
+            if self.best_val_sdr is None and self.val_mix is None:
+                self._export(self.paths("best", "model.pt"))
+            write_text(self.paths("deepspeed", MARKER), json.dumps({
+                "tag": tag, "step": self.step, "world_size": self.world,
+                "best_val_sdr": self.best_val_sdr, "last_val": self.last_val,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
         keep_list = [keep]
         self.dist.broadcast_object_list(keep_list, src=0)
         if self.local_rank == 0:

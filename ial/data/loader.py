@@ -34,12 +34,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ial.signal import SEGMENT_SAMPLES
-from ial.storage import open_url
 from preprocessing.shard_schema import decode_row
 
 
@@ -87,15 +85,18 @@ def scan_split(shard_urls: list[str], split: str) -> tuple[list[ShardRows], list
 
     Reads only the ``split`` and ``label`` columns (the Parquet column chunks), never the audio.
     """
+    from preprocessing.shards import iter_shard_rows
+
     shards, labels = [], set()
     for url in shard_urls:
-        with open_url(url) as f:
-            table = pq.read_table(f, columns=["split", "label"])
-        splits = table.column("split").to_pylist()
-        labels.update(x for x in table.column("label").to_pylist() if x is not None)
-        rows = tuple(i for i, s in enumerate(splits) if s == split)
+        rows = []
+        for i, row in enumerate(iter_shard_rows(url, columns=["split", "label"])):
+            if row["label"] is not None:
+                labels.add(row["label"])
+            if row["split"] == split:
+                rows.append(i)
         if rows:
-            shards.append(ShardRows(url, rows))
+            shards.append(ShardRows(url, tuple(rows)))
     return shards, sorted(labels)
 
 
@@ -216,28 +217,15 @@ class ShardEpoch(IterableDataset):
 
 
 def _read_table(url: str):
-    try:
-        from preprocessing.shards import read_shard
-    except ImportError:  # TEMPORARY until preprocessing/shards.py lands
-        from preprocessing.shard_schema import validate_shard
+    from preprocessing.shards import read_shard
 
-        with open_url(url) as f:
-            return validate_shard(pq.read_table(f), url)
     return read_shard(url)
 
 
 def list_dataset_shards(root, dataset: str) -> list[str]:
     """Complete shard URLs of a dataset (``preprocessing.shards.list_shards``)."""
-    try:
-        from preprocessing.shards import list_shards
-    except ImportError:  # TEMPORARY until preprocessing/shards.py lands
-        from ial.storage import Storage, listdir
+    from preprocessing.shards import list_shards
 
-        store = root if isinstance(root, Storage) else Storage(root)
-        stats = {u.rsplit("/", 1)[1][:-5] for u in listdir(store.url("shards", dataset, "_stats"))
-                 if u.endswith(".json")}
-        return [u for u in listdir(store.url("shards", dataset))
-                if u.endswith(".parquet") and u.rsplit("/", 1)[1][:-8] in stats]
     return list_shards(root, dataset)
 
 

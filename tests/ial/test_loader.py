@@ -19,20 +19,23 @@ from ial.data.loader import (
 )
 from ial.storage import Storage, atomic_write, write_text
 from preprocessing.shard_schema import SHARD_SCHEMA, encode_row, with_metadata
+from preprocessing.shards import shard_url, stats_url, write_dataset_index
 
 CLASSES = ["accordion", "cello", "flute", "guitar"]
 
 
 def write_shards(root: str, dataset: str = "toy", shards: int = 3, rows: int = 8,
-                 samples: int = 4096, feature_shape=(1, 8, 2, 2), val_every: int = 4,
-                 seed: int = 0) -> list[str]:
-    """Feature shards of synthetic clips (class-dependent tones + noise), as featurize lays them out.
+                 samples: int = 4096, feature_shape=(1, 8, 2, 2),
+                 splits: tuple[str, ...] = ("train", "train", "train", "val"), seed: int = 0
+                 ) -> list[str]:
+    """Feature shards of synthetic clips (class-dependent tones + noise), as featurize lays them
+    out (shard files, per-shard stats marking completion, dataset index).
 
-    Every ``val_every``-th clip is in the ``val`` split, the rest ``train``. Returns clip ids.
+    Clip k is in split ``splits[k % len(splits)]``. Returns the clip ids.
     """
     rng = np.random.default_rng(seed)
     store = Storage(root)
-    clip_ids, counts = [], Counter()
+    clip_ids = []
     t = np.arange(samples) / 11025.0
     for s in range(shards):
         table_rows = []
@@ -43,22 +46,23 @@ def write_shards(root: str, dataset: str = "toy", shards: int = 3, rows: int = 8
             audio = 0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(samples)
             feats = rng.standard_normal(feature_shape).astype(np.float32) * 0.1
             feats[:, CLASSES.index(label)] += 1.0  # the visual features say which class sounds
-            split = "val" if k % val_every == val_every - 1 else "train"
+            split = splits[k % len(splits)]
             clip_id = f"vid{k:04d}_{1000 * k}"
             table_rows.append(encode_row(
                 clip_id=clip_id, dataset=dataset, label=label, labels=[label], split=split,
                 audio=audio.astype(np.float32), audio_pad=0, spec=np.zeros((256, 4), np.float32),
                 frames=[], frame_times=[0.0] * feature_shape[0], frame_features=feats))
             clip_ids.append(clip_id)
-            counts[split] += 1
-        name = f"shard-{s:05d}"
+        name = shard_url(store, dataset, s).rsplit("/", 1)[1][:-len(".parquet")]
         table = pa.Table.from_pylist(table_rows, schema=with_metadata(SHARD_SCHEMA, {"test": True}))
-        with atomic_write(store.url("shards", dataset, f"{name}.parquet")) as f:
+        with atomic_write(shard_url(store, dataset, s)) as f:
             pq.write_table(table, f)
-        write_text(store.url("shards", dataset, "_stats", f"{name}.json"),
-                   json.dumps({"rows": rows}))
-    write_text(store.url("shards", dataset, "index.json"),
-               json.dumps({"shards": shards, "rows": len(clip_ids), "splits": dict(counts)}))
+        ids = [r["clip_id"] for r in table_rows]
+        write_text(stats_url(store, dataset, s), json.dumps({
+            "shard": name, "dataset": dataset, "rows": rows, "clip_ids": ids, "failed": [],
+            "splits": dict(Counter(r["split"] for r in table_rows)),
+            "classes": dict(Counter(r["label"] for r in table_rows))}))
+    write_dataset_index(store, dataset)
     return clip_ids
 
 
@@ -72,7 +76,7 @@ def _epoch_clips(shards, classes, *, rank, world_size, workers, epoch=0, start=0
 
 
 def test_every_clip_of_an_epoch_seen_once_across_2_ranks_x_2_workers(tmp_path):
-    ids = write_shards(str(tmp_path), shards=3, rows=9, val_every=1000)  # 27 clips, all train
+    ids = write_shards(str(tmp_path), shards=3, rows=9, splits=("train",))  # 27 clips, all train
     shards, classes = scan_split(list_dataset_shards(str(tmp_path), "toy"), "train")
     assert classes == CLASSES
     for epoch in (0, 1):
@@ -89,7 +93,7 @@ def test_every_clip_of_an_epoch_seen_once_across_2_ranks_x_2_workers(tmp_path):
 
 
 def test_split_comes_from_the_data(tmp_path):
-    ids = write_shards(str(tmp_path), shards=2, rows=8, val_every=4)
+    ids = write_shards(str(tmp_path), shards=2, rows=8, )
     urls = list_dataset_shards(str(tmp_path), "toy")
     val, _ = scan_split(urls, "val")
     got = _epoch_clips(val, CLASSES, rank=0, world_size=1, workers=0, batch_size=1)
@@ -98,7 +102,7 @@ def test_split_comes_from_the_data(tmp_path):
 
 @pytest.mark.parametrize("start", [1, 2, 3, 5])
 def test_resume_mid_epoch_continues_the_same_order(tmp_path, start):
-    write_shards(str(tmp_path), shards=3, rows=7, val_every=1000)  # 21 clips: uneven workers
+    write_shards(str(tmp_path), shards=3, rows=7, splits=("train",))  # 21 clips: uneven workers
     shards, classes = scan_split(list_dataset_shards(str(tmp_path), "toy"), "train")
     full = _epoch_clips(shards, classes, rank=1, world_size=2, workers=2)
     resumed = _epoch_clips(shards, classes, rank=1, world_size=2, workers=2, start=start)
@@ -106,7 +110,7 @@ def test_resume_mid_epoch_continues_the_same_order(tmp_path, start):
 
 
 def test_stream_position_runs_across_epochs(tmp_path):
-    write_shards(str(tmp_path), shards=2, rows=4, val_every=1000)  # 8 clips
+    write_shards(str(tmp_path), shards=2, rows=4, splits=("train",))  # 8 clips
     shards, classes = scan_split(list_dataset_shards(str(tmp_path), "toy"), "train")
     stream = ShardStream(shards, classes, seed=1, rank=0, world_size=1, batch_size=3,
                          num_workers=0, segment_samples=512)

@@ -1,0 +1,55 @@
+"""``ial train``: DeepSpeed training of the separator + critic (the CLI of the ``train`` flow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ial.cli.options import build_config, config_options, root_option
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "default.yaml"
+
+
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+@root_option
+@click.option("--dataset", default=None, help="Shards dataset under <root>/shards/ (default from config).")
+@click.option("--run-name", default=None, help="Run name: checkpoints/<run-name>/ (default from config).")
+@click.option("--num-procs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes per node. 1: train in this process (no launcher needed). >1: the "
+                   "`deepspeed` launcher starts them (gloo on CPU, nccl on GPU per the config).")
+@click.option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="DeepSpeed hostfile (`host slots=N` lines) for several nodes; --num-procs is "
+                   "then the processes per node.")
+@click.option("--master-port", type=int, default=None,
+              help="Rendezvous port (default: a free port).")
+@click.option("--init-from", default=None, metavar="URL",
+              help="Warm-start the separator from a model.pt (or run dir); fresh optimizers.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@config_options(str(DEFAULT_CONFIG))
+def command(root, dataset, run_name, num_procs, hostfile, master_port, init_from, no_progress,
+            config_path, overrides):
+    """Train the IAL separator and independency critic with DeepSpeed.
+
+    \b
+    One process on CPU (sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT itself):
+      ial train --config configs/train/demo.yaml --root ./data
+    Several processes on this machine (deepspeed launcher, free --master_port):
+      ial train --num-procs 2 --set num_workers=1
+    Several nodes (same code, env and storage root on every node, passwordless ssh):
+      ial train --hostfile hostfile --num-procs 8 --config configs/train/gpu.yaml --root s3://bucket/ial
+    Resume: run the same command again; it continues from checkpoints/<run>/deepspeed/latest.json
+    (exact: step, both optimizers, memory bank, RNG, loader position). `--set resume=false`
+    starts over. Writes model.pt, best/model.pt, metrics.jsonl and tensorboard/ under
+    <root>/checkpoints/<run>/. See docs/training.md.
+    """
+    from ial.train import launch
+    from ial.train_config import TrainConfig
+
+    cfg = build_config(TrainConfig, config_path, overrides, root=root, dataset=dataset,
+                       run_name=run_name, init_from=init_from)
+    in_process = num_procs == 1 and hostfile is None
+    result = launch(cfg, num_procs=num_procs, hostfile=hostfile, master_port=master_port,
+                    in_process=in_process, progress=not no_progress)
+    click.echo(json.dumps(result, indent=2))
