@@ -1,0 +1,46 @@
+"""The Prefect flow ``ingest`` (Dask task runner, LocalCluster) over the loopback video server."""
+
+from __future__ import annotations
+
+import pytest
+
+from ial.storage import Storage
+from preprocessing.ingest import read_clip_index, reason_code
+from tests.conftest import REPO
+from tests.preprocessing.conftest import demo_corpus, video_server  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def test_ingest_flow_dask_runner(tmp_path, demo_corpus, video_server, prefect_harness):  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    from flows.ingest import ingest_flow
+
+    manifest = tmp_path / "flow.csv"
+    entries = demo_corpus.entries[:3]
+    manifest.write_text("".join(f"{e.video_id},{e.start_seconds:g},{e.label},{e.split}\n"
+                                for e in entries) + "nothere0001,1,bass,train\n")
+    overrides = [f"url_template={video_server.url_template}", "clip_seconds=3",
+                 "batch_size=2", "dask_workers=1", "dask_threads=2"]
+    summary = ingest_flow(manifest=str(manifest), root=str(tmp_path / "root"), dataset="flow",
+                          config=str(REPO / "configs/ingest/demo.yaml"), overrides=overrides)
+    assert summary["by_status"] == {"ok": 3, "unavailable": 1} and summary["batches"] == 2
+    rows = {r["clip_id"]: r for r in read_clip_index(Storage(tmp_path / "root"), "flow").to_pylist()}
+    assert reason_code(rows["nothere0001_1000"]["reason"]) == "http_404"
+    assert all(rows[f"{e.video_id}_{int(e.start_seconds * 1000)}"]["status"] == "ok" for e in entries)
+
+    import asyncio
+
+    async def progress():
+        async with get_client() as client:
+            arts = await client.read_latest_artifacts()
+            return [a for a in arts if a.key == "ingest-flow"]
+
+    (art,) = asyncio.run(progress())
+    assert art.type == "progress" and float(art.data) == 100.0
+
+    again = ingest_flow(manifest=str(manifest), root=str(tmp_path / "root"), dataset="flow",
+                        config=str(REPO / "configs/ingest/demo.yaml"), overrides=overrides,
+                        retry_failed=True)
+    assert again["new"] == 0 and again["skipped"] == 4
