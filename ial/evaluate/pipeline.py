@@ -30,9 +30,9 @@ import time
 import numpy as np
 import torch
 
-from ial.config import to_dict
+from ial.config import dump_yaml, to_dict
 from ial.evaluate.config import EvalConfig
-from ial.evaluate.metrics import score_mixture
+from ial.evaluate.metrics import score_mixture, silent_sources
 from ial.evaluate.oracle import oracle_estimates
 from ial.evaluate.protocol import MixtureSpec, build_mixtures, mix_sources
 from ial.evaluate.report import METRICS, Example, write_report
@@ -247,27 +247,30 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         chunk: list[MixtureSpec] = specs[start:start + cfg.batch_size]
         prepared = []
         for spec in chunk:
+            record = {"index": spec.index, "clip_ids": list(spec.clip_ids),
+                      "labels": list(spec.labels), "scores": None}
+            mixtures.append(record)
             refs, mixture = mix_sources([clips[c].audio for c in spec.clip_ids])
+            if silent_sources(refs, cfg.silent_db).any():  # not scored (docs/evaluation.md)
+                skipped.append({"index": spec.index, "clip_ids": list(spec.clip_ids),
+                                "reason": f"silent reference (RMS < {cfg.silent_db} dBFS)"})
+                bar.update(1)
+                continue
             visual = np.stack([clips[c].frame_features for c in spec.clip_ids]).astype(np.float32)
-            prepared.append((refs, mixture, visual))
-        model_est = _separate(model, [(m, v) for _, m, v in prepared], cfg.device)
-        for spec, (refs, mixture, _), est in zip(chunk, prepared, model_est):
+            prepared.append((spec, record, refs, mixture, visual))
+        if not prepared:
+            continue
+        model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg.device)
+        for (spec, record, refs, mixture, _), est in zip(prepared, model_est):
             oracles = oracle_estimates(list(cfg.oracles), refs, mixture)
             estimates = {MODEL_ROW: est, **{n: e for n, (e, _) in oracles.items()}}
             scores = score_mixture(refs, mixture, estimates, cfg.silent_db, cfg.clamp_db)
-            record = {"index": spec.index, "clip_ids": list(spec.clip_ids),
-                      "labels": list(spec.labels), "scores": None}
-            if scores is None:
-                skipped.append({"index": spec.index, "clip_ids": list(spec.clip_ids),
-                                "reason": f"silent reference (RMS < {cfg.silent_db} dBFS)"})
-            else:
-                record["scores"] = {r: scores[r] for r in row_names}
-                if len(examples) < cfg.num_examples:
-                    masks = {MODEL_ROW: _effective_mask(est, mixture),
-                             **{n: mk for n, (_, mk) in oracles.items()}}
-                    examples.append(Example(spec.index, spec.labels, spec.clip_ids, mixture,
-                                            refs, estimates, masks))
-            mixtures.append(record)
+            record["scores"] = {r: scores[r] for r in row_names}
+            if len(examples) < cfg.num_examples:
+                masks = {MODEL_ROW: _effective_mask(est, mixture),
+                         **{n: mk for n, (_, mk) in oracles.items()}}
+                examples.append(Example(spec.index, spec.labels, spec.clip_ids, mixture,
+                                        refs, estimates, masks))
             bar.update(1)
     bar.close()
 
@@ -299,7 +302,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="ial-report-") as tmp:
         results["seconds"] = round(time.monotonic() - t0, 2)
-        files = write_report(tmp, results, mixtures, examples)
+        with open(os.path.join(tmp, "config.yaml"), "w") as f:
+            f.write(dump_yaml(cfg))  # the run's config, beside its report
+        files = ["config.yaml", *write_report(tmp, results, mixtures, examples)]
         results["files"] = files
         _upload(tmp, files, out)
     return results

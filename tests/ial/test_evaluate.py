@@ -135,7 +135,7 @@ def test_evaluate_local_writes_report(local_setup):
     assert results["per_class"]["bass"]["model"]["n"] == 4
 
     out = results["report_dir"]
-    for name in ("results.json", "results.csv", "report.html", "per_class_sdr.png"):
+    for name in ("results.json", "results.csv", "report.html", "per_class_sdr.png", "config.yaml"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     figures = [f for f in results["files"] if f.startswith("example_")]
     stems = [f for f in results["files"] if f.startswith("stems/")]
