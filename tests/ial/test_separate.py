@@ -11,7 +11,6 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ial.signal import CLIP_SAMPLES, SAMPLE_RATE
-from tests.ial.test_evaluate import export_tiny
 
 # What the test featurizer does: 2 frames of 112 px (features (2, 512, 7, 7)), random trunk.
 FEATURIZE = {"num_frames": 2, "frame_times": [1.0, 3.0], "frame_size": 112}
