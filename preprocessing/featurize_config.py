@@ -21,7 +21,7 @@ FEATURIZER_VERSION = "1.0.0"
 
 # Fields that do not change shard content (excluded from the config hash).
 RUN_FIELDS = ("root", "dask_address", "n_workers", "threads_per_worker", "torch_threads",
-              "batch_clips", "row_group_clips", "clips_per_shard", "retries")
+              "batch_clips", "row_group_clips", "clips_per_shard", "retries", "optimize_inference")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class FeaturizeConfig:
     n_workers: int = 2  # LocalCluster worker processes
     threads_per_worker: int = 1  # Dask threads per worker (one shard task at a time each)
     torch_threads: int = 1  # torch intra-op threads inside a worker
+    optimize_inference: bool = True  # TorchScript-freeze the trunk (conv+BN folded): ~20% faster
     retries: int = 2  # Dask/Prefect retries of a shard task that raised
 
     def validate(self) -> None:
@@ -68,6 +69,8 @@ class FeaturizeConfig:
         for i, t in enumerate(self.frame_times):
             if not 0.0 <= t < CLIP_SECONDS:
                 raise ConfigError(f"frame_times[{i}]", f"{t} s is outside the {CLIP_SECONDS} s clip")
+        if list(self.frame_times) != sorted(set(self.frame_times)):
+            raise ConfigError("frame_times", f"must be strictly ascending, got {self.frame_times}")
         stride = 16 if self.dilate_layer4 else 32
         if self.frame_size < stride or self.frame_size % stride:
             raise ConfigError("frame_size", f"must be a positive multiple of the output stride "

@@ -26,10 +26,10 @@ FRAME_SIZE = 64  # small frames keep the CPU tests fast; 224 is the default
 
 
 def make_video(path: str, tone_hz: float, seconds: float = 10.0) -> str:
-    """An mp4 with a sine tone (22050 Hz AAC) and an 8 fps test pattern (H.264)."""
+    """An mp4 with a sine tone (22050 Hz AAC) and a 25 fps test pattern (H.264)."""
     run_ffmpeg(["-y", "-f", "lavfi", "-i", f"sine=frequency={tone_hz}:duration={seconds}:"
                 "sample_rate=22050", "-f", "lavfi", "-i",
-                f"testsrc=size=320x240:rate=8:duration={seconds}",
+                f"testsrc=size=320x240:rate=25:duration={seconds}",
                 "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", path])
     return path
 
