@@ -118,14 +118,15 @@ def plot_per_class(path: str, results: dict) -> None:
     classes = list(results["per_class"])
     rows = list(results["rows"])
     width = 0.8 / max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(classes) + 2), 4), dpi=90)
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 1.2 * len(classes) + 2), 40.0), 4), dpi=90)
     x = np.arange(len(classes))
     for r, row in enumerate(rows):
         vals = [results["per_class"][c].get(row, {}).get("sdr", np.nan) for c in classes]
         ax.bar(x + (r - (len(rows) - 1) / 2) * width, vals, width, label=row)
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_xticks(x)
-    ax.set_xticklabels(classes, rotation=30, ha="right")
+    ax.set_xticklabels(classes, rotation=30 if len(classes) <= 30 else 90, ha="right",
+                       fontsize=9 if len(classes) <= 30 else 5)
     ax.set_ylabel("SDR (dB)")
     ax.set_title("Mean SDR per class")
     ax.legend(fontsize=8)
