@@ -26,9 +26,10 @@ from preprocessing.rate_limit import share
 
 
 @task(name="ingest-batch", retries=2, retry_delay_seconds=10)
-def ingest_batch_task(cfg: IngestConfig, batch: Batch, previous: dict, rate: float) -> dict:
+def ingest_batch_task(cfg: IngestConfig, batch: Batch, previous: dict, rate: float,
+                      existing: set[str]) -> dict:
     """One batch: its clips, index part and stats (idempotent: done clips are carried over)."""
-    return run_batch(cfg, batch, previous, rate)
+    return run_batch(cfg, batch, previous, rate, existing=existing)
 
 
 def dask_task_runner(cfg: IngestConfig):
@@ -73,7 +74,8 @@ def ingest_batches_flow(cfg: IngestConfig) -> dict:
                                         description=f"ingest {cfg.dataset_name}: batches done")
     rate = share(cfg.rate_limit_per_minute, _parallel_slots(cfg, len(plan.batches)))
     futures = [ingest_batch_task.with_options(name=f"ingest-batch-{b.batch_id}")
-               .submit(cfg, b, plan.previous[b.batch_id], rate) for b in plan.batches]
+               .submit(cfg, b, plan.previous[b.batch_id], rate, plan.existing[b.batch_id])
+               for b in plan.batches]
     stats = []
     for fut in as_completed(futures):
         s = fut.result()

@@ -291,12 +291,22 @@ def _reason(code: str, detail: str = "") -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def _adopt_existing(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batch_id: str
-                    ) -> dict | None:
+def existing_clip_ids(storage: Storage, dataset: str) -> set[str]:
+    """Clip ids with a visible clip file under ``clips/<dataset>/`` (one listing)."""
+    names = (url.rsplit("/", 1)[-1] for url in storage.listdir("clips", dataset))
+    return {n[:-4] for n in names if n.endswith(".mp4") and not n.startswith(".")}
+
+
+def _adopt_existing(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batch_id: str,
+                    existing: set[str] | None = None) -> dict | None:
     """A clip file present without an index row (a run killed after the upload): keep it if it
-    is a whole clip of the right length."""
+    is a whole clip of the right length. ``existing``: clip ids known to have a file (else
+    asked of the storage)."""
     target = storage.url("clips", cfg.dataset_name, f"{entry.clip_id}.mp4")
-    if not storage.exists("clips", cfg.dataset_name, f"{entry.clip_id}.mp4"):
+    if existing is not None:
+        if entry.clip_id not in existing:
+            return None
+    elif not storage.exists("clips", cfg.dataset_name, f"{entry.clip_id}.mp4"):
         return None
     duration = float(entry.end - entry.start)
     try:
@@ -329,10 +339,13 @@ def _read_batch_part(storage: Storage, dataset: str, batch_id: str) -> dict[str,
 
 def run_batch(cfg: IngestConfig, batch: Batch, previous: dict[str, dict] | None = None,
               rate_limit_per_minute: float | None = None,
-              on_clip: Callable[[dict], None] | None = None) -> dict:
+              on_clip: Callable[[dict], None] | None = None,
+              existing: set[str] | None = None) -> dict:
     """Ingest one batch; writes its index part and stats; returns the stats dict.
 
     ``previous``: earlier index rows by clip_id (default: this batch's existing part).
+    ``existing``: clip ids of this batch with a clip file but no row (default: asked of the
+    storage per clip); such files, left by a killed run, are validated and adopted.
     ``rate_limit_per_minute``: this batch's share of the global budget (default: all of it).
     ``on_clip(row)`` is called after each clip (progress bars).
     """
@@ -355,7 +368,7 @@ def run_batch(cfg: IngestConfig, batch: Batch, previous: dict[str, dict] | None 
             carried += 1
             continue
         if prev is None:
-            row = _adopt_existing(cfg, storage, entry, batch.batch_id)
+            row = _adopt_existing(cfg, storage, entry, batch.batch_id, existing)
             if row is not None:
                 rows[entry.clip_id] = row
                 adopted += 1
@@ -428,6 +441,7 @@ class IngestPlan:
     cfg: IngestConfig
     batches: list[Batch]
     previous: dict[str, dict[str, dict]]  # batch_id → clip_id → earlier row
+    existing: dict[str, set[str]]  # batch_id → clip ids with a file but no row (killed runs)
     entries: int
     duplicates: int
     skipped: list[tuple]  # malformed manifest rows: (line, reason)
@@ -456,7 +470,10 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
     by_clip = {r["clip_id"]: r for r in index.to_pylist()}
     previous = {b.batch_id: {e.clip_id: by_clip[e.clip_id] for e in b.entries
                              if e.clip_id in by_clip} for b in batches}
-    return IngestPlan(cfg, batches, previous, len(manifest), duplicates, list(manifest.skipped))
+    files = existing_clip_ids(storage, dataset) - set(by_clip)
+    existing = {b.batch_id: {e.clip_id for e in b.entries if e.clip_id in files} for b in batches}
+    return IngestPlan(cfg, batches, previous, existing, len(manifest), duplicates,
+                      list(manifest.skipped))
 
 
 def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
@@ -512,7 +529,8 @@ def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
         if client is None:
             for b in plan.batches:
                 s = run_batch(cfg, b, plan.previous[b.batch_id], None,
-                              on_clip=lambda row: bar.update(1))
+                              on_clip=lambda row: bar.update(1),
+                              existing=plan.existing[b.batch_id])
                 bar.update(s["clips"] - s["processed"])
                 stats.append(s)
         else:
@@ -520,9 +538,9 @@ def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
 
             parallel = max(1, min(len(plan.batches), sum(client.nthreads().values())))
             rate = share(cfg.rate_limit_per_minute, parallel)
-            futures = [client.submit(run_batch, cfg, b, plan.previous[b.batch_id], rate,
-                                     key=f"ingest-{cfg.dataset_name}-{b.batch_id}-{time.time_ns()}",
-                                     pure=False)
+            futures = [client.submit(run_batch, cfg, b, plan.previous[b.batch_id], rate, None,
+                                     plan.existing[b.batch_id], pure=False,
+                                     key=f"ingest-{cfg.dataset_name}-{b.batch_id}-{time.time_ns()}")
                        for b in plan.batches]
             for fut in as_completed(futures):
                 s = fut.result()

@@ -39,8 +39,3 @@ def test_ingest_flow_dask_runner(tmp_path, demo_corpus, video_server, prefect_ha
 
     (art,) = asyncio.run(progress())
     assert art.type == "progress" and float(art.data) == 100.0
-
-    again = ingest_flow(manifest=str(manifest), root=str(tmp_path / "root"), dataset="flow",
-                        config=str(REPO / "configs/ingest/demo.yaml"), overrides=overrides,
-                        retry_failed=True)
-    assert again["new"] == 0 and again["skipped"] == 4

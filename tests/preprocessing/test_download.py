@@ -126,3 +126,70 @@ def test_backoff_rate_limit_and_redaction():
     assert slept == [0.5, 1.0, 1.5]
     assert share(60, 4) == 15 and share(0, 4) == 0
     assert redact("proxy http://bob:hunter2@proxy:8080/ x") == "proxy http://***@proxy:8080/ x"
+
+
+def _youtube_like_info(formats):
+    return dict(id="abcdefghijk", title="t", formats=formats, extractor="youtube",
+                extractor_key="Youtube", webpage_url="http://example.invalid/watch", duration=13)
+
+
+def test_lowest_format_with_min_height_plus_audio(tmp_path):
+    from yt_dlp import YoutubeDL
+
+    from preprocessing.download import ytdlp_params
+
+    formats = [dict(format_id=fid, url=f"http://x/{fid}", ext="mp4", vcodec="avc1", acodec="none",
+                    height=h, width=h * 16 // 9, tbr=h * 2, protocol="https")
+               for h, fid in [(144, "160"), (240, "133"), (360, "134"), (720, "136")]]
+    formats += [dict(format_id="139", url="http://x/139", ext="m4a", vcodec="none",
+                     acodec="mp4a.40.5", abr=48, asr=22050, protocol="https"),
+                dict(format_id="140", url="http://x/140", ext="m4a", vcodec="none",
+                     acodec="mp4a.40.2", abr=128, asr=44100, protocol="https")]
+    params = ytdlp_params(str(tmp_path), "x", 1, 11, min_height=224)
+    with YoutubeDL(dict(params, simulate=True)) as ydl:
+        chosen = ydl.process_ie_result(_youtube_like_info(formats), download=False)
+    assert [f["format_id"] for f in chosen["requested_formats"]] == ["133", "139"]
+    params = ytdlp_params(str(tmp_path), "x", 1, 11, min_height=400)
+    with YoutubeDL(dict(params, simulate=True)) as ydl:
+        chosen = ydl.process_ie_result(_youtube_like_info(formats), download=False)
+    assert chosen["requested_formats"][0]["format_id"] == "136"
+
+
+def test_separate_video_and_audio_formats_are_cut_and_merged(demo_corpus, tmp_path):
+    """The YouTube shape (video-only + audio-only streams): yt-dlp's ffmpeg seeks both over
+    HTTP and writes one exact section in the clip format."""
+    import subprocess
+
+    from yt_dlp import YoutubeDL
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+    from ial.media import ffmpeg_binary
+    from preprocessing.download import ytdlp_params
+    from preprocessing.slicing import clip_encode_args, measure_clip
+    from preprocessing.video_server import VideoServer
+
+    e = demo_corpus.entries[4]
+    site = tmp_path / "site"
+    site.mkdir()
+    for suffix, flag in (("v", "-an"), ("a", "-vn")):
+        subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-i", e.path, flag, "-c", "copy",
+                        "-movflags", "+faststart", str(site / f"{suffix}.mp4")], check=True)
+    server = VideoServer(site).start()
+    base = server.base_url + "/"
+    formats = [dict(format_id="133", url=base + "v.mp4", ext="mp4", vcodec="avc1", acodec="none",
+                    height=240, width=320, protocol="http"),
+               dict(format_id="139", url=base + "a.mp4", ext="m4a", vcodec="none",
+                    acodec="mp4a.40.2", asr=22050, protocol="http")]
+    params = ytdlp_params(str(tmp_path / "out"), "sec", 1.0, 5.0, min_height=224,
+                          output_args=clip_encode_args(8, 224, 22050))
+    token = FFmpegPostProcessor._ffmpeg_location.set(params["ffmpeg_location"])
+    try:
+        with YoutubeDL(params) as ydl:
+            info = ydl.process_ie_result(_youtube_like_info(formats), download=True)
+    finally:
+        FFmpegPostProcessor._ffmpeg_location.reset(token)
+        server.stop()
+    path = info["requested_downloads"][0]["filepath"]
+    m = measure_clip(path)
+    assert (m.frames, m.samples) == (32, 88200)
+    assert probe_media(path)["height"] == 224
