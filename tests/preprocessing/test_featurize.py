@@ -46,6 +46,16 @@ def source_videos(tmp_path_factory):
     return {"good": good, "corrupt": corrupt}
 
 
+@pytest.fixture(scope="module")
+def dask_client():
+    """One LocalCluster (2 worker processes) shared by this module's runs."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
 def index_row(clip_id: str, path: str, label: str, split: str, status: str = "ok") -> dict:
     return {"clip_id": clip_id, "video_id": clip_id.rsplit("_", 1)[0], "dataset": "toy",
             "label": label, "labels": [label], "split": split, "url": f"http://x/{clip_id}",
@@ -119,10 +129,10 @@ def test_frames_differ_over_time_and_features_deterministic(source_videos):
     assert len(set(a["frames"])) == 3  # testsrc moves: the three times give three pictures
 
 
-def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos):
+def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos, dask_client):
     labels = make_clip_root(str(tmp_path), source_videos, n_good=5)
     cfg = small_config(tmp_path)
-    summary = featurize(cfg, progress=False)
+    summary = featurize(cfg, client=dask_client, progress=False)
     root = Storage(tmp_path)
     # 6 ok clips (5 good + 1 corrupt) in shards of 3 → 2 shards; the corrupt clip is recorded
     assert summary["shards_written"] == 2 and summary["rows_written"] == 5
@@ -159,22 +169,22 @@ def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos):
 
     # re-running does no work: nothing rewritten
     mtimes = {u: os.path.getmtime(u) for u in urls}
-    again = featurize(cfg, progress=False)
+    again = featurize(cfg, client=dask_client, progress=False)
     assert again["shards_written"] == 0 and again["shards_skipped"] == 2
     assert {u: os.path.getmtime(u) for u in urls} == mtimes
     assert plan_shards(cfg).jobs == []
 
     # new clips go to new shards; old assignments stay
     more = make_clip_root(str(tmp_path), source_videos, n_good=7, corrupt=False)
-    third = featurize(cfg, client=None, progress=False)
+    third = featurize(cfg, client=dask_client, progress=False)
     assert third["shards_written"] == 1 and third["rows_written"] == 2
     assert {u: os.path.getmtime(u) for u in urls} == mtimes
     assert read_dataset_index(root, "toy")["rows"] == len(more)
 
 
-def test_config_mismatch_refused(tmp_path, source_videos):
+def test_config_mismatch_refused(tmp_path, source_videos, dask_client):
     make_clip_root(str(tmp_path), source_videos, n_good=1, corrupt=False)
-    featurize(small_config(tmp_path, n_workers=1), progress=False)
+    featurize(small_config(tmp_path), client=dask_client, progress=False)
     from preprocessing.featurize import FeaturizeMismatchError
 
     with pytest.raises(FeaturizeMismatchError, match="config hash"):
@@ -182,6 +192,7 @@ def test_config_mismatch_refused(tmp_path, source_videos):
 
 
 def test_cli_featurize_no_prefect(tmp_path, source_videos):
+    """The CLI's plain run creates its own LocalCluster (the default path)."""
     from click.testing import CliRunner
 
     from ial.cli import main
