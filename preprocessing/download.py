@@ -224,7 +224,9 @@ def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: 
         "download_ranges": download_range_func(None, [(float(start), float(end))]),
         "force_keyframes_at_cuts": True,
         "ffmpeg_location": ffmpeg_binary(),
-        "external_downloader_args": {"ffmpeg_o": list(output_args or SECTION_ENCODE_ARGS)},
+        # ffmpeg reads the media itself: give its network reads the same timeout (µs)
+        "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", str(int(socket_timeout * 1e6))],
+                                     "ffmpeg_o": list(output_args or SECTION_ENCODE_ARGS)},
         "allowed_extractors": list(DEFAULT_EXTRACTORS),
         "socket_timeout": socket_timeout,
         # Retries are ours (classified, with backoff and a global rate limit).

@@ -9,7 +9,8 @@ video host.
 Fault injection for tests: ``script(path, [429, 500, 200, ...])`` makes the next requests to
 ``path`` answer these in order (one entry per request, any method), then normal service resumes.
 Entries are an HTTP status (``200`` = serve normally), ``"bot"`` (403 with a "Sign in to confirm
-you're not a bot" page), or ``"drop"`` (close the connection without answering)::
+you're not a bot" page), ``"drop"`` (close the connection without answering) or ``"stall"``
+(answer nothing for ``retry_after`` seconds, then close: a client timeout)::
 
     with VideoServer("/tmp/corpus") as srv:
         url = srv.url_template.format(video_id="abc")   # http://127.0.0.1:PORT/videos/abc.mp4
@@ -89,6 +90,11 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.next_fault(path)
         if fault is not None and fault != 200:
             self._record(fault)
+            if fault == "stall":
+                import time
+
+                time.sleep(self.server.retry_after.get(path, 1))
+                fault = "drop"
             if fault == "drop":
                 self.close_connection = True
                 try:
@@ -247,10 +253,11 @@ class VideoServer:
     def script(self, path: str, responses: list, retry_after: int = 1) -> None:
         """The next ``len(responses)`` requests to ``path`` answer these in order (int status,
         200 = serve normally, ``"bot"``, ``"drop"``); ``Retry-After`` on 429/503 = ``retry_after``
-        seconds. ``path`` may be a URL path (``/videos/x.mp4``) or a video id."""
+        seconds (also how long ``"stall"`` waits). ``path`` may be a URL path
+        (``/videos/x.mp4``) or a video id."""
         path = self._norm(path)
         for r in responses:
-            if not (isinstance(r, int) or r in ("bot", "drop")):
+            if not (isinstance(r, int) or r in ("bot", "drop", "stall")):
                 raise ValueError(f"unknown scripted response {r!r}")
         assert self._server is not None, "server not started"
         with self._server.lock:

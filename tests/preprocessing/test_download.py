@@ -193,3 +193,11 @@ def test_separate_video_and_audio_formats_are_cut_and_merged(demo_corpus, tmp_pa
     m = measure_clip(path)
     assert (m.frames, m.samples) == (32, 88200)
     assert probe_media(path)["height"] == 224
+
+
+def test_stalled_server_is_a_retryable_timeout(video_server, demo_corpus, tmp_path):
+    e = demo_corpus.entries[5]
+    video_server.script(e.video_id, ["stall"], retry_after=3)
+    with pytest.raises(Retryable) as err:
+        download_section(_url(video_server, e), 1, 3, str(tmp_path), "sec", socket_timeout=1)
+    assert err.value.reason == "timeout"
