@@ -75,6 +75,7 @@ class DownloadResult:
     path: str  # local file of the section
     attempts: int
     bytes: int
+    source_duration: float | None = None  # s, of the whole video when the site says it
 
 
 # Message patterns (YouTube and the generic extractor) → unavailable reasons.
@@ -260,13 +261,15 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
                      min_height: int = 224, format: str = DEFAULT_FORMAT,
                      format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
                      socket_timeout: float = 30.0, options: dict | None = None,
-                     output_args: list[str] | None = None) -> str:
-    """Download ``[start, end]`` s of ``url`` into ``out_dir/<name>.<ext>``; returns the path.
+                     output_args: list[str] | None = None) -> DownloadResult:
+    """Download ``[start, end]`` s of ``url`` into ``out_dir/<name>.<ext>``.
 
     Two steps, so each failure is named: extraction (page/metadata requests: HTTP status,
     bot check, private/removed ...), then the section download by ffmpeg. When ffmpeg fails,
     the selected media URL(s) are probed with ffmpeg (same headers/proxy) to tell a throttled or
-    broken server (retryable) from unreadable media (invalid). Raises a DownloadProblem subclass.
+    broken server (retryable) from unreadable media (invalid). A section past the end of a
+    video whose duration the site gives is ``SourceInvalid("section_past_end")`` before any media
+    is fetched. Raises a DownloadProblem subclass.
     """
     from yt_dlp import YoutubeDL
     from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
@@ -283,6 +286,10 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
                 if problem.reason == "http_403":
                     problem = _diagnose_403(ydl, url, problem)
                 raise problem from None
+            total = info.get("duration")
+            if total and end > float(total) + 0.25:
+                raise SourceInvalid("section_past_end",
+                                    f"the video is {float(total):.2f} s; the section ends at {end:.2f} s")
             try:
                 info = ydl.process_ie_result(info, download=True)
             except Exception as exc:
@@ -295,7 +302,8 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
     path = _downloaded_path(info, out_dir, name)
     if path is None:
         raise SourceInvalid("empty_section", "yt-dlp wrote no file for the section")
-    return path
+    total = info.get("duration")
+    return DownloadResult(path, 1, os.path.getsize(path), float(total) if total else None)
 
 
 def _diagnose_403(ydl, url: str, problem: DownloadProblem) -> DownloadProblem:
@@ -398,8 +406,9 @@ def download_with_retries(url: str, start: float, end: float, out_dir: str, name
         if acquire is not None:
             acquire()
         try:
-            path = download_section(url, start, end, out_dir, name, **kwargs)
-            return DownloadResult(path, attempt, os.path.getsize(path))
+            result = download_section(url, start, end, out_dir, name, **kwargs)
+            result.attempts = attempt
+            return result
         except Retryable as exc:
             exc.attempts = attempt
             if attempt > retries:

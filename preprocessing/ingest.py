@@ -220,12 +220,15 @@ def _probe(url: str) -> dict:
     return probe_media(url)
 
 
-def _refine_section_problem(exc: SliceInvalid, url: str, entry: ManifestEntry) -> SliceInvalid:
-    """A downloaded section is too short or empty: past the end of the video, or truncated?"""
+def _refine_section_problem(exc: SliceInvalid, url: str, entry: ManifestEntry,
+                            total: float | None = None) -> SliceInvalid:
+    """A downloaded section is too short or empty: past the end of the video, or truncated?
+    ``total``: the video's duration (s) if the site gave it, else read from the media header."""
     if exc.reason not in ("section_past_end", "short_source", "truncated_source",
                           "unreadable_source"):
         return exc
-    total = _source_duration(url)
+    if total is None:
+        total = _source_duration(url)
     if total is not None and entry.end > total + 0.25:
         return SliceInvalid("section_past_end",
                             f"the video is {total:.2f} s; the section ends at {entry.end:.2f} s")
@@ -266,7 +269,7 @@ def process_clip(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batc
             try:
                 result = finalize_section(got.path, clip_path, **slice_kw)
             except SliceInvalid as exc:
-                raise _refine_section_problem(exc, url, entry) from None
+                raise _refine_section_problem(exc, url, entry, got.source_duration) from None
         else:
             row["attempts"] = previous_attempts + 1
             with local_copy(url) as src:

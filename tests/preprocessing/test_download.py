@@ -17,8 +17,9 @@ def _url(srv, entry):
 
 def test_exact_section_through_range_requests(video_server, demo_corpus, tmp_path):
     e = demo_corpus.entries[0]
-    path = download_section(_url(video_server, e), 1.5, 5.5, str(tmp_path), "sec")
-    info = probe_media(path)
+    got = download_section(_url(video_server, e), 1.5, 5.5, str(tmp_path), "sec")
+    info = probe_media(got.path)
+    assert got.attempts == 1 and got.bytes > 0 and got.source_duration is None  # direct link
     assert abs(info["duration"] - 4.0) < 0.05 and info["has_audio"] and info["has_video"]
     ranged = [r for r in video_server.requests_for(e.video_id) if r[2]]
     assert ranged and all(r[3] == 206 for r in ranged)  # ffmpeg read the file with Range
