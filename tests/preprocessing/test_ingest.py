@@ -255,3 +255,19 @@ def test_ingest_configs_load():
         cfg = load_config(IngestConfig, REPO / "configs" / "ingest" / f"{name}.yaml")
         assert cfg.manifest_format in ("vggsound", "audioset", "music")
         assert cfg.audio_rate >= 11025 and cfg.clip_seconds == 10.0
+
+
+def test_batches_as_tasks_on_a_dask_client(site, tmp_path):
+    from distributed import Client, LocalCluster
+
+    d, ids = site
+    manifest = tmp_path / "dask.csv"
+    manifest.write_text("".join(f"{v},1,x,train\n" for v in ids[:3]) + "gone0000001,1,x,train\n")
+    with VideoServer(d) as srv, \
+            LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        cfg = _cfg(tmp_path / "root", manifest, srv.url_template, batch_size=2,
+                   clip_seconds=2.0, rate_limit_per_minute=600)
+        summary = ingest(cfg, progress=False, client=client)
+    assert summary["by_status"] == {"ok": 3, "unavailable": 1} and summary["batches"] == 2
+    assert len(_rows(cfg.root, "t")) == 4
