@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ial.config import ConfigError, from_dict, save_config, to_dict
-from ial.storage import Storage, is_remote, local_copy, upload_file, write_text
+from ial.storage import Storage, local_copy, upload_file, write_text
 from preprocessing.clip_index import STATUSES, read_clip_index, write_clip_index_part
 from preprocessing.download import (DEFAULT_FORMAT, DEFAULT_FORMAT_SORT, YOUTUBE_URL_TEMPLATE,
                                     DownloadProblem, download_with_retries, redact)

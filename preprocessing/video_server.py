@@ -32,7 +32,6 @@ import re
 import threading
 import urllib.parse
 from collections import deque
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
