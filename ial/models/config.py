@@ -33,8 +33,9 @@ class ModelConfig:
 
     # ial_cms: dimension D of the audio-visual common space (512 in the paper).
     embed_dim: int = 512
-    # ial_cms: widths of the 4 ResNet-style audio encoder stages (paper: 64/128/256/512); each stage
-    # halves F and T, so T is padded inside to a multiple of 16.
+    # ial_cms: widths of the 4 ResNet-style audio encoder stages (paper: 64/128/256/512; the 7×7
+    # stride-2 stem has the first width). Stem and stages each halve F and T: T is padded inside
+    # to a multiple of 32.
     audio_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     # ial_cms: hidden width of the audio → common-space MLP (authors' a_common_mlp.hidden_dim).
     common_hidden: int = 512

@@ -6,8 +6,10 @@ Architecture (DESIGN.md "Method"; authors' code ZhenkaiLin/IAL-CMS, files
 1. Visual: per source, frame features (K, C, H, W) pooled over K (``frame_pool``), then a head
    (3×3 conv + BN + ReLU + 1×1 conv) to the D-dim common space, L2-normalised per location:
    ``fv`` (D, H, W).
-2. Audio encoder: log magnitude (1, 256, T) → BN → 3×3 stem (c0) → four ResNet basic blocks of
-   widths ``audio_channels`` (64/128/256/512), each stride 2 → bottleneck ``fa_mix`` (c3, F/16, T/16).
+2. Audio encoder (authors' UnetSeparator with ``resnet_encoder``): log magnitude (1, 256, T) → BN
+   → 7×7 stride-2 stem (c0) → four ResNet stages of two basic blocks each (LeakyReLU 0.2), widths
+   ``audio_channels`` (64/128/256/512), strides 1·2 each → bottleneck ``fa_mix`` (c3, F/32, T/32).
+   T is padded inside to a multiple of 32.
 3. CMS at the bottleneck, per source (authors' AVModule):
    - visual-related audio: ``fa = sep_mlp([fa_mix, maxpool(fv)])`` (1×1 convs);
    - audio to the common space: ``fa_com = l2norm(a_common_mlp(fa))``; source embedding
@@ -16,8 +18,11 @@ Architecture (DESIGN.md "Method"; authors' code ZhenkaiLin/IAL-CMS, files
      ``v = l1norm(Σ_HW loc · fv)``;
    - V→A channel attention: ``w = MLP(mean_FT(v · fa_com))`` with sigmoid; ``fa' = w·fa + fa``;
    - decoder input ``[v broadcast, fa']``, context vector ``[v, mean_FT fa']``.
-4. Decoder: four up blocks (×2 upsample, concat skip, 3×3 conv, AdaIN from the context vector,
-   ReLU), then 1×1 conv + sigmoid → ratio mask on the log grid (1, 256, T).
+4. Decoder (authors' UnetBlock): four levels of ×2 upsample, 3×3 conv, LeakyReLU, BN, AdaIN from
+   the context vector, then concatenation with the encoder feature of that resolution; a last ×2
+   upsample + 3×3 conv gives one score map; ``score·scale + bias`` → sigmoid → ratio mask on the
+   log grid (1, 256, T). (The authors' "IRM" head is relu(score + 0.5), unbounded; our contract
+   asks for masks in [0, 1], so we use a sigmoid.)
 
 The audio encoder runs once per mixture; CMS and the decoder run once per source.
 """
@@ -34,9 +39,12 @@ from ial.models.registry import MODELS
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block with a projection shortcut when shape changes. (B, Cin, F, T) → (B, Cout, F/s, T/s)."""
+    """ResNet basic block (LeakyReLU 0.2) with a projection shortcut when the shape changes.
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    Shape: (B, Cin, F, T) → (B, Cout, F/stride, T/stride).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -48,9 +56,14 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
         y = self.bn2(self.conv2(y))
-        return F.relu(y + self.shortcut(x))
+        return F.leaky_relu(y + self.shortcut(x), 0.2)
+
+
+def encoder_stage(cin: int, cout: int) -> nn.Sequential:
+    """Two basic blocks, the first with stride 2 (authors' ``_make_encoder_block(blocks=2)``)."""
+    return nn.Sequential(BasicBlock(cin, cout, 2), BasicBlock(cout, cout, 1))
 
 
 class AdaIN(nn.Module):
@@ -72,16 +85,21 @@ class AdaIN(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """×2 upsample, concat skip, 3×3 conv, AdaIN(context), ReLU. (M, Cin, f, t) → (M, Cout, 2f, 2t)."""
+    """×2 upsample, 3×3 conv, LeakyReLU, BN, AdaIN(context), then concat the skip.
 
-    def __init__(self, cin: int, cskip: int, cout: int, context_dim: int):
+    Shape: x (M, Cin, f, t), skip (M, Cskip, 2f, 2t), context (M, Dc) → (M, Cout + Cskip, 2f, 2t).
+    """
+
+    def __init__(self, cin: int, cout: int, context_dim: int):
         super().__init__()
-        self.conv = nn.Conv2d(cin + cskip, cout, 3, 1, 1, bias=False)
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
         self.adain = AdaIN(cout, context_dim)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return F.relu(self.adain(self.conv(torch.cat([x, skip], dim=1)), context))
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+        y = self.adain(self.bn(F.leaky_relu(self.conv(x), 0.2)), context)
+        return torch.cat([skip, y], dim=1)
 
 
 class LearnableSigmoid(nn.Module):
@@ -139,6 +157,8 @@ class CMS(nn.Module):
 class IALCMS(Separator):
     """The CMS separator. See the module docstring; forward contract in ``Separator``."""
 
+    STRIDE = 32  # stem /2 × four stride-2 stages
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         c = list(cfg.audio_channels)
@@ -148,33 +168,35 @@ class IALCMS(Separator):
             nn.Conv2d(cfg.visual_channels, d, 3, 1, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(),
             nn.Conv2d(d, d, 1))
         self.input_norm = nn.BatchNorm2d(1)
-        self.stem = nn.Sequential(nn.Conv2d(1, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0]),
-                                  nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(1, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]),
+                                  nn.LeakyReLU(0.2))
         widths = [c[0]] + c
-        self.encoder = nn.ModuleList(BasicBlock(widths[i], widths[i + 1], 2) for i in range(4))
+        self.encoder = nn.ModuleList(encoder_stage(widths[i], widths[i + 1]) for i in range(4))
         self.cms = CMS(c[3], d, cfg.common_hidden, cfg.loc_sigmoid_scale)
         ctx = d + c[3]
-        # Skips, deepest first: encoder outputs of stages 2, 1, 0, then the stem.
+        # Decoder levels, deepest first: input width, output width; the skip (encoder stage 3,
+        # 2, 1 output, then the stem) is concatenated after each level.
         skips = [c[2], c[1], c[0], c[0]]
-        outs = [c[2], c[1], c[0], c[0]]
-        ins = [d + c[3]] + outs[:-1]
-        self.decoder = nn.ModuleList(UpBlock(i, s, o, ctx) for i, s, o in zip(ins, skips, outs))
-        self.out = nn.Conv2d(c[0], 1, 1)
+        outs = [c[3], c[2], c[1], c[0]]
+        ins = [d + c[3]] + [o + s for o, s in zip(outs[:-1], skips[:-1])]
+        self.decoder = nn.ModuleList(UpBlock(i, o, ctx) for i, o in zip(ins, outs))
+        self.out = nn.Conv2d(outs[-1] + skips[-1], 1, 3, 1, 1)
+        self.score_scale = nn.Parameter(torch.ones(1))
+        self.score_bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:
         B = mix_mag.shape[0]
         N = visual.shape[1]
-        x, T = pad_frames(self.log_input(mix_mag), 16)
+        x, T = pad_frames(self.log_input(mix_mag), self.STRIDE)
         # Visual: (B, N, C, H, W) → common space (B*N, D, H, W).
-        fv_raw = self.visual(visual)
-        fv = F.normalize(self.visual_head(fv_raw.flatten(0, 1)), dim=1)
+        fv = F.normalize(self.visual_head(self.visual(visual).flatten(0, 1)), dim=1)
         # Audio encoder, once per mixture.
         h = self.stem(self.input_norm(x))
         feats = [h]
-        for block in self.encoder:
-            h = block(h)
+        for stage in self.encoder:
+            h = stage(h)
             feats.append(h)
-        bottleneck, skips = feats[-1], feats[-2::-1]  # skips: stage2, stage1, stage0, stem
+        bottleneck, skips = feats[-1], feats[-2::-1]  # skips: stage3, stage2, stage1, stem
 
         def per_source(t: torch.Tensor) -> torch.Tensor:  # (B, ...) → (B*N, ...)
             return t.unsqueeze(1).expand(B, N, *t.shape[1:]).flatten(0, 1)
@@ -182,7 +204,9 @@ class IALCMS(Separator):
         y, context, audio_emb, loc = self.cms(per_source(bottleneck), fv)
         for up, skip in zip(self.decoder, skips):
             y = up(y, per_source(skip), context)
-        logits = self.out(y)[..., :T].reshape(B, N, x.shape[-2], T)
+        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        logits = self.out(y) * self.score_scale + self.score_bias
+        logits = logits[..., :T].reshape(B, N, x.shape[-2], T)
         return SeparationOutput(
             mask=torch.sigmoid(logits), logits=logits,
             visual_embedding=fv.reshape(B, N, *fv.shape[1:]),

@@ -55,7 +55,7 @@ def test_masks_depend_on_the_visual_query():
 
 def test_default_size_matches_documentation():
     # docs/model.md quotes these counts
-    assert count_parameters(build_model(ModelConfig())) == 14_779_781
+    assert count_parameters(build_model(ModelConfig())) == 25_439_687
     assert count_parameters(build_model(ModelConfig(name="sop"))) == 42_033_891
 
 
