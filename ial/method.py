@@ -22,6 +22,9 @@ trainable at engine initialisation, and frozen during the separator's backward):
         c_loss, c_logs = method.critic_loss(comps, step, critic=critic_engine)
         critic_engine.backward(c_loss); critic_engine.step()
 
+(The separator's adversarial term scores pairs with the critic MODULE — the default — not its
+engine: a DeepSpeed engine's forward arms backward hooks that expect ``critic_engine.backward``.)
+
 The critic is trained on the components of the separator's forward of the same batch (the
 authors run a separate no-grad forward for it; reusing ours saves a forward and differs only by
 the parameters of one separator update).

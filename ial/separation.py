@@ -14,8 +14,11 @@ from ial import signal
 @torch.no_grad()
 def separate_waveforms(model: torch.nn.Module, mixture: torch.Tensor, visual: torch.Tensor,
                        window: int = signal.SEGMENT_SAMPLES, hop: int | None = None) -> torch.Tensor:
-    """Separate ``mixture`` into one stem per visual query (no gradients; the caller puts the
-    model in eval mode — a ``sop`` model then applies binary masks).
+    """Separate ``mixture`` into one stem per visual query.
+
+    Runs without gradients and with the model in eval mode (restored afterwards): BatchNorm uses
+    its running statistics and a ``sop`` model applies binary masks. ``window``/``hop`` in
+    samples (default: 65535-sample windows, half overlap, overlapping estimates averaged).
 
     Shape: mixture (B, L) samples @ 11025 Hz, visual (B, N, K, C, H, W) → (B, N, L) samples.
     """
@@ -29,4 +32,9 @@ def separate_waveforms(model: torch.nn.Module, mixture: torch.Tensor, visual: to
         mask = model(signal.log_warp(spec.abs()), visual).mask
         return signal.apply_mask(spec, mask, wave.shape[-1])
 
-    return signal.separate_long(one_window, mixture, window, hop)
+    was_training = model.training
+    model.eval()
+    try:
+        return signal.separate_long(one_window, mixture, window, hop)
+    finally:
+        model.train(was_training)
