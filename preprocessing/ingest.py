@@ -450,8 +450,35 @@ class IngestPlan:
     skipped: list[tuple]  # malformed manifest rows: (line, reason)
 
 
+STALE_TEMP_SECONDS = 3600.0
+
+
+def sweep_stale_temps(storage: Storage, dataset: str, max_age: float = STALE_TEMP_SECONDS) -> int:
+    """Delete hidden temporary clip files (``.<clip>.mp4.tmp-*``) older than ``max_age`` s that a
+    killed run left behind on a local root (object stores never show partial uploads). Younger
+    ones may belong to a running writer and are kept. Returns how many were removed."""
+    if storage.remote:
+        return 0
+    folder = storage.url("clips", dataset)
+    if not os.path.isdir(folder):
+        return 0
+    removed = 0
+    now = time.time()
+    for name in os.listdir(folder):
+        if name.startswith(".") and ".tmp-" in name:
+            path = os.path.join(folder, name)
+            try:
+                if now - os.path.getmtime(path) > max_age:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def prepare(cfg: IngestConfig) -> IngestPlan:
-    """Read the manifest, fix the batches, save the (redacted) config, load earlier rows."""
+    """Read the manifest, fix the batches, save the (redacted) config, load earlier rows, and
+    sweep stale temporary files of killed runs."""
     if not cfg.manifest:
         raise ConfigError("manifest", "no manifest given")
     opts = dict(cfg.manifest_options)
@@ -462,6 +489,7 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
     batches, duplicates = plan_batches(list(manifest), cfg.batch_size, prefix)
     storage = Storage(cfg.root)
     dataset = cfg.dataset_name
+    sweep_stale_temps(storage, dataset)
     save_config(redacted_config(cfg), storage.url("clips", dataset, "ingest_config.yaml"))
     write_text(storage.url("clips", dataset, "stats", f"{prefix}.manifest.json"), json.dumps({
         "manifest": redact(cfg.manifest), "format": cfg.manifest_format,

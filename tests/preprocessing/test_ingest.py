@@ -185,10 +185,16 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
                 assert (m.frames, m.samples) == (32, 88200), p.name
         n_before = len(_rows(root, "t"))
         assert n_before < 6
+        stale = clips / ".old_1000.mp4.tmp-deadbeef"  # what a SIGKILL mid-write leaves
+        stale.write_bytes(b"half")
+        os.utime(stale, (time.time() - 7200, time.time() - 7200))
+        young = clips / ".new_1000.mp4.tmp-cafecafe"  # may be another writer's: kept
+        young.write_bytes(b"half")
 
         summary = ingest(cfg, progress=False)
     rows = _rows(root, "t")
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows.values())
+    assert not stale.exists() and young.exists()
     assert summary["skipped"] >= 1  # clips of the killed run were kept (index or adopted)
     mp4s = sorted(p.name for p in clips.iterdir() if p.suffix == ".mp4" and not p.name.startswith("."))
     assert mp4s == sorted(f"{cid}.mp4" for cid in rows)
