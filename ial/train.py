@@ -121,6 +121,24 @@ class scalar_shapes:
             p.data = p.data.view(1)
 
 
+def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed):
+    """(separator engine, critic engine, vectorized scalar parameters) for an ``IALMethod``.
+
+    The critic's parameters must be trainable here (ZeRO only takes trainable parameters);
+    ``train_step`` freezes them during the separator's backward.
+    """
+    scalars = vectorize_scalar_parameters(method)
+    sep, _, _, _ = deepspeed.initialize(model=method.separator, config=ds_sep,
+                                        model_parameters=method.separator.parameters())
+    critic, _, _, _ = deepspeed.initialize(model=method.critic, config=ds_critic,
+                                           model_parameters=method.critic.parameters())
+    if sep.dp_world_size == 1 and not sep.zero_optimization():
+        # One data-parallel rank: nothing to all-reduce (DeepSpeed would still flatten, "reduce"
+        # and copy back every gradient after each backward).
+        sep.enable_backward_allreduce = critic.enable_backward_allreduce = False
+    return sep, critic, scalars
+
+
 def git_sha() -> str:
     """The repository's commit (``+dirty`` when it has local changes), or ``unknown``."""
     try:
@@ -247,11 +265,8 @@ class Trainer:
         self.marker = self.paths.read_marker() if cfg.resume else None
         if self.marker is None and cfg.init_from:
             self._warm_start(cfg.init_from)
-        self.scalars = vectorize_scalar_parameters(self.method)
-        self.sep, _, _, _ = deepspeed.initialize(model=self.method.separator, config=ds_sep,
-                                                 model_parameters=self.method.separator.parameters())
-        self.critic, _, _, _ = deepspeed.initialize(model=self.method.critic, config=ds_critic,
-                                                    model_parameters=self.method.critic.parameters())
+        self.sep, self.critic, self.scalars = build_engines(self.method, ds_sep, ds_critic,
+                                                           deepspeed)
         self.device = self.sep.device
         self.method.to(self.device)
 
@@ -379,22 +394,8 @@ class Trainer:
         return result
 
     def _train_step(self, batch) -> dict[str, float]:
-        method, step = self.method, self.step
-        mix = method.mixtures(batch.clips(), self.mix_generator).to(self.device)
-        self.sep.train()
-        self.critic.train()
-        # The adversarial term scores pairs with the critic MODULE, not its engine: the engine's
-        # forward arms backward hooks that expect critic_engine.backward (not this backward).
-        with method.critic_frozen():
-            loss, logs, components = method.separator_loss(mix, step, separator=self.sep,
-                                                           critic=method.critic)
-            self.sep.backward(loss)
-        self.sep.step()
-        if method.critic_due(step):
-            c_loss, c_logs = method.critic_loss(components, step, critic=self.critic)
-            self.critic.backward(c_loss)
-            self.critic.step()
-            logs.update(c_logs)
+        mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)
+        logs = train_step(self.method, self.sep, self.critic, mix, self.step)
         logs["lr"] = float(self.sep.get_lr()[0])
         logs["epoch"] = float(batch.epoch)
         return logs
@@ -544,6 +545,30 @@ class Trainer:
         lines = "".join(json.dumps(r) + "\n" for r in self.records)
         with atomic_write(self.paths("metrics.jsonl"), "w") as f:
             f.write(lines)
+
+
+def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, float]:
+    """One IAL step with two DeepSpeed engines on a MixBatch; returns the losses' logs.
+
+    Separator: forward (through its engine) and backward with the critic frozen (its parameters
+    must get no gradient), engine step. Critic, when due: hinge loss on the detached components,
+    backward, engine step (this also pushes the components into the memory bank). The
+    adversarial term scores pairs with the critic MODULE, not its engine: the engine's forward
+    arms backward hooks that expect ``critic_engine.backward``, not the separator's backward.
+    """
+    sep_engine.train()
+    critic_engine.train()
+    with method.critic_frozen():
+        loss, logs, components = method.separator_loss(mix, step, separator=sep_engine,
+                                                       critic=method.critic)
+        sep_engine.backward(loss)
+    sep_engine.step()
+    if method.critic_due(step):
+        c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine)
+        critic_engine.backward(c_loss)
+        critic_engine.step()
+        logs.update(c_logs)
+    return logs
 
 
 def validation_sdr(separator: torch.nn.Module, mix, window: int) -> dict[str, float]:

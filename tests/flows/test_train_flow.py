@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from tests.ial.test_loader import write_shards
+from ial.data.synthetic import write_synthetic_shards as write_shards
 from tests.ial.test_train import SPLITS, TINY_METHOD, TINY_MODEL
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from ial.config import save_config
 from ial.storage import Storage, exists, read_text
 from ial.train import launch, single_process_env, train
 from ial.train_config import TrainConfig
-from tests.ial.test_loader import write_shards
+from ial.data.synthetic import write_synthetic_shards as write_shards
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,203 @@
+"""Benchmark: the DeepSpeed training step vs a plain PyTorch loop, and the loader vs the step.
+
+1. Step overhead. Two identical ``IALMethod`` (same seed, same model/method configs) train on the
+   same MixBatch for the same step indices (after the λ_ind ramp: adversarial term every 3rd
+   step, critic every step):
+   - deepspeed: ``ial.train.train_step`` with the two engines of ``configs/deepspeed/cpu.json``
+     (``gpu_bf16_zero2.json`` on a GPU), exactly what ``ial.train`` runs;
+   - baseline: a plain PyTorch loop — the same losses, ``torch.optim.Adam`` with the same
+     hyper-parameters, ``clip_grad_norm_`` with the same threshold.
+   Blocks of steps alternate between the two (so drift in machine load hits both); the ratio of
+   median step times is reported (target ≤ 1.10).
+2. Loader headroom. ``ial.data.ShardStream`` (``--workers`` processes) over synthetic full-size
+   shards (10 s clips, 65535-sample crops): its steady samples/s vs the DeepSpeed step's
+   samples/s (target ≥ 3×).
+
+Runs unchanged on a GPU (NCCL backend, bf16 autocast, ZeRO-2 config, CUDA tensors). The last line
+is ``RESULT deepspeed_step_ratio=<x> target<=1.10``; the line before it
+``RESULT loader_vs_step=<x> target>=3``.
+
+    python benchmarks/train_step.py           # demo model, batch 8, 5 rounds × 4 steps
+    python benchmarks/train_step.py --quick   # 3 rounds × 2 steps, fewer loader clips (< 1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+
+def synthetic_clips(model_cfg, batch: int, samples: int, frames: int = 1, hw: int = 7):
+    """A ClipBatch of tones with 4 labels. Shape: audio (B, samples), visual (B, K, C, hw, hw)."""
+    from ial.mixing import ClipBatch
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(samples) / 11025.0
+    labels = torch.arange(batch) % 4
+    audio = torch.stack([0.5 * torch.sin(2 * torch.pi * 220.0 * (1 + int(k)) * t) for k in labels])
+    audio = audio + 0.05 * torch.randn(batch, samples, generator=g)
+    visual = torch.randn(batch, frames, model_cfg.visual_channels, hw, hw, generator=g)
+    return ClipBatch(audio, visual, labels, [f"clip{i}" for i in range(batch)])
+
+
+def plain_step(method, opt_sep, opt_critic, mix, step: int, clip: float) -> None:
+    """The same step as ``ial.train.train_step`` in plain PyTorch."""
+    with method.critic_frozen():
+        loss, _, components = method.separator_loss(mix, step)
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(method.separator.parameters(), clip)
+    opt_sep.step()
+    opt_sep.zero_grad(set_to_none=True)
+    if method.critic_due(step):
+        c_loss, _ = method.critic_loss(components, step)
+        c_loss.backward()
+        torch.nn.utils.clip_grad_norm_(method.critic.parameters(), clip)
+        opt_critic.step()
+        opt_critic.zero_grad(set_to_none=True)
+
+
+def adam_for(params, ds_cfg: dict) -> torch.optim.Optimizer:
+    p = ds_cfg["optimizer"]["params"]
+    return torch.optim.Adam(params, lr=p["lr"], betas=tuple(p["betas"]), eps=p["eps"],
+                            weight_decay=p["weight_decay"])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_steps(args) -> tuple[float, float, float]:
+    """(median DeepSpeed step s, median plain step s, batch samples)."""
+    from ial.config import load_config
+    from ial.method import IALMethod, MethodConfig
+    from ial.models import ModelConfig
+    from ial.signal import SEGMENT_SAMPLES
+    from ial.train import build_engines, import_deepspeed, single_process_env, train_step
+    from ial.train_config import TrainConfig, deepspeed_configs, resolve_path
+
+    gpu = torch.cuda.is_available()
+    backend = "nccl" if gpu else "gloo"
+    ds_file = "configs/deepspeed/gpu_bf16_zero2.json" if gpu else "configs/deepspeed/cpu.json"
+    model_cfg = load_config(ModelConfig, resolve_path(args.model))
+    method_cfg = load_config(MethodConfig, resolve_path(args.method))
+    ds_sep, ds_critic = deepspeed_configs(TrainConfig(deepspeed=ds_file, batch_size=args.batch_size), 1)
+    single_process_env()
+    deepspeed = import_deepspeed(backend)
+    deepspeed.init_distributed(dist_backend=backend)
+
+    torch.manual_seed(0)
+    ds_method = IALMethod(model_cfg, method_cfg)
+    sep, critic, _ = build_engines(ds_method, ds_sep, ds_critic, deepspeed)
+    device = sep.device
+    torch.manual_seed(0)
+    plain = IALMethod(model_cfg, method_cfg).to(device)
+    from ial.train import vectorize_scalar_parameters
+
+    vectorize_scalar_parameters(plain)  # same parameter shapes as the DeepSpeed copy
+    opt_sep, opt_critic = adam_for(plain.separator.parameters(), ds_sep), adam_for(
+        plain.critic.parameters(), ds_critic)
+    clip = float(ds_sep.get("gradient_clipping", 0.0)) or float("inf")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu)
+
+    clips = synthetic_clips(model_cfg, args.batch_size, SEGMENT_SAMPLES)
+    mix = ds_method.mixtures(clips, torch.Generator().manual_seed(1)).to(device)
+    first = max(method_cfg.lambda_ind_steps + [0]) + 3  # after the λ_ind ramp
+    print(f"device {device}, backend {backend}, DeepSpeed config {ds_file}; model "
+          f"{model_cfg.name} ({sum(p.numel() for p in plain.separator.parameters())} separator "
+          f"parameters), batch {args.batch_size} clips → {mix.mixture.shape[0]} mixtures of "
+          f"{SEGMENT_SAMPLES} samples; torch threads {torch.get_num_threads()}")
+    for step in range(first, first + 2):  # warm-up both
+        train_step(ds_method, sep, critic, mix, step)
+        with autocast:
+            plain_step(plain, opt_sep, opt_critic, mix, step, clip)
+    ds_times, plain_times = [], []
+    step = first + 2
+    for r in range(args.rounds):
+        for kind in (("ds", "plain") if r % 2 == 0 else ("plain", "ds")):
+            for i in range(args.steps):
+                sync(device)
+                t0 = time.perf_counter()
+                if kind == "ds":
+                    train_step(ds_method, sep, critic, mix, step + i)
+                else:
+                    with autocast:
+                        plain_step(plain, opt_sep, opt_critic, mix, step + i, clip)
+                sync(device)
+                (ds_times if kind == "ds" else plain_times).append(time.perf_counter() - t0)
+        step += args.steps
+    return statistics.median(ds_times), statistics.median(plain_times), args.batch_size
+
+
+def bench_loader(args, model_cfg_path: str) -> float:
+    """Steady samples/s of the shard loader over synthetic full-size shards."""
+    from ial.config import load_config
+    from ial.data.loader import LoaderPosition, ShardStream, list_dataset_shards, scan_split
+    from ial.data.synthetic import write_synthetic_shards
+    from ial.models import ModelConfig
+    from ial.signal import CLIP_SAMPLES
+    from ial.train_config import resolve_path
+
+    model_cfg = load_config(ModelConfig, resolve_path(model_cfg_path))
+    with tempfile.TemporaryDirectory(prefix="ial-bench-loader-") as root:
+        per_shard = 32
+        write_synthetic_shards(root, "bench", shards=max(1, args.loader_clips // per_shard),
+                               rows=per_shard, samples=CLIP_SAMPLES, splits=("train",),
+                               feature_shape=(3, model_cfg.visual_channels, 7, 7))
+        shards, classes = scan_split(list_dataset_shards(root, "bench"), "train")
+        stream = ShardStream(shards, classes, seed=0, rank=0, world_size=1,
+                             batch_size=args.batch_size, num_workers=args.workers)
+        it = stream.batches(LoaderPosition())
+        t_start = time.perf_counter()
+        next(it)  # worker start-up and the first shard read
+        t0 = time.perf_counter()
+        n = 0
+        while stream.position.epoch == 0:
+            batch = next(it)
+            if batch.epoch != 0:
+                break
+            n += batch.audio.shape[0]
+        steady = n / (time.perf_counter() - t0)
+        total = (n + args.batch_size) / (time.perf_counter() - t_start)
+    print(f"loader: {args.workers} workers, {n + args.batch_size} clips of {CLIP_SAMPLES} samples "
+          f"+ (3, {model_cfg.visual_channels}, 7, 7) features: steady {steady:.1f} samples/s "
+          f"(with start-up {total:.1f} samples/s)")
+    return steady
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds/steps/clips (< 1 min)")
+    parser.add_argument("--model", default="configs/model/demo.yaml")
+    parser.add_argument("--method", default="configs/method/demo.yaml")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=None, help="alternating blocks per side")
+    parser.add_argument("--steps", type=int, default=None, help="steps per block")
+    parser.add_argument("--workers", type=int, default=2, help="loader worker processes")
+    parser.add_argument("--loader-clips", type=int, default=None)
+    args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.steps = args.steps or (2 if args.quick else 4)
+    args.loader_clips = args.loader_clips or (96 if args.quick else 256)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
+
+    ds_s, plain_s, batch = bench_steps(args)
+    ratio = ds_s / plain_s
+    step_rate = batch / ds_s
+    print(f"step: deepspeed {1000 * ds_s:.1f} ms, plain PyTorch {1000 * plain_s:.1f} ms "
+          f"(median per step) → ratio {ratio:.3f}; {step_rate:.1f} samples/s")
+    loader_rate = bench_loader(args, args.model)
+    print(f"RESULT loader_vs_step={loader_rate / step_rate:.2f} target>=3")
+    print(f"RESULT deepspeed_step_ratio={ratio:.3f} target<=1.10")
+
+
+if __name__ == "__main__":
+    main()
