@@ -117,7 +117,7 @@ def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root,
     from preprocessing.video_server import VideoServer
 
     corpus = generate_corpus(str(tmp_path / "corpus"), classes=["violin", "flute"],
-                             videos_per_class=3, seconds=11.0, seed=5, workers=2)
+                             videos_per_class=3, seconds=13.0, seed=5, workers=2)
     root = Storage(s3_root)
     write_bytes(root.url("manifests", "vggsound.csv"), Path(corpus.manifest).read_bytes())
 

@@ -26,7 +26,7 @@ def write_manifest(src: str, dst: Path, drop: set[str]) -> None:
         csv.writer(f, lineterminator="\n").writerows(rows)
 
 
-def tiny_nightly_config(path: Path, root: Path, url_template: str) -> Path:
+def tiny_nightly_config(path: Path, root: Path, url_template: str, dask_address: str) -> Path:
     """A nightly config: the demo stage configs, made as small as the stages allow."""
     repo = Path(__file__).resolve().parents[2]
     cfg = {
@@ -37,10 +37,11 @@ def tiny_nightly_config(path: Path, root: Path, url_template: str) -> Path:
         "featurize_config": str(repo / "configs/featurize/demo.yaml"),
         "featurize_overrides": ["n_workers=1", "clips_per_shard=4"],
         "train_config": str(repo / "configs/train/demo.yaml"),
-        "train_overrides": ["steps=2", "val_every=2", "checkpoint_every=2", "val_mixtures=2",
-                            "batch_size=4", "num_workers=0", "log_every=1"],
+        "train_overrides": ["steps=2", "val_every=2", "checkpoint_every=2", "val_mixtures=1",
+                            "batch_size=2", "num_workers=0", "log_every=1"],
         "eval_config": str(repo / "configs/eval/demo.yaml"),
         "eval_overrides": ["n_per_combination=1", "num_examples=0", "oracles=[]"],
+        "dask_address": dask_address,
     }
     path.write_text(json.dumps(cfg))  # JSON is YAML
     return path
@@ -51,12 +52,22 @@ def corpus(tmp_path_factory):
     from preprocessing.demo_corpus import generate_corpus
 
     return generate_corpus(str(tmp_path_factory.mktemp("corpus")), classes=CLASSES,
-                           videos_per_class=4, seconds=11.0, seed=3, workers=2)
+                           videos_per_class=4, seconds=13.0, seed=3, workers=2)
+
+
+@pytest.fixture
+def dask_cluster(prefect_harness):
+    """One Dask cluster for every ingest/featurize of the test (started once, not per stage)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_nightly_promotes_then_skips_then_keeps(prefect_harness, corpus, tmp_path):
+def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, corpus, tmp_path):
     from flows.retrain import retrain_flow
     from preprocessing.video_server import VideoServer
 
@@ -68,7 +79,8 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, corpus, tmp_pat
     write_manifest(corpus.manifest, root / "manifest.csv", drop=held_back)
 
     with VideoServer(corpus.out_dir) as server:
-        config = tiny_nightly_config(tmp_path / "nightly.yaml", root, server.url_template)
+        config = tiny_nightly_config(tmp_path / "nightly.yaml", root, server.url_template,
+                                     dask_cluster)
 
         # Night 1: no champion → promote.
         night1 = retrain_flow(config=str(config))
