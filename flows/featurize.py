@@ -4,18 +4,22 @@ Thin wrapper over ``preprocessing.featurize`` (plan_shards / featurize_shard /
 write_dataset_index). The shard tasks run in a subflow ``featurize-shards`` whose task runner is a
 ``prefect_dask.DaskTaskRunner``: a LocalCluster of ``n_workers`` processes by default, or the
 running scheduler at ``dask_address`` (its workers then need ``PREFECT_API_URL`` of a real
-Prefect server, see DEPENDENCIES.md).
+Prefect server, see DEPENDENCIES.md). Flow parameters stay small (the config, never the clip
+lists): the subflow re-reads the plan, which is deterministic and already written.
 """
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger, task
 
-from ial.config import load_config
+from ial.config import load_config, save_config
 from ial.storage import Storage
 from preprocessing.featurize import (RANDOM_INIT_WARNING, FeaturizePlan, ShardJob,
                                      featurize_shard, plan_shards, summarize)
 from preprocessing.featurize_config import FeaturizeConfig
+from preprocessing.shards import write_dataset_index
 
 
 @task(name="featurize-shard", retries=2, retry_delay_seconds=5)
@@ -25,6 +29,7 @@ def featurize_shard_task(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> 
 
 
 def dask_task_runner(cfg: FeaturizeConfig):
+    """DaskTaskRunner on ``cfg.dask_address``, or on a LocalCluster of ``cfg.n_workers``."""
     from prefect_dask import DaskTaskRunner
 
     if cfg.dask_address:
@@ -37,7 +42,9 @@ def dask_task_runner(cfg: FeaturizeConfig):
 
 
 @flow(name="featurize-shards")
-def featurize_shards_flow(cfg: FeaturizeConfig, plan: FeaturizePlan) -> list[dict]:
+def featurize_shards_flow(cfg: FeaturizeConfig) -> list[dict]:
+    """Write every incomplete shard of the plan, one Dask task each; returns their stats."""
+    plan = plan_shards(cfg)
     futures = [featurize_shard_task.with_options(name=f"featurize-shard-{job.shard:05d}")
                .submit(cfg, job, plan.config_hash) for job in plan.jobs]
     return [f.result() for f in futures]
@@ -57,11 +64,6 @@ def featurize_flow(
     strings; ``root``/``dataset``/``dask_address`` given here win over the file. Returns the
     summary of ``preprocessing.featurize.featurize``.
     """
-    import time
-
-    from ial.config import save_config
-    from preprocessing.shards import write_dataset_index
-
     logger = get_run_logger()
     start = time.perf_counter()
     cfg = load_config(FeaturizeConfig, config, overrides or [], root=root, dataset=dataset,
@@ -75,9 +77,10 @@ def featurize_flow(
                 len(plan.jobs), len(plan.complete))
     results = []
     if plan.jobs:
-        results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(cfg, plan)
+        results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(cfg)
     index = write_dataset_index(store, cfg.dataset)
-    summary = summarize(cfg, plan, results, time.perf_counter() - start, index)
+    summary = summarize(cfg, FeaturizePlan(plan.config_hash, [], plan.complete, plan.num_clips),
+                        results, time.perf_counter() - start, index)
     logger.info("featurize %s: %d shards written, %d skipped, %d rows in the dataset",
                 cfg.dataset, summary["shards_written"], summary["shards_skipped"], index["rows"])
     return summary

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ial.config import save_config, to_dict
@@ -320,11 +321,11 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
                 f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
                 f"remove those shards")
     index = read_clip_index(root, cfg.dataset)
-    rows = [r for r in index.select(list(CLIP_COLUMNS) + ["status"]).to_pylist()
-            if r["status"] == "ok" and (cfg.splits is None or r["split"] in cfg.splits)]
+    keep = pc.equal(index["status"], "ok")
+    if cfg.splits is not None:
+        keep = pc.and_(keep, pc.is_in(index["split"], pa.array(cfg.splits, pa.string())))
     clips = {}
-    for r in rows:
-        r.pop("status")
+    for r in index.filter(pc.fill_null(keep, False)).select(list(CLIP_COLUMNS)).to_pylist():
         r["path"] = _resolve_path(root, r["path"])
         clips[r["clip_id"]] = r
     plan = _read_plan(root, cfg.dataset)
