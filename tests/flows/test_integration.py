@@ -107,7 +107,7 @@ def flow_run_state(api: str, output: str) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root, moto_server):
     from distributed import Client
 
@@ -145,7 +145,7 @@ def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root,
                 "featurize_config": str(REPO / "configs/featurize/demo.yaml"),
                 "train_config": str(REPO / "configs/train/demo.yaml"),
                 "train_overrides": ["steps=2", "val_every=2", "checkpoint_every=2",
-                                    "val_mixtures=2", "batch_size=4", "num_workers=0"],
+                                    "val_mixtures=1", "batch_size=2", "num_workers=0"],
                 "eval_config": str(REPO / "configs/eval/demo.yaml"),
                 "eval_overrides": ["n_per_combination=1", "num_examples=0", "oracles=[]"],
             }))
@@ -208,7 +208,7 @@ def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root,
                        for p in index.column("path").to_pylist())
 
             # retrain/nightly → featurize on Dask, train, evaluate, promote the first champion.
-            done = run_deployment("retrain/nightly", {}, env, timeout=150)
+            done = run_deployment("retrain/nightly", {}, env, timeout=200)
             assert flow_run_state(api, done.stdout + done.stderr) == "COMPLETED", (
                 done.stdout[-3000:] + done.stderr[-3000:] + procs.log("serve", 80))
             assert exists(root.url("champion.json"))
