@@ -7,11 +7,12 @@
   duets with different labels are summed (random gains) → the separator is asked for four
   components, two per duet, and only duet-level targets exist: the loss compares each duet's audio
   with the SUM of its two components (``component_source`` says which target each component
-  belongs to). The two visual queries of a duet are its frame-feature map with the right half
-  zeroed ("left object") and with the left half zeroed ("right object") — our choice: the authors
-  use two object-detector crops per duet, which the shards do not carry; players of a duet
-  usually stand side by side, and a half-map query keeps the (K, C, H, W) shape of the
-  supervised case. With odd W the centre column belongs to both halves.
+  belongs to). The two visual queries of a duet are the left half and the right half of its
+  frame-feature map, each stretched back to the full width ("left player", "right player") —
+  our choice: the authors use two object-detector crops per duet, which the shards do not
+  carry; players of a duet usually stand side by side, and a stretched half keeps the
+  (K, C, H, W) shape of the supervised case, like a crop resized to the input size. With odd W
+  the centre column belongs to both halves.
 
 Deterministic: every random choice draws from the ``generator`` argument.
 """
@@ -95,14 +96,17 @@ def group_distinct_labels(labels: torch.Tensor, n: int, generator: torch.Generat
 
 
 def duet_queries(visual: torch.Tensor) -> torch.Tensor:
-    """Two object queries from a duet's frame features: left half and right half of the map.
+    """Two object queries from a duet's frame features: its left half and its right half, each
+    stretched back to the full width (nearest neighbour), like a detector crop resized to the
+    input size. With odd W the centre column belongs to both halves.
 
     Shape: (..., K, C, H, W) → (..., 2, K, C, H, W).
     """
     W = visual.shape[-1]
-    left, right = visual.clone(), visual.clone()
-    left[..., (W + 1) // 2:] = 0
-    right[..., : W // 2] = 0
+    half = (W + 1) // 2
+    stretch = (torch.arange(W, device=visual.device) * half) // W  # source column in the half
+    left = visual.index_select(-1, stretch)
+    right = visual.index_select(-1, stretch + (W - half))
     return torch.stack([left, right], dim=-5)
 
 
