@@ -155,6 +155,8 @@ def build_deployments(
             name=spec.name, parameters=parameters, description=spec.description,
             tags=["ial", spec.flow_name], schedule=schedule,
         )
+        if spec.nightly:  # two nights never race on the champion pointer
+            kwargs["concurrency_limit"] = 1
         if work_pool_name:
             kwargs["work_pool_name"] = work_pool_name
         else:

@@ -53,6 +53,7 @@ def test_nightly_deployment_is_on_the_cron_schedule_with_parameters():
     assert nightly.parameters["dask_address"] == "tcp://127.0.0.1:8786"
     assert nightly.parameters["config"].endswith("configs/retrain/nightly.yaml")
     assert nightly.entrypoint == "flows.retrain.retrain_flow"  # importable from any directory
+    assert nightly.concurrency_limit == 1
 
     (custom,) = build_deployments(only=["retrain"], cron="30 1 * * 1-5", timezone="Europe/Paris",
                                   retrain_config="/etc/ial/nightly.yaml")

@@ -132,6 +132,7 @@ def test_prefect_yaml_matches_the_deployments_declared_in_code():
         if spec.nightly:
             assert entry["schedules"] == [{"cron": DEFAULT_CRON, "timezone": DEFAULT_TIMEZONE,
                                            "active": True}]
+            assert entry["concurrency_limit"] == 1
         else:
             assert "schedules" not in entry
         assert (REPO / entrypoint.split(":")[0]).exists(), entrypoint
@@ -222,8 +223,14 @@ def test_compose_and_k8s_commands_parse_with_the_real_parsers():
 def test_commands_in_docs_and_comments_exist():
     checked = 0
     for line in text_command_lines():
-        for m in re.finditer(r"(?<![\w/-])(ial (?:serve|ingest|featurize|train|evaluate|separate|demo)[^|`;&]*)", line):
-            check_command(shlex.split(m.group(1)))
+        for m in re.finditer(r"(?<![\w/-])ial (serve|ingest|featurize|train|evaluate|separate|demo)([^|`;&]*)", line):
+            # prose may name an option without its value: check the subcommand and option names
+            from ial.cli import main
+
+            sub = main.get_command(None, m.group(1))
+            known = {opt for p in sub.params for opt in p.opts}
+            for option in re.findall(r"(?<!\S)(--[\w-]+)", m.group(2)):
+                assert option in known, f"`ial {m.group(1)} {option}`: no such option"
             checked += 1
         for m in re.finditer(r"python -m ([\w.]+)|--module ([\w.]+)", line):
             module = m.group(1) or m.group(2)
