@@ -107,8 +107,9 @@ class LearnableSigmoid(nn.Module):
 
     def __init__(self, scale: float):
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor(float(scale)))
-        self.offset = nn.Parameter(torch.tensor(0.0))
+        # shape (1,), not 0-dim: DeepSpeed 0.19.8 cannot broadcast/clip 0-dim parameters
+        self.scale = nn.Parameter(torch.full((1,), float(scale)))
+        self.offset = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.scale * (x - self.offset))
