@@ -17,8 +17,8 @@ Runs unchanged on a GPU (NCCL backend, bf16 autocast, ZeRO-2 config, CUDA tensor
 is ``RESULT deepspeed_step_ratio=<x> target<=1.10``; the line before it
 ``RESULT loader_vs_step=<x> target>=3``.
 
-    python benchmarks/train_step.py           # demo model, batch 8, 5 rounds × 4 steps
-    python benchmarks/train_step.py --quick   # 3 rounds × 2 steps, fewer loader clips (< 1 min)
+    python benchmarks/train_step.py           # demo model, batch 8, 6 rounds × 3 steps per side
+    python benchmarks/train_step.py --quick   # batch 4, 4 rounds × 1 step, 64 loader clips
 """
 
 from __future__ import annotations
@@ -178,15 +178,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds/steps/clips (< 1 min)")
     parser.add_argument("--model", default="configs/model/demo.yaml")
     parser.add_argument("--method", default="configs/method/demo.yaml")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per step (8; quick 4)")
     parser.add_argument("--rounds", type=int, default=None, help="alternating blocks per side")
     parser.add_argument("--steps", type=int, default=None, help="steps per block")
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes")
     parser.add_argument("--loader-clips", type=int, default=None)
     args = parser.parse_args()
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    args.steps = args.steps or (2 if args.quick else 4)
-    args.loader_clips = args.loader_clips or (96 if args.quick else 256)
+    args.batch_size = args.batch_size or (4 if args.quick else 8)
+    args.rounds = args.rounds or (4 if args.quick else 6)
+    args.steps = args.steps or (1 if args.quick else 3)
+    args.loader_clips = args.loader_clips or (64 if args.quick else 256)
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
 
     ds_s, plain_s, batch = bench_steps(args)
