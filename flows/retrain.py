@@ -199,9 +199,10 @@ def retrain_flow(
     champion = read_champion(store)
     summary["champion"] = champion.get("checkpoint") if champion else None
     summary["champion_sdr"] = champion.get("sdr") if champion else None
-    if fingerprint == last_trained_fingerprint(store, cfg.dataset):
+    if fingerprint is None or fingerprint == last_trained_fingerprint(store, cfg.dataset):
         summary["decision"] = "skipped"
-        summary["reason"] = "no new training data since the last nightly decision"
+        summary["reason"] = ("no training shards yet" if fingerprint is None
+                             else "no new training data since the last nightly decision")
         summary["skipped"] += ["train", "evaluate", "promote"]
         logger.info("Nothing new to train on (shards fingerprint %s): skipping.", fingerprint)
         return _finish(store, stamp, summary)
