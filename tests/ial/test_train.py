@@ -162,3 +162,26 @@ def test_s3_root_stages_uploads_and_resumes(s3_root, monkeypatch):
     assert again["resumed_from_step"] == 2 and again["step"] == 3
     assert exists(f"{run}/deepspeed/separator/step00000003/ial_rank0.pt")
     assert not exists(f"{run}/deepspeed/separator/step00000001")  # pruned on S3 too
+
+
+def test_cli_help_and_config_errors_name_the_field():
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["train", "--help"]).output
+    assert "--num-procs" in out and "--hostfile" in out and "One process on CPU" in out
+    bad = runner.invoke(main, ["train", "--set", "batch_size=0"])
+    assert bad.exit_code != 0 and "batch_size" in bad.output
+    unknown = runner.invoke(main, ["train", "--set", "no_such_field=1"])
+    assert unknown.exit_code != 0 and "no_such_field" in unknown.output
+
+
+def test_deepspeed_configs_merge_the_critic_section(tmp_path):
+    from ial.train_config import deepspeed_configs
+
+    sep, critic = deepspeed_configs(TrainConfig(batch_size=6), world_size=2)
+    assert sep["train_batch_size"] == 12 and sep["train_micro_batch_size_per_gpu"] == 6
+    assert "critic" not in sep and sep["optimizer"]["params"]["torch_adam"] is True
+    assert critic["optimizer"]["params"]["torch_adam"] is True  # merged, not replaced
