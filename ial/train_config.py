@@ -9,7 +9,7 @@ own learning rate). ``backend`` picks the process-group backend: ``gloo`` (CPU) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
