@@ -31,6 +31,7 @@ import logging
 import os
 import resource
 import socket
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,8 @@ def decode_clip(path: str, cfg: FeaturizeConfig) -> dict:
     ``pixels`` (K, S, S, 3) uint8 (decoded from the JPEGs), ``frame_times`` (s).
     """
     with local_copy(path) as local:
+        if not os.path.exists(local):
+            raise FileNotFoundError(f"clip file not found: {path}")
         audio, pad = decode_audio(local, CLIP_SAMPLES)
         raw = extract_frames(local, list(cfg.frame_times), cfg.frame_size)
     jpegs = [encode_jpeg(f, cfg.jpeg_quality) for f in raw]
@@ -159,10 +162,16 @@ class ShardJob:
     missing: list[str] = dataclasses.field(default_factory=list)  # planned, no longer ok
 
 
+# A clip that raises one of these is recorded as failed and skipped (ffmpeg could not decode it,
+# no audio/frames, missing file). Anything else (an S3 connection error, ...) fails the shard
+# task, which Dask/Prefect retry: a transient error must not drop a clip for good.
+CLIP_ERRORS = (RuntimeError, ValueError, FileNotFoundError, subprocess.TimeoutExpired)
+
+
 def _decode_safe(clip: dict, cfg: FeaturizeConfig) -> tuple[dict, dict | str]:
     try:
         return clip, decode_clip(clip["path"], cfg)
-    except Exception as exc:  # recorded per clip; the shard completes without it
+    except CLIP_ERRORS as exc:  # recorded per clip; the shard completes without it
         return clip, f"{type(exc).__name__}: {exc}"[:500]
 
 

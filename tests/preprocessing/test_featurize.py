@@ -198,6 +198,8 @@ def test_cli_featurize_no_prefect(tmp_path, source_videos):
     from ial.cli import main
 
     make_clip_root(str(tmp_path), source_videos, n_good=2, corrupt=False)
+    missing = index_row("missing_0", str(tmp_path / "no-such-clip.mp4"), "tone440", "train")
+    write_clip_index_part(Storage(tmp_path), "toy", "b1", [missing])
     help_text = CliRunner().invoke(main, ["featurize", "--help"]).output
     assert "--visual-weights" in help_text and "--dask-address" in help_text
     args = ["featurize", "--root", str(tmp_path), "--dataset", "toy", "--no-prefect",
@@ -206,6 +208,8 @@ def test_cli_featurize_no_prefect(tmp_path, source_videos):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["rows_written"] == 2 and summary["visual_weights"] == ["none (random init)"]
+    assert [(f["clip_id"], f["reason"].split(":")[0]) for f in summary["failures"]] == \
+        [("missing_0", "FileNotFoundError")]
     assert "RANDOMLY INITIALISED" in result.stderr
     bad = CliRunner().invoke(main, args[:-1] + ["frame_size=33"])
     assert bad.exit_code != 0 and "frame_size" in bad.output
