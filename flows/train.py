@@ -15,11 +15,11 @@ DEFAULT_CONFIG = "configs/train/default.yaml"
 
 
 @task(name="train-job", retries=1, retry_delay_seconds=5)
-def train_job(cfg, num_procs: int) -> dict:
+def train_job(cfg, num_procs: int, progress: bool = False) -> dict:
     """Launch the training job and wait for it (resumes from the run's last checkpoint)."""
     from ial.train import launch
 
-    return launch(cfg, num_procs=num_procs, progress=False)
+    return launch(cfg, num_procs=num_procs, progress=progress)
 
 
 def summary_markdown(result: dict) -> str:
@@ -38,13 +38,14 @@ def summary_markdown(result: dict) -> str:
 @flow(name="train")
 def train_flow(root: str = "./data", dataset: str = "vggsound", config: str | None = None,
                overrides: list[str] | None = None, num_procs: int = 1,
-               resume_from: str | None = None) -> dict:
+               resume_from: str | None = None, progress: bool = False) -> dict:
     """Train on ``<root>/shards/<dataset>`` with ``config`` (a TrainConfig YAML, default
     configs/train/default.yaml); ``overrides`` (``key=value``) win over it.
 
     ``resume_from``: a model.pt (or run directory) to warm-start the separator from (e.g. the
     champion, for nightly retraining); the run itself still resumes exactly from its own last
-    checkpoint when restarted. Returns ``ial.train``'s result: ``checkpoint`` (model.pt URL),
+    checkpoint when restarted. ``progress``: show the job's progress bar on the console (off for
+    deployments, whose logs are not a terminal). Returns ``ial.train``'s result: ``checkpoint`` (model.pt URL),
     ``best_checkpoint``, ``metrics`` (validation), ``step``, ``run_dir``.
     """
     from ial.train_config import load_train_config
@@ -53,7 +54,7 @@ def train_flow(root: str = "./data", dataset: str = "vggsound", config: str | No
     if resume_from:
         values["init_from"] = resume_from
     cfg = load_train_config(config or DEFAULT_CONFIG, overrides or (), **values)
-    result = train_job(cfg, num_procs)
+    result = train_job(cfg, num_procs, progress)
     logger = get_run_logger()
     logger.info("Training run %s: step %s, checkpoint %s, val %s", result["run"], result["step"],
                 result["checkpoint"], result.get("metrics"))

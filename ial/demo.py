@@ -58,6 +58,7 @@ def _done(t0: float) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the whole pipeline on a generated corpus; returns each stage's summary."""
+    from flows.api import shared_api
     from flows.evaluate import evaluate_flow
     from flows.featurize import featurize_flow
     from flows.ingest import ingest_flow
@@ -76,32 +77,33 @@ def run_demo(cfg: DemoConfig) -> dict:
     print(f"    {corpus.manifest} ({corpus.num_videos} videos)")
     _done(t0)
 
-    with VideoServer(corpus.videos_dir) as server:
-        t0 = _stage("2/5 ingest (yt-dlp from a loopback server, ffmpeg slicing)")
-        results["ingest"] = ingest_flow(
-            manifest=str(corpus.manifest), manifest_format="vggsound", root=root.root,
-            dataset=cfg.dataset, config=cfg.ingest_config,
-            overrides=[f"url_template={server.url_template}"],
+    with shared_api():
+        with VideoServer(corpus.videos_dir) as server:
+            t0 = _stage("2/5 ingest (yt-dlp from a loopback server, ffmpeg slicing)")
+            results["ingest"] = ingest_flow(
+                manifest=str(corpus.manifest), manifest_format="vggsound", root=root.root,
+                dataset=cfg.dataset, config=cfg.ingest_config,
+                overrides=[f"url_template={server.url_template}"],
+            )
+            _done(t0)
+
+        t0 = _stage("3/5 featurize (Dask LocalCluster → Parquet shards)")
+        results["featurize"] = featurize_flow(root=root.root, dataset=cfg.dataset,
+                                              config=cfg.featurize_config)
+        _done(t0)
+
+        t0 = _stage("4/5 train (DeepSpeed, 1 CPU process)")
+        results["train"] = train_flow(root=root.root, dataset=cfg.dataset,
+                                      config=cfg.train_config,
+                                      overrides=[f"run_name={cfg.run_name}"], progress=True)
+        _done(t0)
+
+        t0 = _stage("5/5 evaluate (held-out test clips)")
+        results["evaluate"] = evaluate_flow(
+            checkpoint=results["train"]["checkpoint"], data=root.url("shards", cfg.dataset),
+            mix=2, config=cfg.eval_config,
         )
         _done(t0)
 
-    t0 = _stage("3/5 featurize (Dask LocalCluster → Parquet shards)")
-    results["featurize"] = featurize_flow(root=root.root, dataset=cfg.dataset,
-                                          config=cfg.featurize_config)
-    _done(t0)
-
-    t0 = _stage("4/5 train (DeepSpeed, 1 CPU process)")
-    results["train"] = train_flow(root=root.root, dataset=cfg.dataset, config=cfg.train_config,
-                                  overrides=[f"run_name={cfg.run_name}"])
-    _done(t0)
-
-    t0 = _stage("5/5 evaluate (held-out test clips)")
-    results["evaluate"] = evaluate_flow(
-        checkpoint=results["train"]["checkpoint"], data=root.url("shards", cfg.dataset),
-        mix=2, config=cfg.eval_config,
-    )
-    _done(t0)
-
     print("\n" + format_table(results["evaluate"]))
-    print(f"\nReport: {results['evaluate']['report_dir']}")
     return results

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Set before anything imports prefect/deepspeed/torch.
 _STATE = Path(tempfile.gettempdir()) / f"ial-tests-{os.getuid()}"
 os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
