@@ -106,4 +106,5 @@ def run_demo(cfg: DemoConfig) -> dict:
         _done(t0)
 
     print("\n" + format_table(results["evaluate"]))
+    print(f"Report: {results['evaluate']['report_dir']}  (open report.html)")
     return results
