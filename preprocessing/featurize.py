@@ -33,6 +33,7 @@ import resource
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -66,18 +67,25 @@ CLIP_COLUMNS = ("clip_id", "dataset", "label", "labels", "split", "path")
 # ----------------------------------------------------------------------------------- per clip
 
 _BACKBONES: dict[tuple, tuple[Any, str]] = {}
+# TorchScript compilation is not thread-safe: two threads scripting the trunk at once (two shard
+# tasks of one Dask worker, ``client.run`` beside a task, Prefect's thread runner) fail with
+# "Can't redefine method: forward", which dropped that worker to the ~20% slower eager trunk.
+# Building and caching under one process-wide lock scripts each trunk once per process.
+_BACKBONES_LOCK = threading.Lock()
 
 
 def load_backbone(cfg: FeaturizeConfig):
-    """The frozen ResNet-18 trunk for ``cfg`` and its weights description, cached per process."""
+    """The frozen ResNet-18 trunk for ``cfg`` and its weights description, cached per process
+    (built once, under a lock, so concurrent callers share one optimized trunk)."""
     from ial.models.resnet18 import build_trunk
 
     key = (cfg.visual_weights, cfg.dilate_layer4, cfg.seed, cfg.optimize_inference)
-    if key not in _BACKBONES:
-        model, description = build_trunk(cfg.visual_weights, cfg.dilate_layer4, cfg.seed)
-        _BACKBONES[key] = (optimize_for_inference(model) if cfg.optimize_inference else model,
-                           description)
-    return _BACKBONES[key]
+    with _BACKBONES_LOCK:
+        if key not in _BACKBONES:
+            model, description = build_trunk(cfg.visual_weights, cfg.dilate_layer4, cfg.seed)
+            _BACKBONES[key] = (optimize_for_inference(model) if cfg.optimize_inference else model,
+                               description)
+        return _BACKBONES[key]
 
 
 def optimize_for_inference(model):

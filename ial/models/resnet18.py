@@ -175,7 +175,9 @@ def imagenet_normalize(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected frames of shape (B, H, W, 3), got {tuple(x.shape)}")
-    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    # One float copy normalised in place along the contiguous channel axis, then viewed as
+    # (B, 3, H, W) (channels-last strides, as the ResNet's oneDNN convolutions prefer). Same
+    # operations in the same order as ``(x / 255 - mean) / std``: bit-identical, ~2x faster.
+    x = x.to(torch.float32, copy=True).div_(255.0)  # copy: never the caller's tensor
+    x.sub_(torch.tensor(IMAGENET_MEAN)).div_(torch.tensor(IMAGENET_STD))
+    return x.permute(0, 3, 1, 2)
