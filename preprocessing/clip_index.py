@@ -110,11 +110,17 @@ def read_clip_index(root, dataset: str) -> pa.Table:
             tables.append(validate_clip_index(pq.read_table(f), url))
     if not tables:
         return CLIP_INDEX_SCHEMA.empty_table()
-    table = pa.concat_tables(tables)
-    # latest row per clip_id
-    order = sorted(range(table.num_rows),
-                   key=lambda i: (table["clip_id"][i].as_py(), table["updated_at"][i].as_py()))
-    latest: dict[str, int] = {}
-    for i in order:
-        latest[table["clip_id"][i].as_py()] = i
-    return table.take(sorted(latest.values()))
+    return latest_per_clip(pa.concat_tables(tables))
+
+
+def latest_per_clip(table: pa.Table) -> pa.Table:
+    """One row per clip_id: the one with the newest ``updated_at`` (vectorised; sorted by clip_id)."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by([("clip_id", "ascending"), ("updated_at", "ascending")])
+    ids = table["clip_id"].combine_chunks()
+    last_of_group = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1))
+    keep = pa.concat_arrays([last_of_group, pa.array([True])])
+    return table.filter(keep)
