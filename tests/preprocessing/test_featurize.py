@@ -216,3 +216,20 @@ def test_cli_featurize_no_prefect(tmp_path, source_videos):
     weights = CliRunner().invoke(main, args + ["--visual-weights", str(tmp_path / "none.pth")])
     assert weights.exit_code == 1 and "visual_weights" in weights.output
     assert "none.pth" in weights.output
+
+
+def test_concurrent_callers_share_one_optimized_trunk():
+    """Scripting the trunk from several threads at once used to fail ("Can't redefine method")
+    and silently fall back to the slower eager trunk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from preprocessing.featurize import load_backbone
+    from preprocessing.featurize_config import FeaturizeConfig
+
+    cfg = FeaturizeConfig(seed=12345)  # a key no other test built
+    with ThreadPoolExecutor(4) as pool:
+        trunks = [t for t, _ in pool.map(lambda _: load_backbone(cfg), range(4))]
+    assert all(t is trunks[0] for t in trunks)
+    assert isinstance(trunks[0], torch.jit.RecursiveScriptModule)
