@@ -161,6 +161,17 @@ def atomic_write(url: str, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def sha256(url: str) -> str:
+    """Hex sha256 of a file's content (local path or URL), streamed in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_url(url) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_bytes(url: str, data: bytes) -> None:
     with atomic_write(url, "wb") as f:
         f.write(data)

@@ -86,13 +86,12 @@ def content_dict(cfg: FeaturizeConfig) -> dict:
     is identified by the file's sha256 (not its path), or ``random-init`` + seed."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in RUN_FIELDS}
     if cfg.visual_weights:
-        from ial.storage import read_bytes
+        from ial.storage import sha256
 
         try:
-            blob = read_bytes(cfg.visual_weights)
+            data["visual_weights"] = "sha256:" + sha256(cfg.visual_weights)
         except FileNotFoundError:
             raise ConfigError("visual_weights", f"file not found: {cfg.visual_weights}") from None
-        data["visual_weights"] = "sha256:" + hashlib.sha256(blob).hexdigest()
     else:
         data["visual_weights"] = f"random-init seed {cfg.seed}"
     data["featurizer_version"] = FEATURIZER_VERSION

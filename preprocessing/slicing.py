@@ -25,7 +25,6 @@ rounding) is padded; anything more is reported, never hidden.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 
 import ffmpeg
@@ -211,8 +210,7 @@ def _last_float(pattern: str, text: str) -> float | None:
 
 
 def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a clip file (``ial.storage.sha256``)."""
+    from ial.storage import sha256
+
+    return sha256(path)

@@ -17,7 +17,6 @@ say so loudly (``weights_description`` returns ``"none (random init)"``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -119,11 +118,10 @@ def load_torchvision_weights(model: ResNet18Trunk, path: str) -> str:
     trunk parameter is missing, a key is unexpected, or a shape differs. Returns a description
     ``"<file name> sha256:<first 12 hex>"`` for stats and shard metadata.
     """
-    from ial.storage import local_copy
+    from ial.storage import local_copy, sha256
 
     with local_copy(str(path)) as local:
-        with open(local, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        digest = sha256(local)[:12]
         state = torch.load(local, map_location="cpu", weights_only=True)
     if isinstance(state, dict):
         for key in ("state_dict", "model"):

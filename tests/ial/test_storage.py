@@ -45,3 +45,16 @@ def test_s3_root_round_trip(s3_root):
             f.write("partial")
             raise ValueError("boom")
     assert not storage.exists(root.url("clips", "b.txt"))
+
+
+def test_sha256_local_and_s3(tmp_path, s3_root):
+    import hashlib
+
+    data = b"x" * (3 << 20)
+    expected = hashlib.sha256(data).hexdigest()
+    local = tmp_path / "blob.bin"
+    local.write_bytes(data)
+    assert storage.sha256(str(local)) == expected
+    remote = Storage(s3_root).url("blob.bin")
+    storage.write_bytes(remote, data)
+    assert storage.sha256(remote) == expected
