@@ -80,18 +80,15 @@ def write_clip_index_part(root, dataset: str, batch_id: str, rows: list[dict]) -
     One part per batch: re-running a batch replaces its part, so rows are never duplicated.
     Returns the part's URL.
     """
-    import io
-
     import pyarrow.parquet as pq
 
-    from ial.storage import write_bytes
+    from ial.storage import atomic_write
 
     table = validate_clip_index(pa.Table.from_pylist(rows, schema=CLIP_INDEX_SCHEMA),
                                 f"batch {batch_id}")
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
     url = f"{clip_index_dir(root, dataset)}/{batch_id}.parquet"
-    write_bytes(url, buf.getvalue())
+    with atomic_write(url) as f:
+        pq.write_table(table, f)
     return url
 
 

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from ial.config import save_config, to_dict
 from ial.signal import CLIP_SAMPLES
 from ial.storage import (Storage, exists, is_remote, local_copy, read_bytes, read_text,
-                         upload_file, write_bytes, write_text)
+                         upload_file, write_text, atomic_write)
 from preprocessing.audio_decode import decode_audio
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize_config import (FEATURIZER_VERSION, RUN_FIELDS, FeaturizeConfig,
@@ -307,9 +307,8 @@ def _write_plan(root: Storage, dataset: str, plan: dict[str, int]) -> None:
     ids = sorted(plan, key=lambda c: (plan[c], c))
     table = pa.table({"clip_id": pa.array(ids, pa.string()),
                       "shard": pa.array([plan[c] for c in ids], pa.int32())})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    write_bytes(_plan_url(root, dataset), buf.getvalue())
+    with atomic_write(_plan_url(root, dataset)) as f:
+        pq.write_table(table, f)
 
 
 def _resolve_path(root: Storage, path: str) -> str:
