@@ -8,7 +8,8 @@ opens the K frames nearest the chosen times, resizes the short side and centre-c
 ResNet-18 trunk (eager) gives the frame features.
 
 Project: ``preprocessing.featurize.featurize`` on a Dask LocalCluster (2 worker processes, 1
-torch thread each): frames by seeking, batched frozen trunk, decode overlapped with compute,
+torch thread each): frames in one decode pass, batched InferenceTrunk (BN folded, Winograd
+convs), decode overlapped with compute,
 Parquet shards written as it goes. Timed from a warm cluster with the trunk built (the baseline
 also builds its trunk before its clock starts); the cluster start-up is printed separately.
 

@@ -21,7 +21,10 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ial.models.winograd import winograd_conv3x3, winograd_weight
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -179,3 +182,82 @@ def imagenet_normalize(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = x.to(torch.float32, copy=True).div_(255.0)  # copy: never the caller's tensor
     x.sub_(torch.tensor(IMAGENET_MEAN)).div_(torch.tensor(IMAGENET_STD))
     return x.permute(0, 3, 1, 2)
+
+
+# ------------------------------------------------------------------------------ CPU inference
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm folded into the preceding bias-free conv: ``(weight, bias)``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    return weight.detach().clone(), (bn.bias - bn.running_mean * scale).detach().clone()
+
+
+class FoldedConv(nn.Module):
+    """Conv + folded BN for inference on channels-last activations: Winograd F(4×4, 3×3) when
+    ``winograd`` and the conv is 3×3 stride 1, oneDNN direct convolution otherwise.
+
+    Shape: forward x (B, C, H, W) channels-last float32 → (B, C_out, H', W') channels-last.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, winograd: bool):
+        super().__init__()
+        weight, bias = fold_batchnorm(conv, bn)
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.winograd = (winograd and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+                         and conv.padding == conv.dilation and conv.dilation[0] == conv.dilation[1])
+        self.register_buffer("bias", bias)
+        if self.winograd:
+            self.register_buffer("u", winograd_weight(weight))
+        else:
+            self.register_buffer("weight", weight.contiguous(memory_format=torch.channels_last))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.winograd:
+            # (B, C, H, W) channels-last is a contiguous (B, H, W, C) view, and back
+            y = winograd_conv3x3(x.permute(0, 2, 3, 1), self.u, self.bias, self.dilation[0])
+            return y.permute(0, 3, 1, 2)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+
+class InferenceTrunk(nn.Module):
+    """A ``ResNet18Trunk`` compiled for CPU inference: every BatchNorm folded into its conv,
+    activations channels-last, and the 3×3 stride-1 convs of layer2-4 (including the dilated
+    layer4) computed with Winograd F(4×4, 3×3) (``ial.models.winograd``); the stem and layer1
+    (64 channels, where Winograd does not pay) use oneDNN direct convolutions.
+
+    ~1.5x the throughput of the TorchScript-frozen trunk on one AVX2 core at 224 px; outputs
+    within ~1e-5 of the eager trunk's range (fp32 rounding; features are stored as float16).
+    A snapshot: later changes to ``trunk``'s weights are not seen.
+
+    Shape: forward x (B, 3, H, W) ImageNet-normalised → (B, 512, H/16, W/16) (or /32), contiguous.
+    """
+
+    def __init__(self, trunk: ResNet18Trunk):
+        super().__init__()
+        self.output_stride = trunk.output_stride
+        self.stem = FoldedConv(trunk.conv1, trunk.bn1, winograd=False)
+        blocks = []
+        for index, layer in enumerate((trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)):
+            winograd = index > 0
+            for block in layer:
+                down = block.downsample
+                blocks.append(nn.ModuleDict({
+                    "conv1": FoldedConv(block.conv1, block.bn1, winograd),
+                    "conv2": FoldedConv(block.conv2, block.bn2, winograd),
+                    **({"downsample": FoldedConv(down[0], down[1], winograd=False)}
+                       if down is not None else {})}))
+        self.blocks = nn.ModuleList(blocks)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.max_pool2d(F.relu_(self.stem(x)), 3, 2, 1)
+        for block in self.blocks:
+            identity = block["downsample"](x) if "downsample" in block else x
+            out = block["conv2"](F.relu_(block["conv1"](x)))
+            out += identity
+            x = F.relu_(out)
+        return x.contiguous()

@@ -85,3 +85,21 @@ def test_imagenet_normalize():
                                                        (1 - 0.406) / 0.225]))
     with pytest.raises(ValueError, match="expected frames"):
         imagenet_normalize(np.zeros((8, 8, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("dilate,size", [(True, 224), (True, 80), (False, 96)])
+def test_inference_trunk_matches_eager(dilate, size):
+    """BN folded + channels-last + Winograd gives the eager trunk's features (fp32 rounding)."""
+    from ial.models.resnet18 import InferenceTrunk
+
+    model, _ = build_trunk(None, dilate_layer4=dilate, seed=5)
+    fast = InferenceTrunk(model)
+    frames = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    x = imagenet_normalize(frames)
+    with torch.inference_mode():
+        ref = model(x)
+        got = fast(x)
+    assert got.shape == ref.shape and got.is_contiguous()
+    assert float((got - ref).abs().max() / ref.abs().max()) < 1e-4
+    # the winograd path is really taken: layer2-4's 3x3 convs but the stride-2 ones
+    assert sum(m.winograd for m in fast.modules() if hasattr(m, "winograd")) == (10 if dilate else 9)

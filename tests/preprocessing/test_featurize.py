@@ -7,6 +7,9 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,6 +24,8 @@ from preprocessing.featurize_config import FeaturizeConfig, config_hash
 from preprocessing.shard_schema import decode_row, shard_metadata
 from preprocessing.shards import (iter_shard_rows, list_shards, read_dataset_index, read_shard,
                                   shard_url)
+
+REPO = Path(__file__).resolve().parents[2]
 
 FRAME_SIZE = 64  # small frames keep the CPU tests fast; 224 is the default
 
@@ -219,12 +224,11 @@ def test_cli_featurize_no_prefect(tmp_path, source_videos):
 
 
 def test_concurrent_callers_share_one_optimized_trunk():
-    """Scripting the trunk from several threads at once used to fail ("Can't redefine method")
-    and silently fall back to the slower eager trunk."""
+    """Several threads asking at once (two shard tasks in one worker, client.run beside a task)
+    get one trunk, built once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import torch
-
+    from ial.models.resnet18 import InferenceTrunk
     from preprocessing.featurize import load_backbone
     from preprocessing.featurize_config import FeaturizeConfig
 
@@ -232,4 +236,28 @@ def test_concurrent_callers_share_one_optimized_trunk():
     with ThreadPoolExecutor(4) as pool:
         trunks = [t for t, _ in pool.map(lambda _: load_backbone(cfg), range(4))]
     assert all(t is trunks[0] for t in trunks)
-    assert isinstance(trunks[0], torch.jit.RecursiveScriptModule)
+    assert isinstance(trunks[0], InferenceTrunk)
+
+
+def test_keep_tensor_memory_sets_glibc_thresholds_in_a_dask_like_process(tmp_path):
+    """Under Dask's MALLOC_TRIM_THRESHOLD_=65536 a 64 MiB tensor freed and allocated again is
+    mmap'd and faulted in every time; after keep_tensor_memory the pages are reused."""
+    code = (
+        "import resource, torch\n"
+        "from preprocessing.featurize import keep_tensor_memory\n"
+        "def faults():\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    for _ in range(20):\n"
+        "        torch.empty(4 << 20).fill_(1.0)\n"  # 16 MiB, above the 128 KiB default
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "plain = faults()\n"
+        "assert keep_tensor_memory()\n"
+        "faults()\n"
+        "kept = faults()\n"
+        "print(plain, kept)\n")
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=str(REPO), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plain, kept = map(int, proc.stdout.split())
+    assert plain > 20 * 4000 and kept < plain / 10, (plain, kept)  # 16 MiB = 4096 pages
