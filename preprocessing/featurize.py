@@ -2,7 +2,8 @@
 
 Per clip (``featurize_clip``; ``ial separate`` featurizes a user's video the same way):
 
-- audio: ffmpeg → mono s16le @ 11025 Hz → padded/trimmed to 110250 samples (pad recorded);
+- one ffmpeg process per clip (``preprocessing.clip_decode``) gives the audio and the frames;
+- audio: mono s16le @ 11025 Hz → padded/trimmed to 110250 samples (pad recorded);
 - spec: ``ial.signal.log_magnitude`` (STFT 1022/256 warped to 256 log bins — the model's code);
 - frames: K frames at ``cfg.frame_times`` (scale short side, centre crop), stored as JPEG;
 - frame features: frozen ResNet-18 trunk on the *decoded JPEGs* (so features recomputed from the
@@ -47,11 +48,11 @@ from ial.config import save_config, to_dict
 from ial.signal import CLIP_SAMPLES
 from ial.storage import (Storage, exists, is_remote, local_copy, read_bytes, read_text,
                          upload_file, write_text, atomic_write)
-from preprocessing.audio_decode import decode_audio
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize_config import (FEATURIZER_VERSION, RUN_FIELDS, FeaturizeConfig,
                                             config_hash)
-from preprocessing.frames import decode_jpeg, encode_jpeg, extract_frames
+from preprocessing.clip_decode import decode_media
+from preprocessing.frames import decode_jpeg, encode_jpeg
 from preprocessing.shard_schema import SHARD_SCHEMA, encode_row, with_metadata
 from preprocessing.shards import (complete_shard_numbers, shard_name, shard_url, shards_dir,
                                   stats_url, write_dataset_index)
@@ -123,8 +124,8 @@ def decode_clip(path: str, cfg: FeaturizeConfig) -> dict:
     with local_copy(path) as local:
         if not os.path.exists(local):
             raise FileNotFoundError(f"clip file not found: {path}")
-        audio, pad = decode_audio(local, CLIP_SAMPLES)
-        raw = extract_frames(local, list(cfg.frame_times), cfg.frame_size)
+        audio, pad, raw = decode_media(local, list(cfg.frame_times), cfg.frame_size,
+                                       CLIP_SAMPLES)
     jpegs = [encode_jpeg(f, cfg.jpeg_quality) for f in raw]
     pixels = np.stack([decode_jpeg(j) for j in jpegs])
     return {"audio": audio, "audio_pad": pad, "frames": jpegs, "pixels": pixels,
