@@ -213,6 +213,23 @@ class RunDir:
 
 
 # --------------------------------------------------------------------------- training
+def resume_mismatch(marker: dict, **current) -> str | None:
+    """Why a checkpoint cannot be resumed exactly by this run, or None.
+
+    Exact mid-epoch resume replays the loader position (batches of an epoch per rank), which means
+    the same samples only with the same ``world_size`` (processes), ``batch_size`` and
+    ``num_workers`` (loader processes per rank, which interleave the shards). Markers written
+    before a field was recorded are not checked for it.
+    """
+    what = {"world_size": "processes", "batch_size": "batch_size", "num_workers": "num_workers"}
+    for key, value in current.items():
+        saved = marker.get(key, value)
+        if saved != value:
+            return (f"was saved with {what[key]}={saved}, this run has {value}: exact resume "
+                    f"needs the same {what[key]}; use {saved} or set resume: false")
+    return None
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train in the current process (rank/world size from the environment; one process
     without a launcher works too). Returns the run's result (see ``Trainer.result``)."""
@@ -303,10 +320,10 @@ class Trainer:
 
     def _resume(self, marker: dict) -> None:
         tag = marker["tag"]
-        if marker.get("world_size", self.world) != self.world:
-            raise RuntimeError(f"{self.paths('deepspeed', MARKER)}: checkpoint {tag} was saved by "
-                               f"{marker['world_size']} processes; resume with the same number "
-                               f"(this run has {self.world}) or set resume: false")
+        problem = resume_mismatch(marker, world_size=self.world, batch_size=self.cfg.batch_size,
+                                  num_workers=self.cfg.num_workers)
+        if problem:
+            raise RuntimeError(f"{self.paths('deepspeed', MARKER)}: checkpoint {tag} {problem}")
         if self.paths.store.remote:
             if self.local_rank == 0:
                 self.paths.download_tag(tag)
@@ -477,6 +494,7 @@ class Trainer:
                 self._export(self.paths("best", "model.pt"))
             write_text(self.paths("deepspeed", MARKER), json.dumps({
                 "tag": tag, "step": self.step, "world_size": self.world,
+                "batch_size": self.cfg.batch_size, "num_workers": self.cfg.num_workers,
                 "best_val_sdr": self.best_val_sdr, "last_val": self.last_val,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
         keep_list = [keep]

@@ -185,3 +185,16 @@ def test_deepspeed_configs_merge_the_critic_section(tmp_path):
     assert sep["train_batch_size"] == 12 and sep["train_micro_batch_size_per_gpu"] == 6
     assert "critic" not in sep and sep["optimizer"]["params"]["torch_adam"] is True
     assert critic["optimizer"]["params"]["torch_adam"] is True  # merged, not replaced
+
+
+def test_resume_refuses_a_different_layout():
+    from ial.train import resume_mismatch
+
+    marker = {"tag": "step00000004", "world_size": 2, "batch_size": 8, "num_workers": 2}
+    assert resume_mismatch(marker, world_size=2, batch_size=8, num_workers=2) is None
+    msg = resume_mismatch(marker, world_size=2, batch_size=16, num_workers=2)
+    assert "batch_size=8" in msg and "has 16" in msg and "resume: false" in msg
+    assert "processes=2" in resume_mismatch(marker, world_size=1, batch_size=8, num_workers=2)
+    assert "num_workers=2" in resume_mismatch(marker, world_size=2, batch_size=8, num_workers=0)
+    # an older marker without the loader fields is only checked for what it has
+    assert resume_mismatch({"world_size": 1}, world_size=1, batch_size=4, num_workers=3) is None
