@@ -39,6 +39,7 @@ def featurize_config_for(meta: dict):
     the first shard in lineage ``shards``, else the defaults (said in the returned source)."""
     from ial.config import ConfigError, from_dict
     from preprocessing.featurize_config import FeaturizeConfig
+    from preprocessing.shards import read_shard_metadata
 
     lineage = meta.get("lineage") or {}
     candidates = [("lineage.featurize_config", lineage.get("featurize_config"))]
@@ -47,7 +48,7 @@ def featurize_config_for(meta: dict):
         candidates.append(("lineage.configs.featurize", configs.get("featurize")))
     shards = lineage.get("shards") or []
     if shards and isinstance(shards, list) and isinstance(shards[0], str):
-        candidates.append((shards[0], lambda: _shard_config(shards[0])))
+        candidates.append((shards[0], lambda: read_shard_metadata(shards[0]).get("config")))
     for source, value in candidates:
         if callable(value):
             try:
@@ -61,16 +62,6 @@ def featurize_config_for(meta: dict):
             except ConfigError:
                 continue
     return FeaturizeConfig(), "defaults (the checkpoint's lineage names no featurize config)"
-
-
-def _shard_config(url: str) -> dict | None:
-    import pyarrow.parquet as pq
-
-    from ial.storage import open_url
-    from preprocessing.shard_schema import shard_metadata
-
-    with open_url(url) as f:
-        return shard_metadata(pq.read_schema(f)).get("config")
 
 
 def _stem_names(paths: list[str]) -> list[str]:

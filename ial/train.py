@@ -271,6 +271,11 @@ class Trainer:
         self.shard_urls = list_dataset_shards(cfg.root, cfg.dataset)
         if not self.shard_urls:
             raise FileNotFoundError(f"no complete shards under {Storage(cfg.root).url('shards', cfg.dataset)}")
+        from preprocessing.shards import read_shard_metadata
+
+        # how the shards were made (featurize config, its hash, featurizer version, weights):
+        # carried into every export's lineage so `ial separate` featurizes new videos the same way
+        self.featurize_meta = read_shard_metadata(self.shard_urls[0])
         self.train_shards, self.classes = scan_split(self.shard_urls, "train")
         self.val_shards, _ = scan_split(self.shard_urls, "val")
         if not self.train_shards:
@@ -515,6 +520,9 @@ class Trainer:
             "git_sha": git_sha(), "run": self.cfg.run_name, "run_dir": self.paths.url,
             "step": self.step, "dataset": self.cfg.dataset, "classes": list(self.classes),
             "shards": list(self.shard_urls), "world_size": self.world, "init_from": self.init_from,
+            "featurize_config": self.featurize_meta.get("config"),
+            "featurize": {k: self.featurize_meta.get(k)
+                          for k in ("featurizer_version", "config_hash", "visual_weights")},
             "configs": {"train": to_dict(self.cfg), "model": to_dict(self.model_cfg),
                         "method": to_dict(self.method_cfg), "deepspeed": self.ds_configs},
         }

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ial.storage import Storage, filesystem, listdir, open_url, read_text, write_text
 from preprocessing.clip_index import SchemaError
-from preprocessing.shard_schema import SHARD_SCHEMA, validate_shard
+from preprocessing.shard_schema import SHARD_SCHEMA, shard_metadata, validate_shard
 
 INDEX_VERSION = 1
 
@@ -103,6 +103,13 @@ def list_shards(root: Storage, dataset: str, split: str | None = None) -> list[s
 
 def _check_schema(schema: pa.Schema, url: str) -> None:
     validate_shard(schema.empty_table(), url)
+
+
+def read_shard_metadata(url: str) -> dict:
+    """The featurizer's metadata of a shard (version, config hash, config, visual weights), read
+    from the Parquet footer only; {} for a file written without it."""
+    with open_url(url) as f:
+        return shard_metadata(pq.read_schema(f))
 
 
 def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:

@@ -91,6 +91,14 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert night1["resumed_from"].startswith("scratch")
         assert "| decision | promote |" in night1["markdown"]
         assert Path(night1["summary_url"]).read_text() == night1["markdown"]
+        # the export says how its shards were made (what `ial separate` featurizes new videos by)
+        from ial.checkpoint import read_export
+        from preprocessing.shards import read_shard_metadata
+
+        lineage = read_export(night1["challenger"])["lineage"]
+        shard_meta = read_shard_metadata(lineage["shards"][0])
+        assert lineage["featurize"]["config_hash"] == shard_meta["config_hash"] is not None
+        assert lineage["featurize_config"]["frame_size"] == shard_meta["config"]["frame_size"]
 
         # Night 2: the same manifest → nothing downloaded, nothing trained, nothing decided.
         gets_before = sum(1 for r in server.requests if r[0] == "GET")
