@@ -216,7 +216,8 @@ def retrain_flow(
         overrides=[*cfg.train_overrides, f"run_name={run_name}"],
         num_procs=cfg.num_procs, resume_from=resume_from,
     )
-    challenger = trained["checkpoint"]
+    # the run's best export on its validation split (early stopping), else its last one
+    challenger = trained.get("best_checkpoint") or trained["checkpoint"]
     summary["challenger"] = challenger
 
     # 5. Score both on the same held-out set.

@@ -87,6 +87,7 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert night1["decision"] == "promote", night1.get("reason")
         champion = read_champion(str(root))
         assert champion["checkpoint"] == night1["challenger"]
+        assert night1["challenger"].endswith("/best/model.pt")  # the run's best on validation
         assert champion["sdr"] == night1["challenger_sdr"]
         assert night1["resumed_from"].startswith("scratch")
         assert "| decision | promote |" in night1["markdown"]
