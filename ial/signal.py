@@ -38,7 +38,10 @@ def num_frames(num_samples: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _window(device: str, dtype: torch.dtype) -> torch.Tensor:
-    return torch.hann_window(N_FFT, device=device, dtype=dtype)
+    # Cached across calls, so never an inference tensor: one made inside torch.inference_mode
+    # (featurize) would break a later STFT under autograd in the same process (training).
+    with torch.inference_mode(False):
+        return torch.hann_window(N_FFT, device=device, dtype=dtype)
 
 
 def stft(wave: torch.Tensor) -> torch.Tensor:

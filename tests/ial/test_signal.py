@@ -36,3 +36,16 @@ def test_sliding_window_overlap_average_is_identity():
     out = signal.separate_long(lambda w: w.unsqueeze(1).repeat(1, 2, 1), x)
     assert out.shape == (2, 2, 150000)
     assert torch.allclose(out[:, 0], x, atol=1e-5)
+
+
+def test_stft_under_autograd_after_a_call_in_inference_mode():
+    """The cached window made during featurize (inference mode) must not break training."""
+    from ial.signal import _window, istft, stft
+
+    _window.cache_clear()
+    wave = torch.randn(1, 4096)
+    with torch.inference_mode():
+        stft(wave)
+    x = wave.clone().requires_grad_(True)
+    istft(stft(x), 4096).sum().backward()
+    assert x.grad is not None
