@@ -8,9 +8,10 @@ opens the K frames nearest the chosen times, resizes the short side and centre-c
 ResNet-18 trunk (eager) gives the frame features.
 
 Project: ``preprocessing.featurize.featurize`` on a Dask LocalCluster (2 worker processes, 1
-torch thread each): frames in one decode pass, batched ``InferenceTrunk`` (BN folded, Winograd
-convs), decode overlapped with compute, Parquet shards written as it goes. Timed from a warm cluster with the trunk built (the baseline
-also builds its trunk before its clock starts); the cluster start-up is printed separately.
+torch thread each): audio and frames in one ffmpeg pass, batched ``InferenceTrunk`` (BN folded,
+Winograd convs), decode overlapped with compute, Parquet shards written as it goes. Timed from a
+warm cluster with the trunk built (the baseline also builds its trunk before its clock starts);
+the cluster start-up is printed separately.
 
 Clips (``--sources``): by default the clips featurize reads in this pipeline, i.e. 10 s
 480x360 25 fps sources cut by the project's own ingest (8 fps, short side 224 px, 22.05 kHz mono);

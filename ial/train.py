@@ -259,6 +259,7 @@ class Trainer:
         import torch.distributed as dist
 
         from ial.data.loader import list_dataset_shards, scan_split
+        from preprocessing.shards import read_shard_metadata
         from ial.method import IALMethod
 
         self.cfg, self.model_cfg, self.method_cfg = cfg, model_cfg, method_cfg
@@ -271,8 +272,6 @@ class Trainer:
         self.shard_urls = list_dataset_shards(cfg.root, cfg.dataset)
         if not self.shard_urls:
             raise FileNotFoundError(f"no complete shards under {Storage(cfg.root).url('shards', cfg.dataset)}")
-        from preprocessing.shards import read_shard_metadata
-
         # how the shards were made (featurize config, its hash, featurizer version, weights):
         # carried into every export's lineage so `ial separate` featurizes new videos the same way
         self.featurize_meta = read_shard_metadata(self.shard_urls[0])

@@ -69,6 +69,9 @@ def decode_media(path: str, times: list[float], size: int, length: int = CLIP_SA
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 pass_fds=(audio_write,))
+    except BaseException:
+        os.close(audio_read)
+        raise
     finally:
         os.close(audio_write)  # the child holds its copy; EOF reaches us when ffmpeg exits
     chunks: list[bytes] = []
