@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from ial.storage import Storage, atomic_write, write_text
 from preprocessing.shard_schema import SHARD_SCHEMA, encode_row, with_metadata
-from preprocessing.shards import shard_url, stats_url, write_dataset_index
+from preprocessing.shards import shard_name, shard_url, stats_url, write_dataset_index
 
 CLASSES = ["accordion", "cello", "flute", "guitar"]
 
@@ -50,13 +50,12 @@ def write_synthetic_shards(root: str, dataset: str = "toy", shards: int = 3, row
                 audio=audio.astype(np.float32), audio_pad=0, spec=np.zeros((256, 4), np.float32),
                 frames=[], frame_times=[0.0] * feature_shape[0], frame_features=feats))
             clip_ids.append(clip_id)
-        name = shard_url(store, dataset, s).rsplit("/", 1)[1][:-len(".parquet")]
         table = pa.Table.from_pylist(table_rows, schema=with_metadata(SHARD_SCHEMA, {"synthetic": True}))
         with atomic_write(shard_url(store, dataset, s)) as f:
             pq.write_table(table, f)
         ids = [r["clip_id"] for r in table_rows]
         write_text(stats_url(store, dataset, s), json.dumps({
-            "shard": name, "dataset": dataset, "rows": rows, "clip_ids": ids, "failed": [],
+            "shard": shard_name(s), "dataset": dataset, "rows": rows, "clip_ids": ids, "failed": [],
             "splits": dict(Counter(r["split"] for r in table_rows)),
             "classes": dict(Counter(r["label"] for r in table_rows))}))
     write_dataset_index(store, dataset)
