@@ -51,7 +51,7 @@ class FeaturizeConfig:
     n_workers: int = 2  # LocalCluster worker processes
     threads_per_worker: int = 1  # Dask threads per worker (one shard task at a time each)
     torch_threads: int = 1  # torch intra-op threads inside a worker
-    optimize_inference: bool = True  # InferenceTrunk: BN folded + Winograd convs, ~1.8x eager on CPU
+    optimize_inference: bool = True  # InferenceTrunk: BN folded + Winograd convs, ~2.3x eager on CPU
     retries: int = 2  # Dask/Prefect retries of a shard task that raised
 
     def validate(self) -> None:

@@ -87,11 +87,18 @@ def test_imagenet_normalize():
         imagenet_normalize(np.zeros((8, 8, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("dilate,size", [(True, 224), (True, 80), (False, 96)])
-def test_inference_trunk_matches_eager(dilate, size):
-    """BN folded + channels-last + Winograd gives the eager trunk's features (fp32 rounding)."""
+@pytest.mark.parametrize("dilate,size,native", [(True, 224, True), (True, 80, True),
+                                                (False, 96, True), (True, 96, False)])
+def test_inference_trunk_matches_eager(dilate, size, native, monkeypatch):
+    """BN folded + channels-last + Winograd gives the eager trunk's features (fp32 rounding),
+    with the C transforms (layer1-4) and with the pure-torch fallback (layer2-4)."""
+    from ial.models import winograd
     from ial.models.resnet18 import InferenceTrunk
 
+    if native and not winograd.native_available():
+        pytest.skip("no C compiler: the native Winograd transforms cannot be built here")
+    if not native:
+        monkeypatch.setattr(winograd, "_kernels", lambda: None)
     model, _ = build_trunk(None, dilate_layer4=dilate, seed=5)
     fast = InferenceTrunk(model)
     frames = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
@@ -101,5 +108,7 @@ def test_inference_trunk_matches_eager(dilate, size):
         got = fast(x)
     assert got.shape == ref.shape and got.is_contiguous()
     assert float((got - ref).abs().max() / ref.abs().max()) < 1e-4
-    # the winograd path is really taken: layer2-4's 3x3 convs but the stride-2 ones
-    assert sum(m.winograd for m in fast.modules() if hasattr(m, "winograd")) == (10 if dilate else 9)
+    # the winograd path is really taken: layer2-4's 3x3 convs but the stride-2 ones, and
+    # layer1's four with the C transforms
+    expected = (10 if dilate else 9) + (4 if native else 0)
+    assert sum(m.winograd for m in fast.modules() if hasattr(m, "winograd")) == expected
