@@ -7,8 +7,8 @@ numpy; ffmpeg extracts the clip's frames at 8 fps to JPEG files (SoP's frame ext
 opens the K frames nearest the chosen times, resizes the short side and centre-crops; the same
 ResNet-18 trunk (eager) gives the frame features.
 
-Project: ``preprocessing.featurize.featurize`` on a Dask LocalCluster (2 worker processes, 1
-torch thread each): audio and frames in one ffmpeg pass, batched ``InferenceTrunk`` (BN folded,
+Project: ``preprocessing.featurize.featurize`` on the LocalCluster ``ial featurize`` starts
+(``dask_client``: 2 worker processes, 1 torch thread each, profiler off): audio and frames in one ffmpeg pass, batched ``InferenceTrunk`` (BN folded,
 Winograd convs), decode overlapped with compute, Parquet shards written as it goes.
 
 Both sides are timed warm, i.e. in the steady state a 200k-clip run spends its time in: before
@@ -199,9 +199,7 @@ def warm_worker(cfg, paths: list[str]) -> None:
 
 
 def run_project(root: Path, sources: list[str], n: int, size: int, workers: int) -> dict:
-    from distributed import Client, LocalCluster
-
-    from preprocessing.featurize import featurize
+    from preprocessing.featurize import dask_client, featurize
     from preprocessing.featurize_config import FeaturizeConfig
 
     write_clip_root(root, sources, n)
@@ -210,9 +208,7 @@ def run_project(root: Path, sources: list[str], n: int, size: int, workers: int)
                           row_group_clips=8, torch_threads=1)
     cfg.validate()
     t0 = time.perf_counter()
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=env) as cluster, Client(cluster) as client:
+    with dask_client(cfg) as client:  # the LocalCluster ``ial featurize`` starts
         startup = time.perf_counter() - t0
         client.run(warm_worker, cfg, (sources * cfg.batch_clips)[:cfg.batch_clips])
         warmup = time.perf_counter() - t0 - startup

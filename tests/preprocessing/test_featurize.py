@@ -223,6 +223,22 @@ def test_cli_featurize_no_prefect(tmp_path, source_videos):
     assert "none.pth" in weights.output
 
 
+def test_local_cluster_workers_get_the_featurize_settings():
+    """The LocalCluster featurize starts passes LOCAL_WORKER_CONFIG (profiler off, ...) and the
+    thread limits on to its worker processes."""
+    import dask
+
+    from preprocessing.featurize import LOCAL_WORKER_CONFIG, dask_client
+
+    def settings():
+        return ({k: dask.config.get(k) for k in LOCAL_WORKER_CONFIG},
+                os.environ.get("OMP_NUM_THREADS"))
+
+    with dask_client(FeaturizeConfig(n_workers=1, torch_threads=1)) as client:
+        (got,) = client.run(settings).values()
+    assert got == (LOCAL_WORKER_CONFIG, "1")
+
+
 def test_concurrent_callers_share_one_optimized_trunk():
     """Several threads asking at once (two shard tasks in one worker, client.run beside a task)
     get one trunk, built once."""
