@@ -6,12 +6,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-# Project-local state: Prefect's home/DB, DeepSpeed's compiled-op cache, no analytics.
+# Project-local state: Prefect's home/DB, compiled-op caches (DeepSpeed, ial.native), no analytics.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export DS_ACCELERATOR ?= cpu
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
+export IAL_NATIVE_DIR ?= $(CURDIR)/.ial_native
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup demo test clean
