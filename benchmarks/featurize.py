@@ -188,14 +188,9 @@ def run_baseline(paths: list[str], size: int, work: Path, spec_out: str | None =
 
 def warm_worker(cfg, paths: list[str]) -> None:
     """In a Dask worker: set up as a shard task does, then featurize one batch (not written)."""
-    import torch
+    from preprocessing.featurize import compute_features, decode_clip, prepare_worker
 
-    from preprocessing.featurize import (compute_features, decode_clip, keep_tensor_memory,
-                                         load_backbone)
-
-    torch.set_num_threads(cfg.torch_threads)
-    keep_tensor_memory()
-    compute_features([decode_clip(p, cfg) for p in paths], load_backbone(cfg)[0])
+    compute_features([decode_clip(p, cfg) for p in paths], prepare_worker(cfg)[0])
 
 
 def run_project(root: Path, sources: list[str], n: int, size: int, workers: int) -> dict:

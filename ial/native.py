@@ -8,8 +8,9 @@ system C compiler (``$CC`` or ``cc``) in well under a second, then cached:
   source, the flags and the compiler, so an edited source or another CPU level rebuilds;
 - flags: ``-O3 -fPIC -shared``, plus ``-mavx2 -mfma`` where torch reports an AVX2/AVX-512 CPU
   (never ``-march=native``: a cache shared between hosts must not hold code a host cannot run);
-- concurrent builders (two Dask workers) each compile to a private temporary file and rename it
-  into place, so a reader only ever sees a whole library.
+- concurrent builders (two Dask workers) each compile in a private temporary directory and
+  commit the library with ``ial.storage.upload_file`` (atomic rename), so a reader only ever sees
+  a whole library.
 
 Returns None (and logs one warning naming the reason) when there is no compiler or the build
 fails: callers keep a pure-torch path for that case.
@@ -27,6 +28,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from ial.storage import upload_file
 
 log = logging.getLogger("ial.native")
 
@@ -71,19 +74,15 @@ def build(source: Path) -> Path:
     target = cache_dir() / f"{source.stem}-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([*cc, *flags, str(source), "-o", tmp], capture_output=True,
+    target.parent.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails before cc runs
+    with tempfile.TemporaryDirectory(prefix="ial-native-") as work:
+        built = os.path.join(work, target.name)
+        proc = subprocess.run([*cc, *flags, str(source), "-o", built], capture_output=True,
                               text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cc)} failed on {source.name}: "
                                f"{proc.stderr.strip()[-500:]}")
-        os.replace(tmp, target)  # whole, or not there
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        upload_file(built, str(target))  # whole, or not there
     return target
 
 

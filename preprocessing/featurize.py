@@ -115,6 +115,16 @@ def keep_tensor_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256
                 and mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
+def prepare_worker(cfg: FeaturizeConfig):
+    """Set this process up for featurizing (torch threads, ``keep_tensor_memory``) and return
+    ``load_backbone(cfg)``: what a shard task does before its first clip."""
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+    keep_tensor_memory()
+    return load_backbone(cfg)
+
+
 def decode_clip(path: str, cfg: FeaturizeConfig) -> dict:
     """Decode one clip (local path or URL): audio, JPEG frames and the decoded JPEG pixels.
 
@@ -213,16 +223,12 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
     Idempotent: re-running a shard whose task died rewrites the same file; the stats file is
     written last and marks the shard complete.
     """
-    import torch
-
     root = Storage(cfg.root)
     marker = stats_url(root, cfg.dataset, job.shard)
     if exists(marker):
         return {**json.loads(read_text(marker)), "skipped": True}
-    torch.set_num_threads(cfg.torch_threads)
-    keep_tensor_memory()
     start = time.perf_counter()
-    backbone, weights = load_backbone(cfg)
+    backbone, weights = prepare_worker(cfg)
     if weights.startswith("none"):
         log.warning("%s %s", shard_name(job.shard), RANDOM_INIT_WARNING)
     schema = with_metadata(SHARD_SCHEMA, shard_file_metadata(cfg, cfg_hash, weights, job.shard))

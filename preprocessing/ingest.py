@@ -42,14 +42,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ial.config import ConfigError, from_dict, save_config, to_dict
-from ial.storage import Storage, local_copy, upload_file, write_text
+from ial.storage import Storage, local_copy, sha256, upload_file, write_text
 from preprocessing.clip_index import STATUSES, read_clip_index, write_clip_index_part
 from preprocessing.download import (DEFAULT_FORMAT, DEFAULT_FORMAT_SORT, YOUTUBE_URL_TEMPLATE,
                                     DownloadProblem, download_with_retries, redact)
 from preprocessing.manifests import MANIFEST_READERS, ManifestEntry, read_manifest
 from preprocessing.rate_limit import RateLimiter, share
 from preprocessing.slicing import (MIN_AUDIO_RATE, SliceInvalid, check_source, clip_encode_args,
-                                   finalize_section, sha256_file, slice_clip)
+                                   finalize_section, slice_clip)
 
 __all__ = ["IngestConfig", "Batch", "ingest", "plan_batches", "run_batch", "read_clip_index",
            "reason_code", "redacted_config"]
@@ -274,7 +274,7 @@ def process_clip(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batc
             row["attempts"] = previous_attempts + 1
             with local_copy(url) as src:
                 result = slice_clip(src, clip_path, start=entry.start, **slice_kw)
-        sha = sha256_file(clip_path)
+        sha = sha256(clip_path)
         upload_file(clip_path, target)
         row.update(status="ok", reason="", path=target, duration=result.duration, sha256=sha,
                    silent=result.silent)
@@ -315,7 +315,7 @@ def _adopt_existing(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, b
     try:
         with local_copy(target) as path:
             info = check_source(path, 0.0, duration, tolerance=0.05)
-            sha = sha256_file(path)
+            sha = sha256(path)
     except (SliceInvalid, OSError):
         return None
     row = _base_row(cfg, entry, batch_id)

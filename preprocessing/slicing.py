@@ -207,10 +207,3 @@ def _last_float(pattern: str, text: str) -> float | None:
     if not found:
         return None
     return float("-inf") if found[-1] == "-inf" else float(found[-1])
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a clip file (``ial.storage.sha256``)."""
-    from ial.storage import sha256
-
-    return sha256(path)

@@ -13,12 +13,12 @@ import time
 import pytest
 
 from ial.media import probe_media
-from ial.storage import Storage, filesystem, read_bytes
+from ial.storage import Storage, filesystem, read_bytes, sha256
 from preprocessing.demo_corpus import make_class_video, truncate_file
 from preprocessing.ingest import (IngestConfig, ingest, plan_batches, read_clip_index,
                                   reason_code, redacted_config)
 from preprocessing.manifests import ManifestError, read_manifest
-from preprocessing.slicing import measure_clip, sha256_file
+from preprocessing.slicing import measure_clip
 from preprocessing.video_server import VideoServer
 from tests.conftest import REPO, free_port
 
@@ -106,7 +106,7 @@ def test_every_outcome_is_named_and_reruns_resume(site, tmp_path):
             info = probe_media(r["path"])
             assert (info["fps"], info["height"], info["audio_rate"]) == (8.0, 224, 22050)
             assert r["duration"] == 4.0 and r["silent"] is False
-            assert r["sha256"] == sha256_file(r["path"])
+            assert r["sha256"] == sha256(r["path"])
             assert (measure_clip(r["path"]).frames, measure_clip(r["path"]).samples) == (32, 88200)
         stats = sorted((root / "clips" / "t" / "stats").glob("m-0000*.json"))
         assert [p.name for p in stats] == ["m-00000.json", "m-00001.json", "m-00002.json"]
