@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import math
 import os
@@ -58,16 +57,15 @@ sys.path.insert(0, str(REPO))
 from ial.media import ffmpeg_binary, run_ffmpeg  # noqa: E402
 from ial.signal import CLIP_SAMPLES, HOP, LINEAR_BINS, LOG_BINS, N_FFT, SAMPLE_RATE  # noqa: E402
 
-
 # ------------------------------------------------------------------------------------- inputs
 
 def make_sources(out_dir: Path, count: int = 4, kind: str = "ingest") -> list[str]:
     """A few distinct 10 s clips. ``raw``: like a VGGSound download, 480x360 H.264 at 25 fps
     with one keyframe, AAC 44.1 kHz stereo. ``ingest`` (default): those cut by the project's
-    ingest (``preprocessing.slicing.slice_clip`` with the ingest defaults: 8 fps, short side
+    ingest (``preprocessing.ingest.slicing.slice_clip`` with the ingest defaults: 8 fps, short side
     224 px, AAC 22.05 kHz mono) — the clips featurize reads in this pipeline."""
-    from preprocessing.ingest import IngestConfig
-    from preprocessing.slicing import slice_clip
+    from preprocessing.ingest.config import IngestConfig
+    from preprocessing.ingest.slicing import slice_clip
 
     ingest = IngestConfig()
     paths = []
@@ -75,7 +73,7 @@ def make_sources(out_dir: Path, count: int = 4, kind: str = "ingest") -> list[st
         path = out_dir / f"source{i}.mp4"
         run_ffmpeg(["-y", "-f", "lavfi", "-i", f"sine=frequency={220 * (i + 1)}:duration=10:"
                     "sample_rate=44100", "-f", "lavfi", "-i",
-                    f"testsrc2=size=480x360:rate=25:duration=10", "-ac", "2",
+                    "testsrc2=size=480x360:rate=25:duration=10", "-ac", "2",
                     "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest", str(path)])
         if kind == "ingest":
             clip = out_dir / f"clip{i}.mp4"
@@ -188,14 +186,14 @@ def run_baseline(paths: list[str], size: int, work: Path, spec_out: str | None =
 
 def warm_worker(cfg, paths: list[str]) -> None:
     """In a Dask worker: set up as a shard task does, then featurize one batch (not written)."""
-    from preprocessing.featurize import compute_features, decode_clip, prepare_worker
+    from preprocessing.featurize.features import compute_features, decode_clip, prepare_worker
 
     compute_features([decode_clip(p, cfg) for p in paths], prepare_worker(cfg)[0])
 
 
 def run_project(root: Path, sources: list[str], n: int, size: int, workers: int) -> dict:
-    from preprocessing.featurize import dask_client, featurize
-    from preprocessing.featurize_config import FeaturizeConfig
+    from preprocessing.featurize.config import FeaturizeConfig
+    from preprocessing.featurize.run import dask_client, featurize
 
     write_clip_root(root, sources, n)
     cfg = FeaturizeConfig(root=str(root), dataset="bench", frame_size=size, n_workers=workers,
@@ -246,8 +244,8 @@ def main() -> None:
         spec_file = str(work / "baseline_spec.npy")
         base = {n: run_baseline(clip_paths[n], size, work, spec_file)}
         # same computation: the baseline's numpy spectrogram vs the project's torch one
-        from preprocessing.featurize import featurize_clip
-        from preprocessing.featurize_config import FeaturizeConfig
+        from preprocessing.featurize.config import FeaturizeConfig
+        from preprocessing.featurize.features import featurize_clip
 
         ref = featurize_clip(clip_paths[n][0], FeaturizeConfig(frame_size=size))["spec"]
         got = np.load(spec_file)

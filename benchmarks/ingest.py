@@ -28,11 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ial.demo.corpus import generate_corpus  # noqa: E402
+from ial.demo.video_server import VideoServer  # noqa: E402
 from ial.media import ffmpeg_binary  # noqa: E402
-from preprocessing.demo_corpus import generate_corpus  # noqa: E402
-from preprocessing.ingest import IngestConfig, ingest  # noqa: E402
-from preprocessing.slicing import clip_encode_args  # noqa: E402
-from preprocessing.video_server import VideoServer  # noqa: E402
+from preprocessing.ingest.config import IngestConfig
+from preprocessing.ingest.run import ingest  # noqa: E402
+from preprocessing.ingest.slicing import clip_encode_args  # noqa: E402
 
 
 def bare_loop(entries, out_dir: str, cfg: IngestConfig) -> float:

@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 
 def make_cases(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, dict]]:
     """``n`` 10 s 2-source cases: (references (2, L), mixture (L,), {row: estimates (2, L)})."""
+    from ial.demo.corpus import CLASSES, synthesize_audio
     from ial.evaluate.oracle import oracle_estimates
     from ial.signal import CLIP_SAMPLES, SAMPLE_RATE
-    from preprocessing.demo_corpus import CLASSES, synthesize_audio
 
     rng = np.random.default_rng(seed)
     cases = []

@@ -3,8 +3,8 @@
 1. Step overhead. Two identical ``IALMethod`` (same seed, same model/method configs) train on the
    same MixBatch for the same step indices (after the λ_ind ramp: adversarial term every 3rd
    step, critic every step):
-   - deepspeed: ``ial.train.train_step`` with the two engines of ``configs/deepspeed/cpu.json``
-     (``gpu_bf16_zero2.json`` on a GPU), exactly what ``ial.train`` runs;
+   - deepspeed: ``ial.training.engines.train_step`` with the two engines of ``configs/deepspeed/cpu.json``
+     (``gpu_bf16_zero2.json`` on a GPU), exactly what ``ial.training`` runs;
    - baseline: a plain PyTorch loop — the same losses, ``torch.optim.Adam`` with the same
      hyper-parameters, ``clip_grad_norm_`` with the same threshold.
    Steps alternate one by one between the two (the order flips every step, so drift in machine
@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 def synthetic_clips(model_cfg, batch: int, samples: int, frames: int = 1, hw: int = 7):
     """A ClipBatch of tones with 4 labels. Shape: audio (B, samples), visual (B, K, C, hw, hw)."""
-    from ial.mixing import ClipBatch
+    from ial.method.mixing import ClipBatch
 
     g = torch.Generator().manual_seed(0)
     t = torch.arange(samples) / 11025.0
@@ -50,7 +50,7 @@ def synthetic_clips(model_cfg, batch: int, samples: int, frames: int = 1, hw: in
 
 
 def plain_step(method, opt_sep, opt_critic, mix, step: int, clip: float) -> None:
-    """The same step as ``ial.train.train_step`` in plain PyTorch."""
+    """The same step as ``ial.training.engines.train_step`` in plain PyTorch."""
     with method.critic_frozen():
         loss, _, components = method.separator_loss(mix, step)
         loss.backward()
@@ -79,11 +79,12 @@ def sync(device: torch.device) -> None:
 def bench_steps(args) -> tuple[float, float, float]:
     """(median DeepSpeed step s, median plain step s, batch samples)."""
     from ial.config import load_config
-    from ial.method import IALMethod, MethodConfig
+    from ial.method.config import MethodConfig
+    from ial.method.objective import IALMethod
     from ial.models import ModelConfig
     from ial.signal import SEGMENT_SAMPLES
-    from ial.train import build_engines, import_deepspeed, single_process_env, train_step
-    from ial.train_config import TrainConfig, deepspeed_configs, resolve_path
+    from ial.training.config import TrainConfig, deepspeed_configs, resolve_path
+    from ial.training.engines import build_engines, import_deepspeed, single_process_env, train_step
 
     gpu = torch.cuda.is_available()
     backend = "nccl" if gpu else "gloo"
@@ -101,7 +102,7 @@ def bench_steps(args) -> tuple[float, float, float]:
     device = sep.device
     torch.manual_seed(0)
     plain = IALMethod(model_cfg, method_cfg).to(device)
-    from ial.train import vectorize_scalar_parameters
+    from ial.training.engines import vectorize_scalar_parameters
 
     vectorize_scalar_parameters(plain)  # same parameter shapes as the DeepSpeed copy
     opt_sep, opt_critic = adam_for(plain.separator.parameters(), ds_sep), adam_for(
@@ -150,7 +151,7 @@ def bench_loader(args, model_cfg_path: str) -> float:
     from ial.data.synthetic import write_synthetic_shards
     from ial.models import ModelConfig
     from ial.signal import CLIP_SAMPLES
-    from ial.train_config import resolve_path
+    from ial.training.config import resolve_path
 
     model_cfg = load_config(ModelConfig, resolve_path(model_cfg_path))
     with tempfile.TemporaryDirectory(prefix="ial-bench-loader-") as root:

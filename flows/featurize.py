@@ -16,9 +16,10 @@ from prefect import flow, get_run_logger, task
 
 from ial.config import load_config, save_config
 from ial.storage import Storage
-from preprocessing.featurize import (RANDOM_INIT_WARNING, FeaturizePlan, ShardJob,
-                                     featurize_shard, plan_shards, summarize)
-from preprocessing.featurize_config import FeaturizeConfig
+from preprocessing.featurize.config import FeaturizeConfig
+from preprocessing.featurize.planning import FeaturizePlan, plan_shards
+from preprocessing.featurize.run import summarize
+from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING, ShardJob, featurize_shard
 from preprocessing.shards import write_dataset_index
 
 

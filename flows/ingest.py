@@ -20,9 +20,10 @@ import time
 from prefect import flow, get_run_logger, task
 
 from ial.config import load_config
-from preprocessing.ingest import (Batch, IngestConfig, prepare, redacted_config, run_batch,
-                                  summarize)
-from preprocessing.rate_limit import share
+from preprocessing.ingest.batch import Batch, run_batch
+from preprocessing.ingest.config import IngestConfig, redacted_config
+from preprocessing.ingest.rate_limit import share
+from preprocessing.ingest.run import prepare, summarize
 
 
 @task(name="ingest-batch", retries=2, retry_delay_seconds=10)

@@ -9,7 +9,7 @@
 4. **train**, resuming from the champion checkpoint (``champion.json``; from scratch the first night);
 5. **evaluate** the challenger on the fixed held-out set (and the champion too, when its stored
    score was measured on a different version of that set);
-6. **promote** the challenger only if it beats the champion's SDR (``ial.promotion``: the pointer is
+6. **promote** the challenger only if it beats the champion's SDR (``ial.training.promotion``: the pointer is
    replaced atomically, the decision and both scores recorded under ``promotions/``);
 7. a markdown **artifact** summarising the night (also written to ``retrain/<timestamp>.md``).
 
@@ -28,8 +28,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from ial.config import ConfigError, load_config, save_config, to_dict
-from ial.promotion import list_promotions, promote_if_better, read_champion, tree_fingerprint
 from ial.storage import Storage, write_text
+from ial.training.promotion import (list_promotions, promote_if_better, read_champion,
+                                    tree_fingerprint)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

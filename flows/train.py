@@ -1,4 +1,4 @@
-"""Prefect flow ``train``: a thin wrapper over ``ial.train.launch`` (docs/training.md).
+"""Prefect flow ``train``: a thin wrapper over ``ial.training.launcher.launch`` (docs/training.md).
 
 The training job runs as its own process(es) (one CPU process, or the ``deepspeed`` launcher for
 ``num_procs`` > 1); the flow records the checkpoint it produced as a link artifact
@@ -17,7 +17,7 @@ DEFAULT_CONFIG = "configs/train/default.yaml"
 @task(name="train-job", retries=1, retry_delay_seconds=5)
 def train_job(cfg, num_procs: int, progress: bool = False) -> dict:
     """Launch the training job and wait for it (resumes from the run's last checkpoint)."""
-    from ial.train import launch
+    from ial.training.launcher import launch
 
     return launch(cfg, num_procs=num_procs, progress=progress)
 
@@ -45,10 +45,10 @@ def train_flow(root: str = "./data", dataset: str = "vggsound", config: str | No
     ``resume_from``: a model.pt (or run directory) to warm-start the separator from (e.g. the
     champion, for nightly retraining); the run itself still resumes exactly from its own last
     checkpoint when restarted. ``progress``: show the job's progress bar on the console (off for
-    deployments, whose logs are not a terminal). Returns ``ial.train``'s result: ``checkpoint`` (model.pt URL),
+    deployments, whose logs are not a terminal). Returns the trainer's result: ``checkpoint`` (model.pt URL),
     ``best_checkpoint``, ``metrics`` (validation), ``step``, ``run_dir``.
     """
-    from ial.train_config import load_train_config
+    from ial.training.config import load_train_config
 
     values = {"root": root, "dataset": dataset}
     if resume_from:

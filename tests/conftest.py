@@ -1,4 +1,6 @@
-"""Fixtures shared by the whole suite: environment, free ports, a moto S3 server on loopback.
+"""Fixtures shared by the whole suite: environment, free ports, a moto S3 server on loopback, the
+demo corpus and its loopback video server (``ial.demo``: used by the ingest, flow, separate and
+evaluation tests).
 
 Stage-specific fixtures live in the conftest.py of the test folder that needs them.
 """
@@ -90,3 +92,23 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """A small generated corpus (4 classes x 2 videos, 13 s each) with its VGGSound CSV —
+    ``ial.demo.corpus.CorpusInfo``."""
+    from ial.demo.corpus import generate_corpus
+
+    out = tmp_path_factory.mktemp("demo_corpus")
+    return generate_corpus(str(out), videos_per_class=2, seconds=13.0, seed=0, workers=2)
+
+
+@pytest.fixture
+def video_server(demo_corpus):
+    """A fresh Range-capable loopback HTTP server over ``demo_corpus``
+    (``ial.demo.video_server.VideoServer``; ``.url_template`` for ingest, ``.script`` for faults)."""
+    from ial.demo.video_server import VideoServer
+
+    with VideoServer(demo_corpus.out_dir) as srv:
+        yield srv

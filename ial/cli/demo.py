@@ -1,4 +1,4 @@
-"""``ial demo``: the whole pipeline on a generated corpus (see ial/demo.py)."""
+"""``ial demo``: the whole pipeline on a generated corpus (see ial/demo/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def command(config_path, overrides, root):
     Ends with the SDR/SIR/SAR table (model, mixture, oracle masks) and the report directory.
     Re-running resumes: finished clips, shards and training are not redone.
     """
-    from ial.demo import DemoConfig, run_demo
+    from ial.demo.pipeline import DemoConfig, run_demo
 
     cfg = build_config(DemoConfig, config_path, overrides, root=root)
     run_demo(cfg)

@@ -54,8 +54,9 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
       ial featurize --config configs/featurize/demo.yaml --set clips_per_shard=64 --no-prefect
     """
     from ial.config import ConfigError
-    from preprocessing.featurize import RANDOM_INIT_WARNING, FeaturizeMismatchError
-    from preprocessing.featurize_config import FeaturizeConfig
+    from preprocessing.featurize.config import FeaturizeConfig
+    from preprocessing.featurize.planning import FeaturizeMismatchError
+    from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING
 
     values = dict(root=root, dataset=dataset, visual_weights=visual_weights,
                   dask_address=dask_address, n_workers=n_workers, clips_per_shard=clips_per_shard)
@@ -64,8 +65,8 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
         click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
     try:
         if prefect:
-            from ial.config import to_dict
             from flows.featurize import featurize_flow
+            from ial.config import to_dict
 
             given = {k: v for k, v in to_dict(cfg).items()
                      if k not in ("root", "dataset", "dask_address")}
@@ -73,7 +74,7 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
                                      overrides=[f"{k}={json.dumps(v)}" for k, v in given.items()],
                                      dask_address=cfg.dask_address)
         else:
-            from preprocessing.featurize import featurize
+            from preprocessing.featurize.run import featurize
 
             summary = featurize(cfg, progress=not no_progress)
     except (FeaturizeMismatchError, ConfigError) as exc:

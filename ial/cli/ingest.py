@@ -82,8 +82,8 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
                  --url-template 'http://127.0.0.1:8000/videos/{video_id}.mp4' --no-prefect
     """
     from ial.config import ConfigError, to_dict
-    from preprocessing.ingest import IngestConfig
-    from preprocessing.manifests import ManifestError
+    from preprocessing.ingest.config import IngestConfig
+    from preprocessing.ingest.manifests import ManifestError
 
     ytdlp = {}
     if cookies:
@@ -112,7 +112,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
                                   overrides=[f"{k}={json.dumps(v)}" for k, v in given.items()],
                                   dask_address=cfg.dask_address, retry_failed=cfg.retry_failed)
         else:
-            from preprocessing.ingest import ingest
+            from preprocessing.ingest.run import ingest
 
             summary = ingest(cfg, progress=not no_progress)
     except (ManifestError, ConfigError) as exc:

@@ -20,8 +20,8 @@ def command(videos, checkpoint, out_dir, device):
     One video: the model's estimate of the on-screen source (+ <name>_residual.wav, the rest).
     Also writes spectrogram.png and separation.json.
     """
-    from ial.checkpoint import CheckpointError
-    from ial.separate import separate_videos
+    from ial.models.export import CheckpointError
+    from ial.separate.videos import separate_videos
 
     try:
         result = separate_videos(list(videos), checkpoint, out_dir, device=device)

@@ -44,8 +44,8 @@ def command(root, dataset, run_name, num_procs, hostfile, master_port, init_from
     starts over. Writes model.pt, best/model.pt, metrics.jsonl and tensorboard/ under
     <root>/checkpoints/<run>/. See docs/training.md.
     """
-    from ial.train import launch
-    from ial.train_config import TrainConfig
+    from ial.training.config import TrainConfig
+    from ial.training.launcher import launch
 
     cfg = build_config(TrainConfig, config_path, overrides, root=root, dataset=dataset,
                        run_name=run_name, init_from=init_from)

@@ -22,7 +22,7 @@ How one epoch is laid out (for one data split, e.g. ``train``):
 
 Each batch crops a ``segment_samples`` window of every clip (random offset from
 ``seed, epoch, clip`` for training, offset 0 for validation). Mixing happens in the training loop
-(``ial.mixing.make_mixtures``), so the same clips are mixed differently every epoch.
+(``ial.method.mixing.make_mixtures``), so the same clips are mixed differently every epoch.
 
 Exact resume assumes the same world size, ``num_workers`` and ``batch_size`` as the run that saved.
 """
@@ -66,8 +66,8 @@ class LoaderBatch:
     index: int
 
     def clips(self):
-        """The batch as the ``ial.mixing.ClipBatch`` that ``make_mixtures`` takes."""
-        from ial.mixing import ClipBatch
+        """The batch as the ``ial.method.mixing.ClipBatch`` that ``make_mixtures`` takes."""
+        from ial.method.mixing import ClipBatch
 
         return ClipBatch(self.audio, self.visual, self.label, list(self.clip_id))
 

@@ -12,7 +12,7 @@ from ial.evaluate.metrics import CLAMP_DB, SILENT_DB
 class EvalConfig:
     """The MUSIC-style evaluation of one checkpoint on one shards dataset (docs/evaluation.md)."""
 
-    checkpoint: str = ""  # model.pt URL (local path or s3://...), as written by ial.train
+    checkpoint: str = ""  # model.pt URL (local path or s3://...), as written by ial.training
     data: str = ""  # shards dataset dir: <root>/shards/<dataset> (local or s3://)
     split: str = "test"  # which split of the shards is evaluated
     mix: int = 2  # sources per mixture: 2 = all pairs of distinct classes, 3 = all triplets

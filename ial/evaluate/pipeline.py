@@ -1,8 +1,8 @@
 """``evaluate(cfg)``: score a checkpoint on the test split of a shards dataset (no Prefect).
 
-Steps: load the model export (``ial.checkpoint.load_model``) → list the test clips of the shards
+Steps: load the model export (``ial.models.export.load_model``) → list the test clips of the shards
 (``preprocessing.shards``) → the protocol's mixtures (``protocol.build_mixtures``) → separate each
-full 10 s mixture with the sliding window (``ial.separation.separate_waveforms``, one visual query
+full 10 s mixture with the sliding window (``ial.separate.waveforms.separate_waveforms``, one visual query
 per source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
 → tables and report (``report.write_report``), uploaded to ``cfg.out``.
 
@@ -50,8 +50,8 @@ class EvaluationError(ValueError):
 # ------------------------------------------------------------------------------ inputs
 
 def load_checkpoint(url: str, device: str = "cpu"):
-    """``(model, meta)`` via ``ial.checkpoint.load_model``; every failure as EvaluationError."""
-    from ial.checkpoint import CheckpointError, load_model
+    """``(model, meta)`` via ``ial.models.export.load_model``; every failure as EvaluationError."""
+    from ial.models.export import CheckpointError, load_model
 
     try:
         model, meta = load_model(url, map_location="cpu")
@@ -178,7 +178,7 @@ def default_out(checkpoint: str, meta: dict) -> str:
 
 def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], device: str) -> np.ndarray:
     """Shape: B × (mixture (L,), visual (N, K, C, H, W)) → estimates (B, N, L) float64."""
-    from ial.separation import separate_waveforms
+    from ial.separate.waveforms import separate_waveforms
 
     mixture = torch.from_numpy(np.stack([m for m, _ in batch])).to(device)
     visual = torch.from_numpy(np.stack([v for _, v in batch])).to(device)

@@ -11,7 +11,7 @@ Sound of Pixels / IAL evaluate on synthetic mixtures of test clips of *distinct*
 4. optionally, a seeded subset of ``max_mixtures`` mixtures is kept (in list order).
 
 Same clips + same seed ⇒ the same list, whatever the shard layout or the machine. Full 10 s
-clips are mixed as in training (``ial.mixing``, without its random gains): ``reference_i =
+clips are mixed as in training (``ial.method.mixing``, without its random gains): ``reference_i =
 clip_i`` and ``mixture = Σ_i reference_i`` in float32 (no clipping; the references are exactly
 what the mixture is made of). Sound of Pixels divided by N; the metrics are scale-invariant, only
 the model's input level would differ.

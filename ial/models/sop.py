@@ -5,7 +5,7 @@ log magnitude (BN on the input, 4×4 stride-2 convs, LeakyReLU down / ReLU up) g
 feature channels; the frame net maps each frame's feature map to K channels (3×3 conv), max-pools
 spatially and over the K frames, sigmoid; a linear synthesizer (per-channel scale, sum over K,
 bias) gives one mask logit map per source. Training target: binary masks with weighted BCE
-(``ial.losses.weighted_bce``). Convention (SoP): ``mask`` is the sigmoid while training and is
+(``ial.method.losses.weighted_bce``). Convention (SoP): ``mask`` is the sigmoid while training and is
 binarised at 0.5 in eval mode.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ial.models.base import Separator, SeparationOutput, VisualFrontend, pad_frames
+from ial.models.base import SeparationOutput, Separator, VisualFrontend, pad_frames
 from ial.models.config import ModelConfig
 from ial.models.registry import MODELS
 

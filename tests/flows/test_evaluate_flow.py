@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.ial.test_evaluate import class_clips, export_tiny, write_shards
+from tests.ial.evaluate.test_pipeline import class_clips, export_tiny, write_shards
 
 
 def test_evaluate_flow(prefect_harness, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from ial.storage import Storage
 from preprocessing.shards import list_shards, read_dataset_index
-from tests.preprocessing.test_featurize import make_clip_root, source_videos  # noqa: F401
+from tests.preprocessing.featurize.test_features import make_clip_root, source_videos  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

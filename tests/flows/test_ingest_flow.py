@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from ial.storage import Storage
-from preprocessing.ingest import read_clip_index, reason_code
+from preprocessing.clip_index import read_clip_index
+from preprocessing.ingest.batch import reason_code
 from tests.conftest import REPO
-from tests.preprocessing.conftest import demo_corpus, video_server  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 
-def test_ingest_flow_dask_runner(tmp_path, demo_corpus, video_server, prefect_harness):  # noqa: F811
+def test_ingest_flow_dask_runner(tmp_path, demo_corpus, video_server, prefect_harness):
     from prefect.client.orchestration import get_client
 
     from flows.ingest import ingest_flow

@@ -111,10 +111,10 @@ def flow_run_state(api: str, output: str) -> str | None:
 def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root, moto_server):
     from distributed import Client
 
+    from ial.demo.corpus import generate_corpus
+    from ial.demo.video_server import VideoServer
     from ial.storage import Storage, exists, glob, read_text, write_bytes
-    from preprocessing.demo_corpus import generate_corpus
-    from preprocessing.ingest import read_clip_index
-    from preprocessing.video_server import VideoServer
+    from preprocessing.clip_index import read_clip_index
 
     corpus = generate_corpus(str(tmp_path / "corpus"), classes=["violin", "flute"],
                              videos_per_class=3, seconds=13.0, seed=5, workers=2)

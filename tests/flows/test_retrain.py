@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ial.promotion import list_promotions, read_champion
+from ial.training.promotion import list_promotions, read_champion
 
 CLASSES = ["violin", "flute"]
 
@@ -49,7 +49,7 @@ def tiny_nightly_config(path: Path, root: Path, url_template: str, dask_address:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from preprocessing.demo_corpus import generate_corpus
+    from ial.demo.corpus import generate_corpus
 
     return generate_corpus(str(tmp_path_factory.mktemp("corpus")), classes=CLASSES,
                            videos_per_class=4, seconds=13.0, seed=3, workers=2)
@@ -69,7 +69,7 @@ def dask_cluster(prefect_harness):
 @pytest.mark.timeout(400)
 def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, corpus, tmp_path):
     from flows.retrain import retrain_flow
-    from preprocessing.video_server import VideoServer
+    from ial.demo.video_server import VideoServer
 
     root = tmp_path / "root"
     root.mkdir()
@@ -93,7 +93,7 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert "| decision | promote |" in night1["markdown"]
         assert Path(night1["summary_url"]).read_text() == night1["markdown"]
         # the export says how its shards were made (what `ial separate` featurizes new videos by)
-        from ial.checkpoint import read_export
+        from ial.models.export import read_export
         from preprocessing.shards import read_shard_metadata
 
         lineage = read_export(night1["challenger"])["lineage"]
@@ -130,8 +130,8 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
 
 
 def test_nightly_config_resolves_stage_configs_and_names_bad_fields(tmp_path):
-    from ial.config import ConfigError
     from flows.retrain import load_retrain_config
+    from ial.config import ConfigError
 
     cfg = load_retrain_config("configs/retrain/nightly.yaml", ["min_improvement=0.25"],
                               root=str(tmp_path), dataset=None)
@@ -149,7 +149,7 @@ def test_overall_sdr_and_last_fingerprint_and_summary(tmp_path):
     import datetime as dt
 
     from flows.retrain import last_trained_fingerprint, overall_sdr, render_summary
-    from ial.promotion import promote_if_better
+    from ial.training.promotion import promote_if_better
 
     assert overall_sdr({"sdr": 3}) == 3.0
     with pytest.raises(KeyError, match="sdr"):

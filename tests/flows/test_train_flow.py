@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from ial.data.synthetic import write_synthetic_shards as write_shards
-from tests.ial.test_train import SPLITS, TINY_METHOD, TINY_MODEL
+from tests.ial.training.test_trainer import SPLITS, TINY_METHOD, TINY_MODEL
 
 pytestmark = pytest.mark.slow
 

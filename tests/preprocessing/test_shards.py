@@ -12,7 +12,7 @@ import pytest
 from ial.config import ConfigError, load_config
 from ial.storage import Storage, write_text
 from preprocessing.clip_index import SchemaError
-from preprocessing.featurize_config import FeaturizeConfig, config_hash
+from preprocessing.featurize.config import FeaturizeConfig, config_hash
 from preprocessing.shard_schema import SHARD_SCHEMA
 from preprocessing.shards import (build_dataset_index, iter_shard_rows, list_shards,
                                   read_dataset_index, read_shard, shard_url, stats_url)

@@ -1,0 +1,122 @@
+"""DeepSpeed set-up for the two engines (separator + critic) and one training step with them.
+
+- ``single_process_env`` / ``free_port``: what torch.distributed needs without a launcher;
+- ``import_deepspeed(backend)``: DeepSpeed without its first-use JIT builds on CPU;
+- ``build_engines(method, ds_sep, ds_critic, deepspeed)``: the two engines (0-dim parameters made
+  (1,) for DeepSpeed, ``scalar_shapes`` restores them around an export);
+- ``train_step(method, sep, critic, mix, step)``: separator update with the critic frozen, then
+  the critic's update when due.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for MASTER_PORT / --master_port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_env(env: dict | None = None) -> dict:
+    """Set what torch.distributed needs for one process without a launcher (in ``env``,
+    default ``os.environ``), unless a launcher already set RANK/WORLD_SIZE. Returns ``env``."""
+    env = os.environ if env is None else env
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(free_port()))
+    return env
+
+
+def import_deepspeed(backend: str):
+    """Import DeepSpeed for ``backend`` without paying its first-use JIT compilations.
+
+    gloo → the CPU accelerator (``DS_ACCELERATOR=cpu`` unless set). The ``deepspeed_shm_comm``
+    op (a 65–110 s g++ build on first use) is marked incompatible so DeepSpeed uses plain
+    torch.distributed collectives; the configs set ``"torch_adam": true`` so no fused Adam is
+    built either (DEPENDENCIES.md).
+    """
+    if backend == "gloo":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return deepspeed
+
+
+def vectorize_scalar_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Give every 0-dim parameter of ``module`` shape (1,) (same storage); returns them.
+
+    DeepSpeed 0.19.8 cannot handle 0-dim parameters (its model broadcast views each parameter as
+    bytes, its gradient clipping multiplies by a (1,) tensor in place — both raise). A learnable
+    scalar (e.g. a sigmoid's slope) broadcasts the same as a (1,) tensor, so training is
+    unchanged; ``scalar_shapes`` restores the original shapes around an export so ``model.pt``
+    matches ``build_model``.
+    """
+    scalars = [p for p in module.parameters() if p.dim() == 0]
+    for p in scalars:
+        p.data = p.data.view(1)
+    return scalars
+
+
+class scalar_shapes:
+    """Context: the given (vectorized) parameters are 0-dim again inside (same storage)."""
+
+    def __init__(self, params: list[torch.nn.Parameter]):
+        self.params = params
+
+    def __enter__(self):
+        for p in self.params:
+            p.data = p.data.view(())
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.data = p.data.view(1)
+
+
+def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed):
+    """(separator engine, critic engine, vectorized scalar parameters) for an ``IALMethod``.
+
+    The critic's parameters must be trainable here (ZeRO only takes trainable parameters);
+    ``train_step`` freezes them during the separator's backward.
+    """
+    scalars = vectorize_scalar_parameters(method)
+    sep, _, _, _ = deepspeed.initialize(model=method.separator, config=ds_sep,
+                                        model_parameters=method.separator.parameters())
+    critic, _, _, _ = deepspeed.initialize(model=method.critic, config=ds_critic,
+                                           model_parameters=method.critic.parameters())
+    if sep.dp_world_size == 1 and not sep.zero_optimization():
+        # One data-parallel rank: nothing to all-reduce (DeepSpeed would still flatten, "reduce"
+        # and copy back every gradient after each backward).
+        sep.enable_backward_allreduce = critic.enable_backward_allreduce = False
+    return sep, critic, scalars
+
+
+def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, float]:
+    """One IAL step with two DeepSpeed engines on a MixBatch; returns the losses' logs.
+
+    Separator: forward (through its engine) and backward with the critic frozen (its parameters
+    must get no gradient), engine step. Critic, when due: hinge loss on the detached components,
+    backward, engine step (this also pushes the components into the memory bank). The
+    adversarial term scores pairs with the critic MODULE, not its engine: the engine's forward
+    arms backward hooks that expect ``critic_engine.backward``, not the separator's backward.
+    """
+    sep_engine.train()
+    critic_engine.train()
+    with method.critic_frozen():
+        loss, logs, components = method.separator_loss(mix, step, separator=sep_engine,
+                                                       critic=method.critic)
+        sep_engine.backward(loss)
+    sep_engine.step()
+    if method.critic_due(step):
+        c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine)
+        critic_engine.backward(c_loss)
+        critic_engine.step()
+        logs.update(c_logs)
+    return logs

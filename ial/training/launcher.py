@@ -1,0 +1,90 @@
+"""Launching training: in this process, ``python -m ial.training`` in a subprocess, or the
+``deepspeed`` launcher for several processes / nodes (``--hostfile``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ial.config import save_config, to_dict
+from ial.storage import read_text
+from ial.training.config import TrainConfig, load_train_config
+from ial.training.engines import free_port, single_process_env
+from ial.training.run_dir import RunDir
+from ial.training.trainer import train
+
+
+def _as_config(cfg_path_or_cfg: str | TrainConfig | None, overrides=()) -> TrainConfig:
+    if isinstance(cfg_path_or_cfg, TrainConfig):
+        if overrides:
+            from ial.config import from_dict, merge, parse_overrides
+
+            return from_dict(TrainConfig, merge(to_dict(cfg_path_or_cfg), parse_overrides(overrides)))
+        return cfg_path_or_cfg
+    return load_train_config(cfg_path_or_cfg, overrides)
+
+
+def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
+           hostfile: str | None = None, overrides=(), master_port: int | None = None,
+           in_process: bool = False, progress: bool = True, env: dict | None = None) -> dict:
+    """Run training and return its result (the dict of ``train``, read from result.json).
+
+    - one process, no hostfile: ``python -m ial.training`` in a subprocess with RANK/WORLD_SIZE/
+      MASTER_* set (or in this process with ``in_process=True``);
+    - ``num_procs`` > 1 or a hostfile: the ``deepspeed`` launcher with ``--num_gpus num_procs``
+      (processes per node; on CPU too) and a free ``--master_port``; ``--hostfile`` for several
+      nodes (each node needs the same environment and code; the config is passed as a URL under
+      the storage root so every node can read it).
+    """
+    cfg = _as_config(cfg_path_or_cfg, overrides)
+    run = RunDir(cfg)
+    if in_process and num_procs == 1 and hostfile is None:
+        single_process_env()
+        return train(cfg, progress=progress)
+    config_url = run("launch.yaml")
+    save_config(cfg, config_url)
+    child_env = dict(os.environ if env is None else env)
+    if cfg.backend == "gloo":
+        child_env.setdefault("DS_ACCELERATOR", "cpu")
+        child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, num_procs))))
+    args = ["--config", config_url] + ([] if progress else ["--no-progress"])
+    if num_procs == 1 and hostfile is None:
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            child_env.pop(key, None)
+        single_process_env(child_env)
+        if master_port:
+            child_env["MASTER_PORT"] = str(master_port)
+        cmd = [sys.executable, "-m", "ial.training", *args]
+    else:
+        launcher = Path(sys.executable).with_name("deepspeed")
+        cmd = [str(launcher) if launcher.exists() else "deepspeed",
+               "--master_port", str(master_port or free_port()), "--num_gpus", str(num_procs)]
+        if hostfile:
+            cmd += ["--hostfile", hostfile]
+        cmd += ["--module", "ial.training", *args]
+    proc = subprocess.run(cmd, env=child_env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training exited with code {proc.returncode}: {' '.join(cmd)}")
+    return json.loads(read_text(run("result.json")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ial.training --config FILE [--set k=v ...]`` (what the launchers run per rank)."""
+    parser = argparse.ArgumentParser(prog="python -m ial.training",
+                                     description="Train the IAL separator + critic (one rank).")
+    parser.add_argument("--config", default=None, help="TrainConfig YAML (path or URL)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field; repeatable")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help="set by the deepspeed launcher (LOCAL_RANK is used)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config, args.overrides)
+    result = train(cfg, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result, indent=2))
+

@@ -1,0 +1,107 @@
+"""The shard plan: which ``ok`` clips of the clip index go to which shard (deterministic and
+append-only: new clip ids, sorted, fill new shards after the last one), and which shards are still
+to write."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ial.storage import Storage, atomic_write, exists, is_remote, read_bytes, read_text
+from preprocessing.clip_index import read_clip_index
+from preprocessing.featurize.config import FeaturizeConfig, config_hash
+from preprocessing.featurize.shard_task import ShardJob
+from preprocessing.shards import complete_shard_numbers, shards_dir, stats_url
+
+CLIP_COLUMNS = ("clip_id", "dataset", "label", "labels", "split", "path")
+
+
+@dataclasses.dataclass
+class FeaturizePlan:
+    config_hash: str
+    jobs: list[ShardJob]  # shards still to write
+    complete: list[int]  # shards already complete (skipped)
+    num_clips: int  # ok clips in the clip index (after the split filter)
+
+
+class FeaturizeMismatchError(RuntimeError):
+    """Complete shards of the dataset were made with another featurize config/version."""
+
+
+def _plan_url(root: Storage, dataset: str) -> str:
+    return root.url("shards", dataset, "plan.parquet")
+
+
+def _read_plan(root: Storage, dataset: str) -> dict[str, int]:
+    url = _plan_url(root, dataset)
+    if not exists(url):
+        return {}
+    table = pq.read_table(io.BytesIO(read_bytes(url)))
+    return dict(zip(table["clip_id"].to_pylist(), table["shard"].to_pylist()))
+
+
+def _write_plan(root: Storage, dataset: str, plan: dict[str, int]) -> None:
+    ids = sorted(plan, key=lambda c: (plan[c], c))
+    table = pa.table({"clip_id": pa.array(ids, pa.string()),
+                      "shard": pa.array([plan[c] for c in ids], pa.int32())})
+    with atomic_write(_plan_url(root, dataset)) as f:
+        pq.write_table(table, f)
+
+
+def _resolve_path(root: Storage, path: str) -> str:
+    """Clip paths in the index are URLs; a relative one is taken under the root."""
+    if is_remote(path) or path.startswith("file://") or os.path.isabs(path):
+        return path
+    return root.url(path)
+
+
+def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
+    """Assign the ``ok`` clips to shards (deterministic, append-only) and find the shards to write.
+
+    Clips already in the plan keep their shard; new clip ids, sorted, fill new shards of
+    ``clips_per_shard`` after the highest planned shard. Raises FeaturizeMismatchError when
+    complete shards were written under another config hash.
+    """
+    root = Storage(cfg.root)
+    cfg_hash = config_hash(cfg)
+    complete = complete_shard_numbers(root, cfg.dataset)
+    if complete:
+        first = json.loads(read_text(stats_url(root, cfg.dataset, complete[0])))
+        if first.get("config_hash") != cfg_hash:
+            raise FeaturizeMismatchError(
+                f"{shards_dir(root, cfg.dataset)} holds shards made with featurize config hash "
+                f"{first.get('config_hash')} (featurizer {first.get('featurizer_version')}), "
+                f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
+                f"remove those shards")
+    index = read_clip_index(root, cfg.dataset)
+    keep = pc.equal(index["status"], "ok")
+    if cfg.splits is not None:
+        keep = pc.and_(keep, pc.is_in(index["split"], pa.array(cfg.splits, pa.string())))
+    clips = {}
+    for r in index.filter(pc.fill_null(keep, False)).select(list(CLIP_COLUMNS)).to_pylist():
+        r["path"] = _resolve_path(root, r["path"])
+        clips[r["clip_id"]] = r
+    plan = _read_plan(root, cfg.dataset)
+    new = sorted(c for c in clips if c not in plan)
+    if new:
+        nxt = max(plan.values()) + 1 if plan else 0
+        for i, clip_id in enumerate(new):
+            plan[clip_id] = nxt + i // cfg.clips_per_shard
+        _write_plan(root, cfg.dataset, plan)
+    by_shard: dict[int, list[str]] = {}
+    for clip_id, shard in plan.items():
+        by_shard.setdefault(shard, []).append(clip_id)
+    done = set(complete)
+    jobs = []
+    for shard in sorted(by_shard):
+        if shard in done:
+            continue
+        ids = sorted(by_shard[shard])
+        jobs.append(ShardJob(shard, [clips[c] for c in ids if c in clips],
+                             [c for c in ids if c not in clips]))
+    return FeaturizePlan(cfg_hash, jobs, complete, len(clips))

@@ -1,0 +1,265 @@
+"""Download exactly one section of a video with yt-dlp's Python API, and name every outcome.
+
+``download_section(url, start, end, out_dir, name, options)`` fetches only ``[start, end]``
+(yt-dlp ``download_ranges`` + ``force_keyframes_at_cuts``: ffmpeg seeks over HTTP Range
+requests and re-encodes at the cut points so the section starts exactly at ``start``), in the
+lowest video format that still has ``min_height`` px, plus audio.
+
+Every failure is raised as one of the outcomes of ``preprocessing.ingest.outcomes``
+(``Unavailable``: final; ``Retryable``: retried by ``download_with_retries`` with exponential
+backoff + jitter, honouring ``Retry-After``; ``SourceInvalid``: the media is broken).
+
+Note (ffmpeg location): yt-dlp picks its section downloader with ``FFmpegFD.available()``,
+which ignores the ``ffmpeg_location`` option and only looks on PATH; the Python API's other
+hook is the ``FFmpegPostProcessor._ffmpeg_location`` context variable (what the yt-dlp CLI
+sets). We set both, per call, so the imageio-ffmpeg binary works without a system ffmpeg.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import time
+from typing import Any, Callable
+
+from ial.media import ffmpeg_binary
+from preprocessing.ingest.outcomes import (BOT_CHECK_PATTERN, DownloadProblem, Retryable,
+                                           SourceInvalid, Unavailable, classify_error,
+                                           response_text, short_detail)
+
+YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={video_id}"
+# Lowest video format with >= min_height px plus (any) audio; fall back to a single file.
+DEFAULT_FORMAT = "bv*[height>={min_height}]+ba/b[height>={min_height}]/bv*+ba/b"
+DEFAULT_FORMAT_SORT = ("+res", "+fps", "+br")
+# Extractors yt-dlp loads (loading all ~1800 costs ~0.15 s of CPU per download).
+DEFAULT_EXTRACTORS = ("youtube", "generic")
+# When no clip format is asked for, the section is re-encoded near-losslessly at the cuts.
+SECTION_ENCODE_ARGS = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "16",
+                       "-c:a", "aac", "-b:a", "192k")
+
+
+@dataclasses.dataclass
+class DownloadResult:
+    path: str  # local file of the section
+    attempts: int
+    bytes: int
+    source_duration: float | None = None  # s, of the whole video when the site says it
+
+
+def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: int = 224,
+                 format: str = DEFAULT_FORMAT, format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
+                 socket_timeout: float = 30.0, options: dict | None = None,
+                 output_args: list[str] | None = None) -> dict:
+    """The yt-dlp parameters for one exact-section download (``options`` passed through and
+    win, e.g. ``cookiefile``, ``proxy``, ``sleep_interval``, ``ratelimit``,
+    ``allowed_extractors``). ``output_args``: ffmpeg output options of the section (the clip
+    format, ``slicing.clip_encode_args``); default: a near-lossless re-encode."""
+    from yt_dlp.utils import download_range_func
+
+    params: dict[str, Any] = {
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "noplaylist": True,
+        "outtmpl": {"default": os.path.join(out_dir, f"{name}.%(ext)s")},
+        "paths": {"home": out_dir, "temp": out_dir},
+        "format": format.format(min_height=min_height),
+        "format_sort": list(format_sort),
+        "merge_output_format": "mp4",
+        "download_ranges": download_range_func(None, [(float(start), float(end))]),
+        "force_keyframes_at_cuts": True,
+        "ffmpeg_location": ffmpeg_binary(),
+        # ffmpeg reads the media itself: give its network reads the same timeout (µs)
+        "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", str(int(socket_timeout * 1e6))],
+                                     "ffmpeg_o": list(output_args or SECTION_ENCODE_ARGS)},
+        "allowed_extractors": list(DEFAULT_EXTRACTORS),
+        "socket_timeout": socket_timeout,
+        # Retries are ours (classified, with backoff and a global rate limit).
+        "retries": 0,
+        "extractor_retries": 0,
+        "fragment_retries": 0,
+        "file_access_retries": 0,
+        "overwrites": True,
+        "cachedir": False,
+        "logger": _QuietLogger(),
+    }
+    params.update(options or {})
+    return params
+
+
+class _QuietLogger:
+    def debug(self, msg: str) -> None:
+        pass
+
+    def info(self, msg: str) -> None:
+        pass
+
+    def warning(self, msg: str) -> None:
+        pass
+
+    def error(self, msg: str) -> None:
+        pass
+
+
+def download_section(url: str, start: float, end: float, out_dir: str, name: str,
+                     min_height: int = 224, format: str = DEFAULT_FORMAT,
+                     format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
+                     socket_timeout: float = 30.0, options: dict | None = None,
+                     output_args: list[str] | None = None) -> DownloadResult:
+    """Download ``[start, end]`` s of ``url`` into ``out_dir/<name>.<ext>``.
+
+    Two steps, so each failure is named: extraction (page/metadata requests: HTTP status,
+    bot check, private/removed ...), then the section download by ffmpeg. When ffmpeg fails,
+    the selected media URL(s) are probed with ffmpeg (same headers/proxy) to tell a throttled or
+    broken server (retryable) from unreadable media (invalid). A section past the end of a
+    video whose duration the site gives is ``SourceInvalid("section_past_end")`` before any media
+    is fetched. Raises a DownloadProblem subclass.
+    """
+    from yt_dlp import YoutubeDL
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+    params = ytdlp_params(out_dir, name, start, end, min_height, format, format_sort,
+                          socket_timeout, options, output_args)
+    token = FFmpegPostProcessor._ffmpeg_location.set(params["ffmpeg_location"])
+    try:
+        with YoutubeDL(params) as ydl:
+            try:
+                info = ydl.extract_info(url, download=False)
+            except Exception as exc:  # yt-dlp wraps everything in DownloadError
+                problem = classify_error(exc)
+                if problem.reason == "http_403":
+                    problem = _diagnose_403(ydl, url, problem)
+                raise problem from None
+            total = info.get("duration")
+            if total and end > float(total) + 0.25:
+                raise SourceInvalid("section_past_end",
+                                    f"the video is {float(total):.2f} s; the section ends at {end:.2f} s")
+            try:
+                info = ydl.process_ie_result(info, download=True)
+            except Exception as exc:
+                problem = classify_error(exc)
+                if isinstance(problem, SourceInvalid):
+                    problem = _diagnose_media(info, params, problem)
+                raise problem from None
+    finally:
+        FFmpegPostProcessor._ffmpeg_location.reset(token)
+    path = _downloaded_path(info, out_dir, name)
+    if path is None:
+        raise SourceInvalid("empty_section", "yt-dlp wrote no file for the section")
+    total = info.get("duration")
+    return DownloadResult(path, 1, os.path.getsize(path), float(total) if total else None)
+
+
+def _diagnose_403(ydl, url: str, problem: DownloadProblem) -> DownloadProblem:
+    """A 403 page may be a bot check ("Sign in to confirm you're not a bot"): fetch it once
+    more through yt-dlp (same cookies/proxy) and read its body."""
+    from yt_dlp.networking.exceptions import HTTPError
+
+    try:
+        resp = ydl.urlopen(url)
+        resp.close()
+        return problem
+    except HTTPError as exc:
+        body = response_text(exc.response)
+    except Exception:
+        return problem
+    if re.search(BOT_CHECK_PATTERN, body, re.I):
+        return Unavailable("bot_check", problem.detail)
+    return problem
+
+
+_FFMPEG_HTTP = [
+    (r"(?:HTTP error|Server returned) 429|Too Many Requests", Retryable, "http_429"),
+    (r"Server returned 5XX|HTTP error 5\d\d", Retryable, "http_5xx"),
+    (r"Server returned 404|HTTP error 404", Unavailable, "http_404"),
+    (r"Server returned 403|HTTP error 403", Unavailable, "http_403"),
+    (r"HTTP error 410", Unavailable, "http_410"),
+    (r"Connection refused|Connection reset|timed out|End of file while", Retryable,
+     "connection_error"),
+    (r"Invalid data found|moov atom not found|could not find codec|no such stream",
+     SourceInvalid, "unreadable_source"),
+]
+
+
+def _diagnose_media(info: dict, params: dict, problem: DownloadProblem) -> DownloadProblem:
+    """ffmpeg failed on the section: probe each selected media URL to name why."""
+    import subprocess
+
+    formats = info.get("requested_formats") or [info]
+    env = None
+    if params.get("proxy"):
+        env = dict(os.environ, http_proxy=params["proxy"], HTTP_PROXY=params["proxy"])
+    for fmt in formats:
+        media_url = fmt.get("url")
+        if not media_url:
+            continue
+        headers = "".join(f"{k}: {v}\r\n" for k, v in (fmt.get("http_headers") or {}).items())
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-rw_timeout", "20000000"]
+        if headers and media_url.startswith("http"):
+            cmd += ["-headers", headers]
+        cmd += ["-i", media_url]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                                  timeout=60, env=env)
+        except subprocess.TimeoutExpired:
+            return Retryable("timeout", "probing the media timed out")
+        text = proc.stderr
+        for pattern, cls, reason in _FFMPEG_HTTP:
+            if re.search(pattern, text, re.I):
+                return cls(reason, problem.detail + " | " + short_detail(text.strip().splitlines()[-1]))
+    # The media reads fine now: the failure was transient.
+    return Retryable("section_download_failed", problem.detail)
+
+
+def _downloaded_path(info: dict | None, out_dir: str, name: str) -> str | None:
+    for d in (info or {}).get("requested_downloads") or []:
+        p = d.get("filepath")
+        if p and os.path.isfile(p) and os.path.getsize(p) > 0:
+            return p
+    for f in sorted(os.listdir(out_dir)):
+        p = os.path.join(out_dir, f)
+        if f.startswith(name + ".") and not f.endswith((".part", ".ytdl")) and os.path.getsize(p):
+            return p
+    return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): ``Retry-After`` when the server gave
+    one, else exponential ``base * 2**(attempt-1)`` capped at ``cap``, with full jitter in
+    [50 %, 100 %]."""
+    if retry_after is not None:
+        return min(float(retry_after), cap) + (rng or random).uniform(0, 0.1 * base)
+    delay = min(cap, base * (2 ** (attempt - 1)))
+    return delay * (rng or random).uniform(0.5, 1.0)
+
+
+def download_with_retries(url: str, start: float, end: float, out_dir: str, name: str,
+                          retries: int = 3, backoff: float = 1.0, backoff_max: float = 60.0,
+                          acquire: Callable[[], None] | None = None,
+                          sleep: Callable[[float], None] = time.sleep,
+                          **kwargs) -> DownloadResult:
+    """``download_section`` with up to ``retries`` retries of Retryable outcomes.
+
+    ``acquire()`` (the global rate limiter) is called before every attempt. Raises the final
+    DownloadProblem; its ``attempts`` attribute holds the number of attempts made.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        if acquire is not None:
+            acquire()
+        try:
+            result = download_section(url, start, end, out_dir, name, **kwargs)
+            result.attempts = attempt
+            return result
+        except Retryable as exc:
+            exc.attempts = attempt
+            if attempt > retries:
+                raise
+            sleep(backoff_delay(attempt, backoff, backoff_max, exc.retry_after))
+        except DownloadProblem as exc:
+            exc.attempts = attempt
+            raise

@@ -1,0 +1,79 @@
+"""Mix-and-separate: label constraints, gains, determinism, unsupervised duets."""
+
+import pytest
+import torch
+
+from ial.method.mixing import ClipBatch, duet_queries, group_distinct_labels, make_mixtures
+
+
+def clips(labels, L=500, K=2, C=3, H=2, W=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B = len(labels)
+    return ClipBatch(audio=torch.randn(B, L, generator=g),
+                     visual=torch.rand(B, K, C, H, W, generator=g) + 0.1,
+                     label=torch.tensor(labels), clip_id=[f"c{i}" for i in range(B)])
+
+
+@pytest.mark.parametrize("n_mix", [2, 3])
+def test_supervised_mixtures(n_mix):
+    batch = clips([0, 1, 2, 0, 1, 2, 3, 3, 0])
+    mix = make_mixtures(batch, n_mix, "supervised", torch.Generator().manual_seed(0), gain_db=6.0)
+    M = mix.mixture.shape[0]
+    assert M == 9 // n_mix  # labels allow the maximum number of groups
+    assert mix.sources.shape == (M, n_mix, 500) and mix.visual.shape == (M, n_mix, 2, 3, 2, 4)
+    assert torch.allclose(mix.mixture, mix.sources.sum(1))
+    for m in range(M):
+        assert len(set(mix.labels[m].tolist())) == n_mix  # different labels in each mixture
+        for s, cid in enumerate(mix.clip_ids[m]):
+            i = int(cid[1:])
+            assert int(batch.label[i]) == int(mix.labels[m, s])
+            assert torch.allclose(mix.sources[m, s], batch.audio[i] * mix.gains[m, s])
+            assert torch.equal(mix.visual[m, s], batch.visual[i])
+    db = 20 * torch.log10(mix.gains)
+    assert float(db.abs().max()) <= 6.0 + 1e-4 and float(db.std()) > 0.5
+    assert mix.component_source.tolist() == list(range(n_mix))
+    used = [c for ids in mix.clip_ids for c in ids]
+    assert len(used) == len(set(used))  # no clip twice
+
+
+def test_deterministic_under_the_generator():
+    batch = clips([0, 1, 2, 3, 4, 5, 6, 7])
+    a = make_mixtures(batch, 2, "supervised", torch.Generator().manual_seed(5))
+    b = make_mixtures(batch, 2, "supervised", torch.Generator().manual_seed(5))
+    c = make_mixtures(batch, 2, "supervised", torch.Generator().manual_seed(6))
+    assert torch.equal(a.mixture, b.mixture) and a.clip_ids == b.clip_ids
+    assert a.clip_ids != c.clip_ids or not torch.equal(a.gains, c.gains)
+
+
+def test_unsupervised_two_duets_four_components():
+    batch = clips([0, 1, 2, 3])
+    mix = make_mixtures(batch, 2, "unsupervised", torch.Generator().manual_seed(0))
+    assert mix.sources.shape == (2, 2, 500)  # duet-level targets only
+    assert mix.visual.shape == (2, 4, 2, 3, 2, 4)  # two queries per duet
+    assert mix.component_source.tolist() == [0, 0, 1, 1]
+    assert mix.n_components == 4
+    i = int(mix.clip_ids[0][0][1:])
+    left, right = mix.visual[0, 0], mix.visual[0, 1]
+    v = batch.visual[i]
+    assert torch.equal(left, v[..., [0, 0, 1, 1]]) and torch.equal(right, v[..., [2, 2, 3, 3]])
+
+
+def test_duet_queries_odd_width_share_centre():
+    q = duet_queries(torch.arange(5.0).view(1, 1, 1, 1, 5))
+    assert q[0, 0, 0, 0, 0].tolist() == [0, 0, 1, 1, 2]
+    assert q[0, 1, 0, 0, 0].tolist() == [2, 2, 3, 3, 4]
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="different labels"):
+        make_mixtures(clips([4, 4, 4]), 2, "supervised", torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="mode"):
+        make_mixtures(clips([0, 1]), 2, "semi", torch.Generator().manual_seed(0))
+
+
+def test_grouping_never_repeats_a_label_in_a_group():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        labels = torch.randint(0, 4, (12,), generator=g)
+        for group in group_distinct_labels(labels, 3, g):
+            assert len({int(labels[i]) for i in group}) == 3

@@ -1,0 +1,68 @@
+"""Model exports: self-describing, loadable with nothing else, clear errors naming the file."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from ial.models import ModelConfig, build_model
+from ial.models.export import CheckpointError, export_model, load_model
+from ial.storage import write_bytes
+
+TINY = ModelConfig(visual_channels=8, embed_dim=8, audio_channels=[4, 4, 4, 4], common_hidden=8)
+
+
+def _export(url: str, cfg: ModelConfig = TINY):
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    lineage = {"git_sha": "abc123", "run": "r1", "step": 7, "shards": ["s0.parquet"]}
+    export_model(url, model, cfg, lineage, {"val_sdr": 1.5})
+    return model
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_export_loads_with_nothing_else(tmp_path, request, where):
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_root")
+    url = f"{root}/checkpoints/r1/model.pt"
+    model = _export(url)
+    loaded, meta = load_model(url)
+    assert meta["model_name"] == "ial_cms" and meta["model_cfg"] == TINY
+    assert meta["lineage"]["step"] == 7 and meta["metrics"] == {"val_sdr": 1.5}
+    assert set(meta["versions"]) == {"ial", "torch", "deepspeed", "python"}
+    assert not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_clear_errors_name_the_file(tmp_path):
+    missing = str(tmp_path / "nope" / "model.pt")
+    with pytest.raises(CheckpointError, match="nope/model.pt: no such checkpoint"):
+        load_model(missing)
+
+    junk = str(tmp_path / "junk.pt")
+    write_bytes(junk, b"not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pt: not an IAL model export"):
+        load_model(junk)
+
+    plain = str(tmp_path / "plain.pt")
+    buf = io.BytesIO()
+    torch.save({"state_dict": {}}, buf)
+    write_bytes(plain, buf.getvalue())
+    with pytest.raises(CheckpointError, match="plain.pt: not an IAL model export"):
+        load_model(plain)
+
+    url = str(tmp_path / "model.pt")
+    _export(url)
+    payload = torch.load(url, weights_only=True)
+    payload["model_name"] = "no_such_model"
+    torch.save(payload, url)
+    with pytest.raises(CheckpointError, match="model.pt: unknown model 'no_such_model'"):
+        load_model(url)
+
+    payload["model_name"] = "ial_cms"
+    payload["model_config"]["embed_dim"] = 16  # weights no longer fit
+    torch.save(payload, url)
+    with pytest.raises(CheckpointError, match="model.pt: weights do not match"):
+        load_model(url)

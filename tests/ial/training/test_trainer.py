@@ -1,0 +1,202 @@
+"""DeepSpeed training: 1 process, 2 processes (deepspeed launcher, gloo), kill → exact resume,
+s3:// root (staged + uploaded), export loads into ial.evaluate. Tiny model, tiny clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ial.config import save_config
+from ial.data.synthetic import write_synthetic_shards as write_shards
+from ial.storage import Storage, exists, read_text
+from ial.training.config import TrainConfig
+from ial.training.engines import single_process_env
+from ial.training.launcher import launch
+from ial.training.trainer import train
+
+pytestmark = pytest.mark.slow
+
+TINY_MODEL = {"visual_channels": 8, "embed_dim": 8, "audio_channels": [4, 4, 4, 4],
+              "common_hidden": 8}
+TINY_METHOD = {"bank_size": 16, "critic_ndf": 4, "critic_input_size": [16, 16],
+               "lambda_ind_steps": [0, 2], "drop_hardest": 0}
+SPLITS = ("train", "train", "val", "train", "test", "train")
+
+
+def tiny_config(root: str, run_name: str, **values) -> TrainConfig:
+    fields = dict(root=root, dataset="toy", run_name=run_name, model=TINY_MODEL,
+                  method=TINY_METHOD, batch_size=4, steps=8, segment_samples=4095, val_every=4,
+                  val_mixtures=2, checkpoint_every=2, log_every=1, num_workers=1, seed=3)
+    fields.update(values)
+    return TrainConfig(**fields)
+
+
+@pytest.fixture(scope="module")
+def shards_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("train-root"))
+    write_shards(root, shards=3, rows=12, samples=6000, splits=SPLITS)
+    return root
+
+
+@pytest.fixture
+def child_env(tmp_path):
+    """Environment of training subprocesses, with an empty DeepSpeed JIT cache to watch."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
+               TORCH_EXTENSIONS_DIR=str(tmp_path / "torch_extensions"))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def _weights(url: str) -> dict:
+    return torch.load(url, weights_only=True)["state_dict"]
+
+
+def _assert_no_jit(env: dict) -> None:
+    ext = env["TORCH_EXTENSIONS_DIR"]
+    assert not os.path.exists(ext) or not os.listdir(ext), f"DeepSpeed compiled ops into {ext}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards_root, tmp_path_factory):
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
+               TORCH_EXTENSIONS_DIR=str(tmp_path_factory.mktemp("ext") / "cache"))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    result = launch(tiny_config(shards_root, "full"), progress=False, env=env)
+    _assert_no_jit(env)
+    return result
+
+
+def test_one_process_run_writes_everything(uninterrupted, shards_root):
+    res = uninterrupted
+    assert res["step"] == 8 and res["world_size"] == 1 and res["resumed_from_step"] is None
+    run = Storage(shards_root).url("checkpoints", "full")
+    for name in ("config.yaml", "model.pt", "best/model.pt", "metrics.jsonl",
+                 "deepspeed/latest.json", "deepspeed/separator/step00000008/ial_rank0.pt",
+                 "deepspeed/critic/step00000008/mp_rank_00_model_states.pt"):
+        assert exists(f"{run}/{name}"), name
+    assert not exists(f"{run}/deepspeed/separator/step00000004")  # keep_checkpoints: 2
+    records = [json.loads(x) for x in read_text(f"{run}/metrics.jsonl").splitlines()]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == list(range(1, 9))
+    assert {"loss", "loss_sep", "lambda_ind", "critic_loss"} <= set(records[-2])
+    assert [r["step"] for r in records if r["split"] == "val"] == [4, 8]
+    assert os.listdir(f"{run}/tensorboard")
+    meta = torch.load(res["checkpoint"], weights_only=True)
+    assert meta["lineage"]["step"] == 8 and meta["lineage"]["shards"]
+    assert meta["lineage"]["configs"]["train"]["run_name"] == "full"
+    assert "val_sdr" in meta["metrics"]
+
+
+def test_killed_run_resumes_to_the_same_weights(uninterrupted, shards_root, child_env):
+    cfg = tiny_config(shards_root, "killed")
+    run = Storage(shards_root).url("checkpoints", "killed")
+    save_config(cfg, f"{run}/launch.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "ial.training", "--config", f"{run}/launch.yaml",
+                             "--no-progress"], env=single_process_env(dict(child_env)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = f"{run}/deepspeed/latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if exists(marker) and json.loads(read_text(marker))["step"] >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = json.loads(read_text(marker))["step"]
+    assert killed_at < 8
+
+    res = launch(cfg, progress=False, env=child_env)
+    assert res["resumed_from_step"] == killed_at and res["step"] == 8
+    full, resumed = _weights(uninterrupted["checkpoint"]), _weights(res["checkpoint"])
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key  # exact, not just close
+    records = [json.loads(x) for x in read_text(f"{run}/metrics.jsonl").splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
+    _assert_no_jit(child_env)
+
+
+def test_two_processes_with_the_deepspeed_launcher(shards_root, child_env):
+    cfg = tiny_config(shards_root, "two", steps=4, val_every=4)
+    res = launch(cfg, num_procs=2, progress=False, env=child_env)
+    assert res["world_size"] == 2 and res["step"] == 4
+    tag = Storage(shards_root).url("checkpoints", "two", "deepspeed", "separator", "step00000004")
+    assert exists(f"{tag}/ial_rank0.pt") and exists(f"{tag}/ial_rank1.pt")
+    from ial.models.export import load_model
+
+    model, meta = load_model(res["checkpoint"])
+    assert meta["lineage"]["world_size"] == 2
+    _assert_no_jit(child_env)
+
+
+def test_export_loads_into_ial_evaluate(uninterrupted, shards_root, tmp_path):
+    from ial.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(checkpoint=uninterrupted["best_checkpoint"],
+                     data=Storage(shards_root).url("shards", "toy"), mix=2, n_per_combination=1,
+                     max_mixtures=2, oracles=[], num_examples=0, out=str(tmp_path / "report"))
+    results = evaluate(cfg, progress=False)
+    assert results["sdr"] is not None
+
+
+def test_s3_root_stages_uploads_and_resumes(s3_root, monkeypatch):
+    write_shards(s3_root, shards=1, rows=12, samples=6000, splits=SPLITS)
+    for key, value in single_process_env({}).items():
+        monkeypatch.setenv(key, value)
+    cfg = tiny_config(s3_root, "s3run", steps=2, checkpoint_every=1, val_every=2, num_workers=0,
+                      staging_dir=None)
+    first = train(cfg, progress=False)
+    assert first["checkpoint"].startswith("s3://") and exists(first["checkpoint"])
+    run = Storage(s3_root).url("checkpoints", "s3run")
+    assert exists(f"{run}/deepspeed/separator/step00000002/ial_rank0.pt")
+    assert exists(f"{run}/deepspeed/critic/step00000002/mp_rank_00_model_states.pt")
+    again = train(tiny_config(s3_root, "s3run", steps=3, checkpoint_every=1, val_every=3,
+                              num_workers=0), progress=False)
+    assert again["resumed_from_step"] == 2 and again["step"] == 3
+    assert exists(f"{run}/deepspeed/separator/step00000003/ial_rank0.pt")
+    assert not exists(f"{run}/deepspeed/separator/step00000001")  # pruned on S3 too
+
+
+def test_cli_help_and_config_errors_name_the_field():
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["train", "--help"]).output
+    assert "--num-procs" in out and "--hostfile" in out and "One process on CPU" in out
+    bad = runner.invoke(main, ["train", "--set", "batch_size=0"])
+    assert bad.exit_code != 0 and "batch_size" in bad.output
+    unknown = runner.invoke(main, ["train", "--set", "no_such_field=1"])
+    assert unknown.exit_code != 0 and "no_such_field" in unknown.output
+
+
+def test_deepspeed_configs_merge_the_critic_section(tmp_path):
+    from ial.training.config import deepspeed_configs
+
+    sep, critic = deepspeed_configs(TrainConfig(batch_size=6), world_size=2)
+    assert sep["train_batch_size"] == 12 and sep["train_micro_batch_size_per_gpu"] == 6
+    assert "critic" not in sep and sep["optimizer"]["params"]["torch_adam"] is True
+    assert critic["optimizer"]["params"]["torch_adam"] is True  # merged, not replaced
+
+
+def test_resume_refuses_a_different_layout():
+    from ial.training.run_dir import resume_mismatch
+
+    marker = {"tag": "step00000004", "world_size": 2, "batch_size": 8, "num_workers": 2}
+    assert resume_mismatch(marker, world_size=2, batch_size=8, num_workers=2) is None
+    msg = resume_mismatch(marker, world_size=2, batch_size=16, num_workers=2)
+    assert "batch_size=8" in msg and "has 16" in msg and "resume: false" in msg
+    assert "processes=2" in resume_mismatch(marker, world_size=1, batch_size=8, num_workers=2)
+    assert "num_workers=2" in resume_mismatch(marker, world_size=2, batch_size=8, num_workers=0)
+    # an older marker without the loader fields is only checked for what it has
+    assert resume_mismatch({"world_size": 1}, world_size=1, batch_size=4, num_workers=3) is None

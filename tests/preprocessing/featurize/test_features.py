@@ -1,0 +1,281 @@
+"""Featurization on a local root: per-clip features, shards, corrupt clips, resume, index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ial.media import run_ffmpeg
+from ial.signal import CLIP_SAMPLES, LOG_BINS, log_bin_frequency, num_frames
+from ial.storage import Storage, upload_file
+from preprocessing.clip_index import write_clip_index_part
+from preprocessing.featurize.config import FeaturizeConfig, config_hash
+from preprocessing.featurize.features import featurize_clip
+from preprocessing.featurize.planning import plan_shards
+from preprocessing.featurize.run import featurize
+from preprocessing.shard_schema import decode_row, shard_metadata
+from preprocessing.shards import (iter_shard_rows, list_shards, read_dataset_index, read_shard,
+                                  shard_url)
+
+REPO = Path(__file__).resolve().parents[3]
+
+FRAME_SIZE = 64  # small frames keep the CPU tests fast; 224 is the default
+
+
+def make_video(path: str, tone_hz: float, seconds: float = 10.0) -> str:
+    """An mp4 with a sine tone (22050 Hz AAC) and a 25 fps test pattern (H.264)."""
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", f"sine=frequency={tone_hz}:duration={seconds}:"
+                "sample_rate=22050", "-f", "lavfi", "-i",
+                f"testsrc=size=320x240:rate=25:duration={seconds}",
+                "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", path])
+    return path
+
+
+@pytest.fixture(scope="session")
+def source_videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    good = {hz: make_video(str(d / f"tone{hz}.mp4"), hz) for hz in (440, 880)}
+    corrupt = str(d / "corrupt.mp4")
+    with open(good[440], "rb") as f:
+        data = f.read()
+    with open(corrupt, "wb") as f:
+        f.write(data[: len(data) // 20])  # truncated: the moov atom is gone
+    return {"good": good, "corrupt": corrupt}
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """One LocalCluster (2 worker processes) shared by this module's runs."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def index_row(clip_id: str, path: str, label: str, split: str, status: str = "ok") -> dict:
+    return {"clip_id": clip_id, "video_id": clip_id.rsplit("_", 1)[0], "dataset": "toy",
+            "label": label, "labels": [label], "split": split, "url": f"http://x/{clip_id}",
+            "start": 0.0, "end": 10.0, "status": status,
+            "reason": "" if status == "ok" else "gone", "path": path if status == "ok" else None,
+            "duration": 10.0, "sha256": None, "silent": False, "attempts": 1, "batch": "b0",
+            "updated_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+
+
+def make_clip_root(root: str, videos: dict, n_good: int, corrupt: bool = True) -> dict:
+    """Copy clips under ``root``/clips/toy and write their clip index. Returns {clip_id: label}."""
+    storage = Storage(root)
+    rows, labels = [], {}
+    for i in range(n_good):
+        hz = 440 if i % 2 == 0 else 880
+        clip_id = f"vid{i:03d}_{1000 * i}"
+        url = storage.url("clips", "toy", f"{clip_id}.mp4")
+        if storage.remote:
+            upload_file(videos["good"][hz], url)
+        else:
+            os.makedirs(os.path.dirname(url), exist_ok=True)
+            shutil.copy(videos["good"][hz], url)
+        label = f"tone{hz}"
+        rows.append(index_row(clip_id, url, label, "train" if i % 3 else "val"))
+        labels[clip_id] = label
+    if corrupt:
+        url = storage.url("clips", "toy", "bad_0.mp4")
+        upload_file(videos["corrupt"], url) if storage.remote else shutil.copy(videos["corrupt"], url)
+        rows.append(index_row("bad_0", url, "tone440", "train"))
+    rows.append(index_row("gone_0", "", "tone880", "train", status="unavailable"))
+    write_clip_index_part(storage, "toy", "b0", rows)
+    return labels
+
+
+def small_config(root, **kw) -> FeaturizeConfig:
+    values = dict(root=str(root), dataset="toy", clips_per_shard=3, row_group_clips=2,
+                  batch_clips=2, frame_size=FRAME_SIZE, n_workers=2)
+    values.update(kw)
+    cfg = FeaturizeConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def expected_bin(freq_hz: float) -> float:
+    """Fractional log bin whose centre frequency is ``freq_hz`` (inverse of log_bin_frequency)."""
+    lin_bin = freq_hz * 1022 / 11025
+    return math.log(1 + 20 * lin_bin / 511) / math.log(21) * (LOG_BINS - 1)
+
+
+def test_featurize_clip_shapes_and_tone_peak(source_videos):
+    cfg = small_config(".")
+    for hz in (440, 880):
+        out = featurize_clip(source_videos["good"][hz], cfg)
+        assert out["audio"].shape == (CLIP_SAMPLES,) and out["audio"].dtype == np.float32
+        assert abs(out["audio_pad"]) < 2048  # AAC priming/padding only
+        assert out["spec"].shape == (LOG_BINS, num_frames(CLIP_SAMPLES))
+        assert len(out["frames"]) == 3 and all(f[:2] == b"\xff\xd8" for f in out["frames"])
+        assert out["frame_times"] == [2.5, 5.0, 7.5]
+        assert out["frame_features"].shape == (3, 512, FRAME_SIZE // 16, FRAME_SIZE // 16)
+        peak = int(np.argmax(out["spec"][:, 20:-20].mean(axis=1)))
+        assert abs(peak - expected_bin(hz)) <= 1.0, (hz, peak, expected_bin(hz))
+        assert abs(log_bin_frequency(peak) - hz) / hz < 0.05
+
+
+def test_frames_differ_over_time_and_features_deterministic(source_videos):
+    cfg = small_config(".")
+    a = featurize_clip(source_videos["good"][440], cfg)
+    b = featurize_clip(source_videos["good"][440], cfg)
+    assert a["frames"] == b["frames"]
+    np.testing.assert_array_equal(a["frame_features"], b["frame_features"])
+    assert len(set(a["frames"])) == 3  # testsrc moves: the three times give three pictures
+
+
+def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos, dask_client):
+    labels = make_clip_root(str(tmp_path), source_videos, n_good=5)
+    cfg = small_config(tmp_path)
+    summary = featurize(cfg, client=dask_client, progress=False)
+    root = Storage(tmp_path)
+    # 6 ok clips (5 good + 1 corrupt) in shards of 3 → 2 shards; the corrupt clip is recorded
+    assert summary["shards_written"] == 2 and summary["rows_written"] == 5
+    assert [f["clip_id"] for f in summary["failures"]] == ["bad_0"]
+    assert "visual_weights_warning" in summary
+    urls = list_shards(root, "toy")
+    assert urls == [shard_url(root, "toy", 0), shard_url(root, "toy", 1)]
+    seen = []
+    for url in urls:
+        table = read_shard(url)
+        meta = shard_metadata(table)
+        assert meta["visual_weights"] == "none (random init)"
+        assert meta["config_hash"] == config_hash(cfg) and meta["featurizer_version"]
+        assert "RANDOMLY INITIALISED" in meta["visual_weights_warning"]
+        assert pq.ParquetFile(url).num_row_groups == math.ceil(table.num_rows / 2)
+        for row in iter_shard_rows(url):
+            clip = decode_row(row)
+            seen.append(clip.clip_id)
+            assert clip.label == labels[clip.clip_id]
+            assert clip.audio.shape == (CLIP_SAMPLES,) and clip.spec.shape[0] == LOG_BINS
+            assert clip.frame_features.shape == (3, 512, 4, 4)
+    assert sorted(seen) == sorted(labels)
+    with open(root.url("shards", "toy", "_stats", "shard-00000.json")) as f:
+        stats = json.load(f)
+    assert stats["failed"][0]["clip_id"] == "bad_0" and stats["failed"][0]["reason"]
+    assert stats["visual_weights"] == "none (random init)"
+    index = read_dataset_index(root, "toy")
+    assert index["rows"] == 5 and index["num_shards"] == 2 and index["failed"] == 1
+    assert index["splits"] == {"train": 3, "val": 2}
+    assert index["classes"] == {"tone440": 3, "tone880": 2}
+    assert list_shards(root, "toy", split="val") == urls  # vid000 in shard 0, vid003 in shard 1
+    assert list_shards(root, "toy", split="test") == []
+    assert os.path.exists(root.url("shards", "toy", "config.yaml"))
+
+    # re-running does no work: nothing rewritten
+    mtimes = {u: os.path.getmtime(u) for u in urls}
+    again = featurize(cfg, client=dask_client, progress=False)
+    assert again["shards_written"] == 0 and again["shards_skipped"] == 2
+    assert {u: os.path.getmtime(u) for u in urls} == mtimes
+    assert plan_shards(cfg).jobs == []
+
+    # new clips go to new shards; old assignments stay
+    more = make_clip_root(str(tmp_path), source_videos, n_good=7, corrupt=False)
+    third = featurize(cfg, client=dask_client, progress=False)
+    assert third["shards_written"] == 1 and third["rows_written"] == 2
+    assert {u: os.path.getmtime(u) for u in urls} == mtimes
+    assert read_dataset_index(root, "toy")["rows"] == len(more)
+
+
+def test_config_mismatch_refused(tmp_path, source_videos, dask_client):
+    make_clip_root(str(tmp_path), source_videos, n_good=1, corrupt=False)
+    featurize(small_config(tmp_path), client=dask_client, progress=False)
+    from preprocessing.featurize.planning import FeaturizeMismatchError
+
+    with pytest.raises(FeaturizeMismatchError, match="config hash"):
+        plan_shards(small_config(tmp_path, jpeg_quality=50))
+
+
+def test_cli_featurize_no_prefect(tmp_path, source_videos):
+    """The CLI's plain run creates its own LocalCluster (the default path)."""
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    make_clip_root(str(tmp_path), source_videos, n_good=2, corrupt=False)
+    missing = index_row("missing_0", str(tmp_path / "no-such-clip.mp4"), "tone440", "train")
+    write_clip_index_part(Storage(tmp_path), "toy", "b1", [missing])
+    help_text = CliRunner().invoke(main, ["featurize", "--help"]).output
+    assert "--visual-weights" in help_text and "--dask-address" in help_text
+    args = ["featurize", "--root", str(tmp_path), "--dataset", "toy", "--no-prefect",
+            "--no-progress", "--n-workers", "1", "--set", "frame_size=32"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["rows_written"] == 2 and summary["visual_weights"] == ["none (random init)"]
+    assert [(f["clip_id"], f["reason"].split(":")[0]) for f in summary["failures"]] == \
+        [("missing_0", "FileNotFoundError")]
+    assert "RANDOMLY INITIALISED" in result.stderr
+    bad = CliRunner().invoke(main, args[:-1] + ["frame_size=33"])
+    assert bad.exit_code != 0 and "frame_size" in bad.output
+    weights = CliRunner().invoke(main, args + ["--visual-weights", str(tmp_path / "none.pth")])
+    assert weights.exit_code == 1 and "visual_weights" in weights.output
+    assert "none.pth" in weights.output
+
+
+def test_local_cluster_workers_get_the_featurize_settings():
+    """The LocalCluster featurize starts passes LOCAL_WORKER_CONFIG (profiler off, ...) and the
+    thread limits on to its worker processes."""
+    import dask
+
+    from preprocessing.featurize.run import LOCAL_WORKER_CONFIG, dask_client
+
+    def settings():
+        return ({k: dask.config.get(k) for k in LOCAL_WORKER_CONFIG},
+                os.environ.get("OMP_NUM_THREADS"))
+
+    with dask_client(FeaturizeConfig(n_workers=1, torch_threads=1)) as client:
+        (got,) = client.run(settings).values()
+    assert got == (LOCAL_WORKER_CONFIG, "1")
+
+
+def test_concurrent_callers_share_one_optimized_trunk():
+    """Several threads asking at once (two shard tasks in one worker, client.run beside a task)
+    get one trunk, built once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ial.models.resnet18 import InferenceTrunk
+    from preprocessing.featurize.config import FeaturizeConfig
+    from preprocessing.featurize.features import load_backbone
+
+    cfg = FeaturizeConfig(seed=12345)  # a key no other test built
+    with ThreadPoolExecutor(4) as pool:
+        trunks = [t for t, _ in pool.map(lambda _: load_backbone(cfg), range(4))]
+    assert all(t is trunks[0] for t in trunks)
+    assert isinstance(trunks[0], InferenceTrunk)
+
+
+def test_keep_tensor_memory_sets_glibc_thresholds_in_a_dask_like_process(tmp_path):
+    """Under Dask's MALLOC_TRIM_THRESHOLD_=65536 a 64 MiB tensor freed and allocated again is
+    mmap'd and faulted in every time; after keep_tensor_memory the pages are reused."""
+    code = (
+        "import resource, torch\n"
+        "from preprocessing.featurize.features import keep_tensor_memory\n"
+        "def faults():\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    for _ in range(20):\n"
+        "        torch.empty(4 << 20).fill_(1.0)\n"  # 16 MiB, above the 128 KiB default
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "plain = faults()\n"
+        "assert keep_tensor_memory()\n"
+        "faults()\n"
+        "kept = faults()\n"
+        "print(plain, kept)\n")
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=str(REPO), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plain, kept = map(int, proc.stdout.split())
+    assert plain > 20 * 4000 and kept < plain / 10, (plain, kept)  # 16 MiB = 4096 pages
