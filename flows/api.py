@@ -37,3 +37,39 @@ def shared_api() -> Iterator[str | None]:
         # The server itself is stopped by Prefect's exit hook, after its log handler has
         # flushed the last records to it.
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def fail_on_user_error(fn):
+    """Wrap a flow function: a ``UserError`` (bad manifest, config, bucket, ...) ends the run in a
+    Failed state with its one-line message logged, instead of Prefect logging its traceback in
+    this flow and again in every parent flow. Calling the flow still raises the UserError (the
+    state carries it), so ``ial <stage>`` prints ``Error: <message>``."""
+    import functools
+    import inspect
+    import typing
+
+    from ial.errors import UserError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from prefect import get_run_logger
+        from prefect.states import Failed
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if not getattr(exc, "_logged_by_flow", False):
+                get_run_logger().error("Error: %s", exc)
+                exc._logged_by_flow = True
+            return Failed(message=str(exc), data=exc)
+
+    # Prefect builds the parameter model from the signature: give it the annotations resolved in
+    # the flow's own module (they are strings under `from __future__ import annotations`).
+    hints = typing.get_type_hints(fn)
+    sig = inspect.signature(fn)
+    wrapper.__signature__ = sig.replace(
+        parameters=[p.replace(annotation=hints.get(p.name, p.annotation))
+                    for p in sig.parameters.values()],
+        return_annotation=hints.get("return", sig.return_annotation))
+    wrapper.__annotations__ = hints
+    return wrapper

@@ -5,8 +5,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.api import fail_on_user_error
+
 
 @flow(name="evaluate")
+@fail_on_user_error
 def evaluate_flow(checkpoint: str, data: str, mix: int = 2, out: str | None = None,
                   config: str | None = None, overrides: list[str] | None = None) -> dict:
     """Score ``checkpoint`` on the test split of the shards dataset ``data``.

@@ -14,11 +14,12 @@ import time
 
 from prefect import flow, get_run_logger, task
 
+from flows.api import fail_on_user_error
 from ial.config import load_config, save_config
 from ial.storage import Storage
 from preprocessing.featurize.config import FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
-from preprocessing.featurize.run import summarize
+from preprocessing.featurize.run import check_outcome, summarize
 from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING, ShardJob, featurize_shard
 from preprocessing.shards import write_dataset_index
 
@@ -43,6 +44,7 @@ def dask_task_runner(cfg: FeaturizeConfig):
 
 
 @flow(name="featurize-shards")
+@fail_on_user_error
 def featurize_shards_flow(cfg: FeaturizeConfig) -> list[dict]:
     """Write every incomplete shard of the plan, one Dask task each; returns their stats."""
     plan = plan_shards(cfg)
@@ -52,6 +54,7 @@ def featurize_shards_flow(cfg: FeaturizeConfig) -> list[dict]:
 
 
 @flow(name="featurize")
+@fail_on_user_error
 def featurize_flow(
     root: str = "./data",
     dataset: str = "vggsound",
@@ -84,4 +87,4 @@ def featurize_flow(
                         results, time.perf_counter() - start, index)
     logger.info("featurize %s: %d shards written, %d skipped, %d rows in the dataset",
                 cfg.dataset, summary["shards_written"], summary["shards_skipped"], index["rows"])
-    return summary
+    return check_outcome(summary)

@@ -19,11 +19,12 @@ import time
 
 from prefect import flow, get_run_logger, task
 
+from flows.api import fail_on_user_error
 from ial.config import load_config
 from preprocessing.ingest.batch import Batch, run_batch
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.rate_limit import share
-from preprocessing.ingest.run import prepare, summarize
+from preprocessing.ingest.run import check_outcome, prepare, summarize
 
 
 @task(name="ingest-batch", retries=2, retry_delay_seconds=10)
@@ -60,6 +61,7 @@ def _parallel_slots(cfg: IngestConfig, n_batches: int) -> int:
 
 
 @flow(name="ingest-batches")
+@fail_on_user_error
 def ingest_batches_flow(cfg: IngestConfig) -> dict:
     """Plan the batches, run them as Dask tasks, return the summary."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -88,6 +90,7 @@ def ingest_batches_flow(cfg: IngestConfig) -> dict:
 
 
 @flow(name="ingest")
+@fail_on_user_error
 def ingest_flow(
     manifest: str,
     manifest_format: str = "vggsound",
@@ -114,4 +117,4 @@ def ingest_flow(
     summary = ingest_batches_flow.with_options(task_runner=dask_task_runner(cfg))(cfg)
     logger.info("ingest %s: %s (%s)", cfg.dataset_name, summary["by_status"],
                 summary["by_reason"])
-    return summary
+    return check_outcome(summary)

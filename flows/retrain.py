@@ -27,6 +27,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.api import fail_on_user_error
 from ial.config import ConfigError, load_config, save_config, to_dict
 from ial.storage import Storage, write_text
 from ial.training.promotion import (list_promotions, promote_if_better, read_champion,
@@ -151,6 +152,7 @@ def _count_note(result: dict | None, keys: tuple[str, ...]) -> str:
 
 
 @flow(name="retrain")
+@fail_on_user_error
 def retrain_flow(
     config: str | None = "configs/retrain/nightly.yaml",
     overrides: list[str] | None = None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from flows.api import fail_on_user_error
+
 DEFAULT_CONFIG = "configs/train/default.yaml"
 
 
@@ -36,6 +38,7 @@ def summary_markdown(result: dict) -> str:
 
 
 @flow(name="train")
+@fail_on_user_error
 def train_flow(root: str = "./data", dataset: str = "vggsound", config: str | None = None,
                overrides: list[str] | None = None, num_procs: int = 1,
                resume_from: str | None = None, progress: bool = False) -> dict:

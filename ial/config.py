@@ -6,8 +6,14 @@ machinery they all share:
 
 - ``from_dict(Cls, mapping)`` builds a config, checking each value against the field's type
   annotation; an error names the field path (``train.optimizer.lr``) and the source file.
-- ``load_config(Cls, yaml_path, overrides)`` reads a YAML file then applies ``key.sub=value``
-  overrides (values parsed as YAML scalars: ``lr=3e-4``, ``splits=[train,val]``).
+- ``load_config(Cls, yaml_path, overrides, **values)`` layers a YAML file, keyword values (the
+  command's options) and ``key.sub=value`` overrides (values parsed as YAML scalars:
+  ``lr=3e-4``, ``splits=[train,val]``), each on top of the one before, nested mappings merged.
+  A field declared with ``sub_config(Cls, default_path)`` (a train run's ``model``/``method``)
+  holds a path to its own YAML or the mapping itself: a path is read where it is given, so
+  ``--set method.lambda_ind=0`` applies on top of the method file the config names.
+- Errors name where the offending value came from: the YAML file, ``--set key=value`` or an
+  option (``--root``); every ``ConfigError`` is a ``UserError`` (one ``Error: ...`` line).
 - ``to_dict(cfg)`` / ``save_config(cfg, url)`` write it back (atomically) beside a run.
 - A config class may define ``validate(self)`` and raise ``ConfigError(field, message)``.
 """
@@ -18,21 +24,50 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ial.errors import UserError
+
 C = TypeVar("C")
+REPO = Path(__file__).resolve().parents[1]
+SUB_CONFIG = "sub_config"  # dataclass field metadata key: the config class of a sub-config field
 
 
-class ConfigError(ValueError):
-    """A config value is wrong. ``field`` is the dotted path of the offending field."""
+class ConfigError(UserError, ValueError):
+    """A config value is wrong. ``field`` is the dotted path of the offending field; ``source``
+    says where its value came from: a file path (shown as "in <path>") or a phrase ("from --set
+    lr=3", "from --root")."""
 
     def __init__(self, field: str, message: str, source: str | None = None):
         self.field = field
         self.source = source
-        where = f" (in {source})" if source else ""
-        super().__init__(f"config field '{field}': {message}{where}")
+        self.message = message
+        if field == "<file>":  # the file itself (missing, not YAML, not a mapping)
+            super().__init__(f"config file {source}: {message}")
+        else:
+            super().__init__(f"config field '{field}': {message}{_where(source)}")
+
+
+def _where(source: str | None) -> str:
+    if not source:
+        return ""
+    return f" ({source})" if source.startswith(("from ", "in ", "the ")) else f" (in {source})"
+
+
+def sub_config(cls: type, default: str) -> Any:
+    """A dataclass field holding a config of class ``cls``: a path to its YAML (``default``) or
+    the mapping of its fields; after loading it is a ``cls`` instance."""
+    return dataclasses.field(default=default, metadata={SUB_CONFIG: cls})
+
+
+def resolve_path(path: str) -> str:
+    """A config path as given if it exists (or is a URL), else relative to the repository."""
+    if "://" in path or Path(path).exists():
+        return path
+    candidate = REPO / path
+    return str(candidate) if candidate.exists() else path
 
 
 def _type_name(tp: Any) -> str:
@@ -124,7 +159,13 @@ def _from_dict(cls: type[C], data: dict, prefix: str) -> C:
     kwargs = {}
     for name, value in data.items():
         path = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], path)
+        sub = fields[name].metadata.get(SUB_CONFIG)
+        kwargs[name] = (read_sub_config(sub, value, path) if sub
+                        else _coerce(value, hints[name], path))
+    for name, f in fields.items():  # a sub-config left at its default path is read too
+        sub = f.metadata.get(SUB_CONFIG)
+        if sub and name not in kwargs and isinstance(f.default, str):
+            kwargs[name] = read_sub_config(sub, f.default, f"{prefix}.{name}" if prefix else name)
     try:
         cfg = cls(**kwargs)
     except TypeError as exc:  # missing required field
@@ -135,9 +176,25 @@ def _from_dict(cls: type[C], data: dict, prefix: str) -> C:
             validate()
         except ConfigError as exc:
             if prefix and not exc.field.startswith(prefix):
-                raise ConfigError(f"{prefix}.{exc.field}", str(exc).split(": ", 1)[1]) from None
+                raise ConfigError(f"{prefix}.{exc.field}", exc.message, exc.source) from None
             raise
     return cfg
+
+
+def read_sub_config(cls: type, value: Any, path: str) -> Any:
+    """A sub-config field's value → a ``cls`` instance (a path is read, a mapping validated)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return from_dict(cls, load_yaml(resolve_path(value)), source=value)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.{exc.field}" if exc.field != "<file>" else path,
+                              exc.message, exc.source) from None
+    if isinstance(value, dict):
+        return _from_dict(cls, value, path)
+    raise ConfigError(path, f"expected a path to a {cls.__name__} YAML or a mapping of its "
+                            f"fields, got {value!r}")
 
 
 def from_dict(cls: type[C], data: dict | None, source: str | None = None) -> C:
@@ -146,7 +203,7 @@ def from_dict(cls: type[C], data: dict | None, source: str | None = None) -> C:
         return _from_dict(cls, dict(data or {}), "")
     except ConfigError as exc:
         if source and not exc.source:
-            raise ConfigError(exc.field, str(exc).split(": ", 1)[1], source) from None
+            raise ConfigError(exc.field, exc.message, source) from None
         raise
 
 
@@ -193,27 +250,119 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping (local path or fsspec URL)."""
+    """Read a YAML mapping (local path or fsspec URL); a missing, unreadable or invalid file is a
+    ``ConfigError`` naming the file (and the line of a syntax error)."""
     import fsspec
 
-    with fsspec.open(str(path), "r") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with fsspec.open(str(path), "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError("<file>", "not found", str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("<file>", "is a directory, not a YAML file", str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("<file>", f"not a UTF-8 text file ({exc.reason} at byte "
+                                    f"{exc.start})", str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("<file>", f"not valid YAML: {where}{problem}", str(path)) from None
     if not isinstance(data, dict):
-        raise ConfigError("<root>", "the YAML file must hold a mapping", str(path))
+        raise ConfigError("<file>", "the YAML file must hold a mapping", str(path))
     return data
+
+
+class _Layers:
+    """Config data built from layers (file, values, overrides), remembering where each leaf
+    value came from (``source_of``)."""
+
+    def __init__(self, cls: type):
+        self.cls = cls
+        self.data: dict = {}
+        self.sources: dict[str, str] = {}
+
+    def add(self, layer: dict, label: Callable[[str, Any], str]) -> None:
+        self._merge(self.data, layer, "", self.cls, label)
+
+    def _merge(self, node: dict, layer: dict, prefix: str, cls: type | None,
+               label: Callable[[str, Any], str]) -> None:
+        fields = {f.name: f for f in dataclasses.fields(cls)} if cls and dataclasses.is_dataclass(
+            cls) else {}
+        for key, value in layer.items():
+            path = f"{prefix}{key}"
+            f = fields.get(key)
+            sub = f.metadata.get(SUB_CONFIG) if f else None
+            nested = None
+            if f is not None:
+                hint = get_type_hints(cls).get(key)
+                nested = sub or (hint if dataclasses.is_dataclass(hint) else None)
+            if sub and isinstance(value, str):  # a path: its file replaces what was there
+                self._forget(path)
+                self.sources[path] = label(path, value)
+                file_data = load_yaml(resolve_path(value))
+                node[key] = {}
+                self._merge(node[key], file_data, path + ".", sub, lambda p, v, s=value: f"in {s}")
+            elif isinstance(value, dict) and (nested or isinstance(node.get(key), dict)):
+                if sub and not isinstance(node.get(key), dict):  # on top of the default file
+                    default = f.default if isinstance(f.default, str) else None
+                    node[key] = {}
+                    if default:
+                        self._merge(node[key], load_yaml(resolve_path(default)), path + ".",
+                                    sub, lambda p, v, s=default: f"in {s} (the default)")
+                elif not isinstance(node.get(key), dict):
+                    node[key] = {}
+                self._merge(node[key], value, path + ".", nested, label)
+            else:
+                self._forget(path)
+                node[key] = value
+                self.sources[path] = label(path, value)
+
+    def _forget(self, path: str) -> None:
+        for k in [k for k in self.sources if k == path or k.startswith(path + ".")]:
+            del self.sources[k]
+
+    def source_of(self, field: str) -> str | None:
+        """Where the value of ``field`` (dotted, maybe with ``[i]``) came from, if known."""
+        path = field.split("[", 1)[0]
+        while path:
+            if path in self.sources:
+                return self.sources[path]
+            path = path.rpartition(".")[0]
+        return None
 
 
 def load_config(
     cls: type[C],
     path: str | Path | None = None,
     overrides: typing.Iterable[str] = (),
+    *,
+    labels: dict[str, str] | None = None,
     **values: Any,
 ) -> C:
-    """YAML file (optional) ← keyword values ← ``key=value`` overrides, validated into ``cls``."""
-    data = load_yaml(path) if path else {}
-    data = merge(data, {k: v for k, v in values.items() if v is not None})
-    data = merge(data, parse_overrides(overrides))
-    return from_dict(cls, data, source=str(path) if path else None)
+    """YAML file (optional) ← keyword values ← ``key=value`` overrides, validated into ``cls``.
+
+    Each layer applies on top of the one before (nested mappings merged). ``labels`` say where a
+    keyword value came from (``{"root": "--root"}``); a ``ConfigError`` names the source of the
+    offending value: the file, ``--set key=value``, or the label.
+    """
+    overrides = list(overrides)
+    layers = _Layers(cls)
+    if path:
+        layers.add(load_yaml(path), lambda p, v: f"in {path}")
+    given = {k: v for k, v in values.items() if v is not None}
+    if given:
+        names = labels or {}
+        layers.add(given, lambda p, v: f"from {names.get(p.split('.')[0], p.split('.')[0])}")
+    for item in overrides:  # one layer each, in order: "method=x.yaml" then "method.lr=1" works
+        layers.add(parse_overrides([item]), lambda p, v, item=item: f"from --set {item}")
+    try:
+        return from_dict(cls, layers.data)
+    except ConfigError as exc:
+        source = exc.source or layers.source_of(exc.field) or (
+            f"in {path}" if path else "the default value")
+        raise ConfigError(exc.field, exc.message, source) from None
 
 
 def dump_yaml(cfg: Any) -> str:

@@ -60,7 +60,12 @@ def probe_media(path: str) -> dict:
         [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", path],
         capture_output=True, text=True, errors="replace",
     )
-    text = proc.stderr
+    return parse_stream_info(proc.stderr)
+
+
+def parse_stream_info(text: str) -> dict:
+    """The facts ``probe_media`` returns, read from ffmpeg's input report (its stderr at log
+    level info: ``Duration: ...`` and one ``Stream #...`` line per stream)."""
     info: dict = {"duration": None, "has_audio": False, "has_video": False,
                   "audio_rate": None, "width": None, "height": None, "fps": None}
     m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
@@ -70,7 +75,7 @@ def probe_media(path: str) -> dict:
     for line in text.splitlines():
         if "Stream #" not in line:
             continue
-        if "Audio:" in line:
+        if "Audio:" in line and not info["has_audio"]:
             info["has_audio"] = True
             m = re.search(r"(\d+) Hz", line)
             if m:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
@@ -30,7 +32,14 @@ from typing import IO, Iterator
 import fsspec
 from fsspec.core import url_to_fs
 
+from ial.errors import UserError
+
 DEFAULT_ROOT = "./data"
+
+
+class StorageError(UserError):
+    """The storage root cannot be used: a bucket that does not exist, credentials that are
+    refused, an unreachable endpoint, a root that is a file or not writable."""
 
 
 def is_remote(url: str) -> bool:
@@ -80,6 +89,60 @@ class Storage:
 
     def listdir(self, *parts: str) -> list[str]:
         return listdir(self.url(*parts))
+
+    def check(self, write: bool = True, what: str = "root") -> "Storage":
+        """Fail early, with one clear ``StorageError`` naming the root, when it cannot be used.
+
+        s3://: the bucket must exist and the credentials must be accepted (endpoint and keys come
+        from the AWS variables; the keys are never shown). Local: the root must be a directory
+        (created when missing) that this process can write (``write``) or read. ``what`` names
+        the root in the message (e.g. ``"--root"``)."""
+        if self.remote:
+            _check_bucket(self.root, what)
+            return self
+        path = Path(self.root)
+        if path.exists() and not path.is_dir():
+            raise StorageError(f"{what} {self.root}: is a file, not a directory")
+        if not path.exists():
+            if not write:
+                raise StorageError(f"{what} {self.root}: does not exist")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"{what} {self.root}: cannot be created "
+                                   f"({exc.strerror or exc})") from None
+        if not write:
+            if not os.access(path, os.R_OK):
+                raise StorageError(f"{what} {self.root}: not readable by this user")
+            return self
+        probe = path / f".ial-write-check-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"{what} {self.root}: not writable "
+                               f"({exc.strerror or type(exc).__name__})") from None
+        return self
+
+
+def _check_bucket(url: str, what: str) -> None:
+    """Raise StorageError unless the bucket of ``url`` exists and accepts our credentials."""
+    fs, path = filesystem(url)
+    bucket = path.split("/", 1)[0]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the default S3 endpoint"
+    try:
+        fs.ls(bucket)
+    except FileNotFoundError:
+        raise StorageError(f"{what} {url}: bucket '{bucket}' does not exist at {endpoint} "
+                           f"(create it, or fix the bucket name)") from None
+    except PermissionError as exc:
+        code = (getattr(exc.__cause__, "response", None) or {}).get("Error", {}).get("Code", "")
+        raise StorageError(f"{what} {url}: access to bucket '{bucket}' refused at {endpoint}"
+                           f"{f' ({code})' if code else ''}: check the credentials in "
+                           f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS profile") from None
+    except Exception as exc:  # unreachable endpoint, DNS, TLS, ...
+        raise StorageError(f"{what} {url}: cannot reach {endpoint}: "
+                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def exists(url: str) -> bool:
@@ -136,7 +199,7 @@ def atomic_write(url: str, mode: str = "wb") -> Iterator[IO]:
     encoding = None if "b" in mode else "utf-8"
     if is_remote(url):
         fs, path = filesystem(url)
-        fd, tmp = tempfile.mkstemp(prefix="ial-upload-")
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix("upload"))
         os.close(fd)
         try:
             with open(tmp, mode, encoding=encoding) as f:
@@ -172,6 +235,55 @@ def sha256(url: str) -> str:
     return h.hexdigest()
 
 
+# Every temporary file/folder the project makes is named ``ial-<kind>-<pid>-<random>`` in the system
+# temp dir, so one left by a killed process (its pid gone) can be told apart and removed.
+_TEMP_NAME = re.compile(r"^ial-(?P<kind>[a-z]+)-(?P<pid>\d+)-")
+
+
+def temp_prefix(kind: str) -> str:
+    """Prefix for ``tempfile.mkstemp``/``mkdtemp`` of this process: ``ial-<kind>-<pid>-``."""
+    return f"ial-{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_orphan_temps(min_age: float = 0.0, directory: str | None = None) -> int:
+    """Remove temporaries (``ial-<kind>-<pid>-*``) of processes that no longer run (a killed
+    ingest's clip folders, a killed writer's upload files), if older than ``min_age`` s. Returns
+    how many were removed. Temporaries of live processes are never touched."""
+    directory = directory or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    now = time.time()
+    for name in names:
+        m = _TEMP_NAME.match(name)
+        if not m or int(m.group("pid")) == os.getpid() or _pid_alive(int(m.group("pid"))):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if now - os.path.getmtime(path) < min_age:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def write_bytes(url: str, data: bytes) -> None:
     with atomic_write(url, "wb") as f:
         f.write(data)
@@ -200,7 +312,7 @@ def local_copy(url: str) -> Iterator[str]:
         return
     fs, path = filesystem(url)
     suffix = posixpath.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix="ial-download-", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix("download"), suffix=suffix)
     os.close(fd)
     try:
         fs.get_file(path, tmp)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ial.errors import UserError
+
 STATUSES = ("ok", "unavailable", "failed", "invalid")
 
 CLIP_INDEX_SCHEMA = pa.schema(
@@ -35,7 +37,24 @@ CLIP_INDEX_SCHEMA = pa.schema(
 )
 
 
-class SchemaError(ValueError):
+def clip_id(video_id: str, start: float) -> str:
+    """The stable clip id ``{video_id}_{start_ms}`` (``start`` in s)."""
+    return f"{video_id}_{int(round(start * 1000))}"
+
+
+def video_id_of(clip_id: str) -> str:
+    """The video id of a clip id (``{video_id}_{start_ms}`` → ``video_id``)."""
+    return clip_id.rsplit("_", 1)[0]
+
+
+def hash_fraction(text: str) -> float:
+    """A number in [0, 1] fixed by ``text`` (sha1): deterministic splits by video id."""
+    import hashlib
+
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+class SchemaError(UserError, ValueError):
     """A Parquet table does not match a project schema; the message names the file and column."""
 
 

@@ -29,8 +29,10 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in SUBCOMMANDS:
             return None
+        from ial.cli.options import user_errors
+
         module = importlib.import_module(SUBCOMMANDS[name][0])
-        return module.command
+        return user_errors(module.command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_text) for name, (_, help_text) in SUBCOMMANDS.items()]

@@ -41,14 +41,11 @@ def command(checkpoint, data, mix, n_per_combination, out, device, no_progress, 
     Example:
       ial evaluate --checkpoint ./data/checkpoints/demo/model.pt --data ./data/shards/demo
     """
-    from ial.evaluate import EvalConfig, EvaluationError, evaluate, format_table
-    from ial.evaluate.protocol import ProtocolError
+    from ial.evaluate import EvalConfig, evaluate, format_table
 
-    cfg = build_config(EvalConfig, config_path, overrides, checkpoint=checkpoint, data=data,
-                       mix=mix, n_per_combination=n_per_combination, out=out, device=device)
-    try:
-        results = evaluate(cfg, progress=not no_progress)
-    except (EvaluationError, ProtocolError) as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg = build_config(EvalConfig, config_path, overrides, {"n_per_combination": "--n"},
+                       checkpoint=checkpoint, data=data, mix=mix,
+                       n_per_combination=n_per_combination, out=out, device=device)
+    results = evaluate(cfg, progress=not no_progress)
     click.echo(format_table(results))
     click.echo(f"Report: {results['report_dir']}/report.html")

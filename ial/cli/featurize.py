@@ -53,9 +53,7 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
       ial featurize --root s3://bucket/ial --dataset audioset --dask-address tcp://dask:8786
       ial featurize --config configs/featurize/demo.yaml --set clips_per_shard=64 --no-prefect
     """
-    from ial.config import ConfigError
     from preprocessing.featurize.config import FeaturizeConfig
-    from preprocessing.featurize.planning import FeaturizeMismatchError
     from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING
 
     values = dict(root=root, dataset=dataset, visual_weights=visual_weights,
@@ -63,20 +61,17 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
     cfg = build_config(FeaturizeConfig, config_path, overrides, **values)
     if cfg.visual_weights is None:
         click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
-    try:
-        if prefect:
-            from flows.featurize import featurize_flow
-            from ial.config import to_dict
+    if prefect:
+        from flows.featurize import featurize_flow
+        from ial.config import to_dict
 
-            given = {k: v for k, v in to_dict(cfg).items()
-                     if k not in ("root", "dataset", "dask_address")}
-            summary = featurize_flow(root=cfg.root, dataset=cfg.dataset, config=None,
-                                     overrides=[f"{k}={json.dumps(v)}" for k, v in given.items()],
-                                     dask_address=cfg.dask_address)
-        else:
-            from preprocessing.featurize.run import featurize
+        given = {k: v for k, v in to_dict(cfg).items()
+                 if k not in ("root", "dataset", "dask_address")}
+        summary = featurize_flow(root=cfg.root, dataset=cfg.dataset, config=None,
+                                 overrides=[f"{k}={json.dumps(v)}" for k, v in given.items()],
+                                 dask_address=cfg.dask_address)
+    else:
+        from preprocessing.featurize.run import featurize
 
-            summary = featurize(cfg, progress=not no_progress)
-    except (FeaturizeMismatchError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+        summary = featurize(cfg, progress=not no_progress)
     click.echo(json.dumps(summary, indent=1))

@@ -13,7 +13,7 @@ from ial.cli.options import build_config, config_options, root_option
 @click.option("--manifest", default=None, metavar="PATH|URL",
               help="Manifest file (local or s3://). Required unless the config names one.")
 @click.option("--format", "manifest_format", default=None,
-              type=click.Choice(["vggsound", "audioset", "music", "generic"]),
+              type=click.Choice(["vggsound", "audioset", "music", "generic", "ave"]),
               help="Manifest format (default from config: vggsound).")
 @click.option("--dataset", default=None,
               help="Dataset name: clips go to <root>/clips/<dataset>/ (default: the format).")
@@ -28,7 +28,8 @@ from ial.cli.options import build_config, config_options, root_option
 @click.option("--rate-limit", "rate_limit_per_minute", type=click.FloatRange(min=0), default=None,
               help="Global download attempts per minute across all workers (0 = unlimited).")
 @click.option("--cookies", default=None, metavar="FILE",
-              help="Netscape cookie file for yt-dlp (its content is never logged or saved).")
+              help="Netscape cookie file for yt-dlp (must exist; each download reads a private "
+                   "copy, so the file is never rewritten; its content is never logged or saved).")
 @click.option("--proxy", default=None, metavar="URL",
               help="Proxy for yt-dlp (credentials are redacted from logs/stats/saved config; "
                    "with --prefect they are part of the flow run's parameters: prefer the "
@@ -72,6 +73,8 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
                 --set manifest_options.labels_csv=class_labels_indices.csv
       music     JSON {"videos": {instrument: [youtube_id, ...]}} (solo and duet files)
       generic   CSV with header (or Parquet): url|path,start,end,labels,split
+      ave       AVE annotations: Category&VideoID&Quality&StartTime&EndTime (split from the
+                file name: trainSet/valSet/testSet.txt, or manifest_options.split)
 
     \b
     Examples:
@@ -81,40 +84,36 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
       ial ingest --config configs/ingest/demo.yaml --manifest demo/vggsound.csv \\
                  --url-template 'http://127.0.0.1:8000/videos/{video_id}.mp4' --no-prefect
     """
-    from ial.config import ConfigError, to_dict
+    from ial.config import to_dict
     from preprocessing.ingest.config import IngestConfig
-    from preprocessing.ingest.manifests import ManifestError
 
     ytdlp = {}
     if cookies:
         ytdlp["cookiefile"] = cookies
     if proxy:
         ytdlp["proxy"] = proxy
-    overrides = tuple(overrides) + tuple(f"ytdlp_options.{k}={json.dumps(v)}"
-                                         for k, v in ytdlp.items())
     values = dict(manifest=manifest, manifest_format=manifest_format, dataset=dataset,
                   root=root, url_template=url_template, batch_size=batch_size,
                   concurrency=concurrency, rate_limit_per_minute=rate_limit_per_minute,
                   dask_address=dask_address, retry_failed=retry_failed or None,
-                  skip_malformed=skip_malformed or None)
-    cfg = build_config(IngestConfig, config_path, overrides, **values)
+                  skip_malformed=skip_malformed or None, ytdlp_options=ytdlp or None)
+    flags = {"manifest_format": "--format", "rate_limit_per_minute": "--rate-limit",
+             "ytdlp_options": "--cookies/--proxy"}
+    cfg = build_config(IngestConfig, config_path, overrides, flags, **values)
     if not cfg.manifest:
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
-    try:
-        if prefect:
-            from flows.ingest import ingest_flow
+    if prefect:
+        from flows.ingest import ingest_flow
 
-            given = {k: v for k, v in to_dict(cfg).items()
-                     if k not in ("manifest", "manifest_format", "root", "dataset",
-                                  "dask_address", "retry_failed")}
-            summary = ingest_flow(manifest=cfg.manifest, manifest_format=cfg.manifest_format,
-                                  root=cfg.root, dataset=cfg.dataset, config=None,
-                                  overrides=[f"{k}={json.dumps(v)}" for k, v in given.items()],
-                                  dask_address=cfg.dask_address, retry_failed=cfg.retry_failed)
-        else:
-            from preprocessing.ingest.run import ingest
+        given = {k: v for k, v in to_dict(cfg).items()
+                 if k not in ("manifest", "manifest_format", "root", "dataset",
+                              "dask_address", "retry_failed")}
+        summary = ingest_flow(manifest=cfg.manifest, manifest_format=cfg.manifest_format,
+                              root=cfg.root, dataset=cfg.dataset, config=None,
+                              overrides=[f"{k}={json.dumps(v)}" for k, v in given.items()],
+                              dask_address=cfg.dask_address, retry_failed=cfg.retry_failed)
+    else:
+        from preprocessing.ingest.run import ingest
 
-            summary = ingest(cfg, progress=not no_progress)
-    except (ManifestError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+        summary = ingest(cfg, progress=not no_progress)
     click.echo(json.dumps(summary, indent=1))

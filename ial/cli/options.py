@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import click
 
-from ial.config import ConfigError, load_config
+from ial.config import load_config
+from ial.errors import UserError
 
 
 def config_options(default_config: str | None = None) -> Callable:
@@ -33,11 +35,29 @@ def root_option(fn: Callable) -> Callable:
     )(fn)
 
 
-def build_config(cls: type, config_path: str | None, overrides: tuple[str, ...], **values: Any):
-    """Load + validate a config; turn a ConfigError into a clean CLI error naming the field."""
-    try:
-        return load_config(cls, config_path, overrides, **values)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--config/--set") from None
-    except FileNotFoundError as exc:
-        raise click.BadParameter(f"config file not found: {exc.filename}", param_hint="--config") from None
+def build_config(cls: type, config_path: str | None, overrides: tuple[str, ...],
+                 flags: dict[str, str] | None = None, **values: Any):
+    """Load + validate a config (``--config`` file ← option values ← ``--set``). A bad value is a
+    ``ConfigError`` naming the field and where it came from: the file, ``--set k=v`` or the
+    option (``--<field-name>``, or the name ``flags`` gives it)."""
+    names = {k: (flags or {}).get(k, "--" + k.replace("_", "-")) for k in values}
+    return load_config(cls, config_path, overrides, labels=names, **values)
+
+
+def user_errors(command: click.Command) -> click.Command:
+    """``command`` with every ``UserError`` (bad config, file, bucket, video, ...) shown as one
+    line ``Error: <message>`` and exit status 1 instead of a traceback."""
+    callback = command.callback
+    if callback is None or getattr(callback, "_user_errors", False):
+        return command
+
+    @functools.wraps(callback)
+    def wrapped(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    wrapped._user_errors = True
+    command.callback = wrapped
+    return command

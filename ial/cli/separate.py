@@ -20,13 +20,9 @@ def command(videos, checkpoint, out_dir, device):
     One video: the model's estimate of the on-screen source (+ <name>_residual.wav, the rest).
     Also writes spectrogram.png and separation.json.
     """
-    from ial.models.export import CheckpointError
     from ial.separate.videos import separate_videos
 
-    try:
-        result = separate_videos(list(videos), checkpoint, out_dir, device=device)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    result = separate_videos(list(videos), checkpoint, out_dir, device=device)
     click.echo(f"mixture: {result['mixture']}")
     for name, url in result["stems"].items():
         click.echo(f"{name}: {url}")

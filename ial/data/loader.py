@@ -80,6 +80,62 @@ class LoaderPosition:
     batches: int = 0
 
 
+@dataclass
+class TrainValRows:
+    """The rows a run trains and validates on (``split_train_val``).
+
+    ``carved``: when the shards have no ``val`` rows, how many ``train`` clips (of how many
+    videos) were set aside as validation by the hash of their video id (else 0)."""
+
+    train: list[ShardRows]
+    val: list[ShardRows]
+    classes: list[str]
+    val_fraction: float
+    carved_clips: int = 0
+    carved_videos: int = 0
+
+
+def split_train_val(shard_urls: list[str], val_fraction: float = 0.0) -> TrainValRows:
+    """Train and val rows of the shards (reads only the ``clip_id``/``split``/``label`` columns).
+
+    The data's own ``val`` rows when it has any. Otherwise (VGGSound/AudioSet manifests have only
+    train/test), every ``train`` clip whose video id hashes below ``val_fraction``
+    (``preprocessing.clip_index.hash_fraction``: deterministic, all clips of a video on one
+    side, stable as the data grows) is validation instead; ``test`` rows are never used.
+    """
+    from preprocessing.clip_index import hash_fraction, video_id_of
+    from preprocessing.shards import iter_shard_rows
+
+    rows: list[tuple[str, list[dict]]] = []
+    labels: set[str] = set()
+    for url in shard_urls:
+        part = list(iter_shard_rows(url, columns=["clip_id", "split", "label"]))
+        labels.update(r["label"] for r in part if r["label"] is not None)
+        rows.append((url, part))
+    has_val = any(r["split"] == "val" for _, part in rows for r in part)
+    carve = not has_val and val_fraction > 0
+    train, val, carved, videos = [], [], 0, set()
+    for url, part in rows:
+        t_idx, v_idx = [], []
+        for i, r in enumerate(part):
+            if r["split"] == "val":
+                v_idx.append(i)
+            elif r["split"] == "train":
+                vid = video_id_of(r["clip_id"])
+                if carve and hash_fraction(vid) < val_fraction:
+                    v_idx.append(i)
+                    carved += 1
+                    videos.add(vid)
+                else:
+                    t_idx.append(i)
+        if t_idx:
+            train.append(ShardRows(url, tuple(t_idx)))
+        if v_idx:
+            val.append(ShardRows(url, tuple(v_idx)))
+    return TrainValRows(train, val, sorted(labels), val_fraction if carve else 0.0, carved,
+                        len(videos))
+
+
 def scan_split(shard_urls: list[str], split: str) -> tuple[list[ShardRows], list[str]]:
     """Rows of ``split`` in each shard, and all class labels (sorted) seen in any split.
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ial.config import dump_yaml, to_dict
+from ial.errors import UserError
 from ial.evaluate.config import EvalConfig
 from ial.evaluate.metrics import score_mixture, silent_sources
 from ial.evaluate.oracle import oracle_estimates
@@ -43,7 +44,7 @@ MODEL_ROW = "model"
 MIXTURE_ROW = "mixture"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """The checkpoint or the data cannot be evaluated (the message names the file and why)."""
 
 
@@ -83,6 +84,8 @@ def scan_clips(data: str, split: str) -> tuple[dict[str, list[str]], dict[str, t
     from preprocessing.shards import list_shards
 
     root, dataset = split_data_url(data)
+    if root.remote:  # a missing bucket or refused credentials: one clear line
+        root.check(write=False, what="root of --data")
     if not exists(root.url("shards", dataset)):
         raise EvaluationError(f"data {data!r}: no such directory")
     shards = list_shards(root, dataset)

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ial.errors import UserError
 
-class ProtocolError(ValueError):
+
+class ProtocolError(UserError, ValueError):
     """The data cannot give the requested protocol (e.g. fewer classes than ``mix``)."""
 
 

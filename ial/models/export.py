@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 
+from ial.errors import UserError
 from ial.storage import atomic_write, exists, read_bytes
 
 FORMAT = "ial-model"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, not an IAL export, or does not match its model."""
 
 

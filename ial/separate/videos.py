@@ -29,8 +29,42 @@ import warnings
 import numpy as np
 import torch
 
+from ial.errors import UserError
 from ial.signal import SAMPLE_RATE
 from ial.storage import join, upload_file
+
+
+class SeparateError(UserError):
+    """A video ``ial separate`` cannot use (missing, unreadable, no audio/video, too short)."""
+
+
+def check_video(path: str, frame_times: list[float]) -> None:
+    """Raise SeparateError naming ``path`` and what is needed, unless it is a readable video with
+    an audio stream and a video stream that reaches the last frame time (s) of the featurizer."""
+    from ial.media import probe_media
+    from ial.storage import exists, local_copy
+
+    if not exists(path):
+        raise SeparateError(f"{path}: file not found")
+    with local_copy(path) as local:
+        if os.path.isdir(local):
+            raise SeparateError(f"{path}: is a directory, not a video file")
+        info = probe_media(local)
+    if not (info["has_audio"] or info["has_video"]):
+        raise SeparateError(f"{path}: not a video ffmpeg can read ({info.get('error')}); give a "
+                            f"video file with sound (mp4, mkv, webm, ...)")
+    if not info["has_audio"]:
+        raise SeparateError(f"{path}: has no audio stream; ial separate separates a video's "
+                            f"soundtrack, so the video needs sound")
+    if not info["has_video"]:
+        raise SeparateError(f"{path}: has no video stream (audio only); the video's frames at "
+                            f"{', '.join(f'{t:g}' for t in frame_times)} s are the visual query "
+                            f"for its sound")
+    last = max(frame_times)
+    if info["duration"] is not None and info["duration"] <= last:
+        raise SeparateError(f"{path}: is {info['duration']:.2f} s long; the checkpoint's "
+                            f"featurizer takes frames at {', '.join(f'{t:g}' for t in frame_times)}"
+                            f" s, so the video must be longer than {last:g} s")
 
 
 def featurize_config_for(meta: dict):
@@ -111,16 +145,18 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     from preprocessing.featurize.features import featurize_clip, load_backbone
 
     if not paths:
-        raise ValueError("give at least one video")
+        raise SeparateError("give at least one video")
     model, meta = load_model(checkpoint, map_location="cpu")
     model = model.to(device).eval()
     fcfg, fsource = featurize_config_for(meta)
+    for p in paths:
+        check_video(p, list(fcfg.frame_times))
     backbone, weights = load_backbone(fcfg)
     clips = [featurize_clip(p, fcfg, backbone) for p in paths]
     model_cfg = meta.get("model_cfg")
     channels = clips[0]["frame_features"].shape[1]
     if model_cfg is not None and getattr(model_cfg, "visual_channels", channels) != channels:
-        raise ValueError(f"checkpoint {checkpoint}: model expects {model_cfg.visual_channels} "
+        raise SeparateError(f"checkpoint {checkpoint}: model expects {model_cfg.visual_channels} "
                          f"visual channels, the featurizer gives {channels}")
     if str(weights).startswith("none"):
         warnings.warn("the visual backbone has random weights (no visual_weights in the featurize "

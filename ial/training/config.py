@@ -1,7 +1,10 @@
 """``TrainConfig``: what ``ial.training`` trains, on what, for how long (``configs/train/*.yaml``).
 
 ``model`` and ``method`` are either a path to their own YAML (``configs/model/demo.yaml``, resolved
-against the working directory, then the repository) or the config written inline as a mapping.
+against the working directory, then the repository) or the config written inline as a mapping;
+once loaded they are ``ModelConfig``/``MethodConfig`` instances, and ``--set method.lambda_ind=0``
+applies on top of the method file the config names (the run's saved config.yaml shows the merged
+result).
 ``deepspeed`` names the DeepSpeed JSON (ZeRO stage, bf16 switch, gradient clipping, optimizer);
 its optional top-level ``"critic"`` mapping is merged over it for the critic's engine (e.g. its
 own learning rate). ``backend`` picks the process-group backend: ``gloo`` (CPU) or ``nccl`` (GPU).
@@ -10,12 +13,14 @@ own learning rate). ``backend`` picks the process-group backend: ``gloo`` (CPU) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from ial.config import ConfigError, load_config
+from ial.config import REPO, ConfigError, load_config, read_sub_config, resolve_path, sub_config
+from ial.method.config import MethodConfig
+from ial.models.config import ModelConfig
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["REPO", "TrainConfig", "deepspeed_configs", "load_train_config", "method_config",
+           "model_config", "resolve_path"]
 
 
 @dataclass
@@ -27,9 +32,9 @@ class TrainConfig:
     # Run name: everything goes to <root>/checkpoints/<run_name>/.
     run_name: str = "default"
     # Separator: path to a ModelConfig YAML, or the fields inline.
-    model: Any = "configs/model/ial_cms.yaml"
+    model: Any = sub_config(ModelConfig, "configs/model/ial_cms.yaml")
     # Method (losses, λ schedules, critic, mixing): path to a MethodConfig YAML, or inline.
-    method: Any = "configs/method/ial.yaml"
+    method: Any = sub_config(MethodConfig, "configs/method/ial.yaml")
     # DeepSpeed JSON (configs/deepspeed/cpu.json or gpu_bf16_zero2.json).
     deepspeed: str = "configs/deepspeed/cpu.json"
     # torch.distributed backend: gloo on CPU, nccl on GPU (configuration only, no code change).
@@ -45,6 +50,11 @@ class TrainConfig:
     val_every: int = 1000
     # Number of fixed validation mixtures (built once from the first val clips).
     val_mixtures: int = 16
+    # When the shards have no 'val' rows (VGGSound/AudioSet manifests have train/test only),
+    # this fraction of the train videos (by a hash of the video id: deterministic, never test
+    # rows) is held out for validation, so best/model.pt is chosen on data it never trained on.
+    # 0: no validation. Recorded in every export's lineage ("validation").
+    val_fraction: float = 0.05
     # Save DeepSpeed state + export model.pt every N steps, and at the end.
     checkpoint_every: int = 1000
     # Log losses to metrics.jsonl / TensorBoard every N steps.
@@ -69,20 +79,13 @@ class TrainConfig:
                 raise ConfigError(name, "must be positive")
         if self.num_workers < 0:
             raise ConfigError("num_workers", "must be >= 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", "must be in [0, 1)")
         if not self.run_name or "/" in self.run_name:
             raise ConfigError("run_name", "must be a non-empty name without '/'")
         for name in ("model", "method"):
-            if not isinstance(getattr(self, name), (str, dict)) and not hasattr(
-                    getattr(self, name), "__dataclass_fields__"):
+            if not isinstance(getattr(self, name), (str, dict, ModelConfig, MethodConfig)):
                 raise ConfigError(name, "must be a YAML path or a mapping of its fields")
-
-
-def resolve_path(path: str) -> str:
-    """A config path as given if it exists (or is a URL), else relative to the repository."""
-    if "://" in path or Path(path).exists():
-        return path
-    candidate = REPO / path
-    return str(candidate) if candidate.exists() else path
 
 
 def load_train_config(path: str | None = None, overrides=(), **values) -> TrainConfig:
@@ -91,22 +94,14 @@ def load_train_config(path: str | None = None, overrides=(), **values) -> TrainC
     return load_config(TrainConfig, resolve_path(path) if path else None, overrides, **values)
 
 
-def sub_config(cfg: TrainConfig, name: str, cls: type):
-    """The nested model/method config of ``cfg`` as ``cls`` (loaded from its path if a string)."""
-    from ial.config import from_dict
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The run's ``ModelConfig`` (read from its path when ``cfg`` was built without loading)."""
+    return read_sub_config(ModelConfig, cfg.model, "model")
 
-    value = getattr(cfg, name)
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        resolved = resolve_path(value)
-        if "://" not in resolved and not Path(resolved).exists():
-            raise ConfigError(name, f"config file not found: {value}")
-        return load_config(cls, resolved)
-    try:
-        return from_dict(cls, value)
-    except ConfigError as exc:
-        raise ConfigError(f"{name}.{exc.field}", str(exc).split(": ", 1)[1]) from None
+
+def method_config(cfg: TrainConfig) -> MethodConfig:
+    """The run's ``MethodConfig`` (read from its path when ``cfg`` was built without loading)."""
+    return read_sub_config(MethodConfig, cfg.method, "method")
 
 
 def deepspeed_configs(cfg: TrainConfig, world_size: int) -> tuple[dict, dict]:

@@ -8,14 +8,19 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ial.config import save_config, to_dict
-from ial.storage import read_text
+from ial.errors import UserError
+from ial.storage import read_text, temp_prefix
 from ial.training.config import TrainConfig, load_train_config
 from ial.training.engines import free_port, single_process_env
 from ial.training.run_dir import RunDir
 from ial.training.trainer import train
+
+# A rank that stops on a UserError writes its message to the file this variable names.
+ERROR_FILE_ENV = "IAL_TRAIN_ERROR_FILE"
 
 
 def _as_config(cfg_path_or_cfg: str | TrainConfig | None, overrides=()) -> TrainConfig:
@@ -66,8 +71,18 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
         if hostfile:
             cmd += ["--hostfile", hostfile]
         cmd += ["--module", "ial.training", *args]
-    proc = subprocess.run(cmd, env=child_env)
+    fd, error_file = tempfile.mkstemp(prefix=temp_prefix("error"))
+    os.close(fd)
+    child_env[ERROR_FILE_ENV] = error_file
+    try:
+        proc = subprocess.run(cmd, env=child_env)
+        with open(error_file, encoding="utf-8") as f:
+            user_error = f.read().strip()
+    finally:
+        os.unlink(error_file)
     if proc.returncode != 0:
+        if user_error:  # a rank stopped on bad input: its one line, not "exited with code 1"
+            raise UserError(user_error)
         raise RuntimeError(f"training exited with code {proc.returncode}: {' '.join(cmd)}")
     return json.loads(read_text(run("result.json")))
 
@@ -83,8 +98,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="set by the deepspeed launcher (LOCAL_RANK is used)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    cfg = load_train_config(args.config, args.overrides)
-    result = train(cfg, progress=not args.no_progress)
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        result = train(cfg, progress=not args.no_progress)
+    except UserError as exc:  # one line for the user; the launcher re-raises it
+        print(f"Error: {exc}", file=sys.stderr)
+        if os.environ.get(ERROR_FILE_ENV):
+            with open(os.environ[ERROR_FILE_ENV], "w", encoding="utf-8") as f:
+                f.write(str(exc))
+        sys.exit(2)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=2))
 

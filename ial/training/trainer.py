@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from typing import Any
 
@@ -26,22 +27,25 @@ import numpy as np
 import torch
 
 from ial.config import ConfigError, save_config, to_dict
+from ial.errors import UserError
 from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
-from ial.training.config import TrainConfig, deepspeed_configs, sub_config
+from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
 from ial.training.engines import (build_engines, import_deepspeed, scalar_shapes,
                                   single_process_env, train_step)
 from ial.training.run_dir import MARKER, RunDir, git_sha, resume_mismatch
 from ial.training.validation import validation_mixtures, validation_sdr
 
 
+class NoTrainingData(UserError):
+    """The dataset has no complete shards, or no train rows in them."""
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train in the current process (rank/world size from the environment; one process
     without a launcher works too). Returns the run's result (see ``Trainer.result``)."""
-    from ial.method.config import MethodConfig
-    from ial.models import ModelConfig
 
-    model_cfg = sub_config(cfg, "model", ModelConfig)
-    method_cfg = sub_config(cfg, "method", MethodConfig)
+    model_cfg = model_config(cfg)
+    method_cfg = method_config(cfg)
     ds_sep, ds_critic = deepspeed_configs(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     if ds_sep.get("zero_optimization", {}).get("stage", 0) >= 3:
         raise ConfigError("deepspeed", "ZeRO stage 3 is not supported (the export needs whole "
@@ -62,7 +66,7 @@ class Trainer:
                  deepspeed):
         import torch.distributed as dist
 
-        from ial.data.loader import list_dataset_shards, scan_split
+        from ial.data.loader import list_dataset_shards, split_train_val
         from ial.method.objective import IALMethod
         from preprocessing.shards import read_shard_metadata
 
@@ -71,18 +75,27 @@ class Trainer:
         self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        store = Storage(cfg.root).check(what="storage root")
         self.paths = RunDir(cfg)
 
         self.shard_urls = list_dataset_shards(cfg.root, cfg.dataset)
         if not self.shard_urls:
-            raise FileNotFoundError(f"no complete shards under {Storage(cfg.root).url('shards', cfg.dataset)}")
+            raise NoTrainingData(f"no complete shards of dataset {cfg.dataset!r} under "
+                                 f"{store.url('shards', cfg.dataset)}: featurize it first "
+                                 f"(ial featurize --root {cfg.root} --dataset {cfg.dataset})")
         # how the shards were made (featurize config, its hash, featurizer version, weights):
         # carried into every export's lineage so `ial separate` featurizes new videos the same way
         self.featurize_meta = read_shard_metadata(self.shard_urls[0])
-        self.train_shards, self.classes = scan_split(self.shard_urls, "train")
-        self.val_shards, _ = scan_split(self.shard_urls, "val")
+        self.splits = split_train_val(self.shard_urls, cfg.val_fraction)
+        self.train_shards, self.val_shards = self.splits.train, self.splits.val
+        self.classes = self.splits.classes
         if not self.train_shards:
-            raise ValueError(f"no rows with split 'train' in the shards of {cfg.dataset!r}")
+            raise NoTrainingData(f"no rows with split 'train' in the {len(self.shard_urls)} "
+                                 f"shards of {cfg.dataset!r} under {store.url('shards')}")
+        if self.splits.carved_clips and self.rank == 0:
+            print(f"validation: the shards have no 'val' rows; {self.splits.carved_clips} train "
+                  f"clips of {self.splits.carved_videos} videos (val_fraction "
+                  f"{cfg.val_fraction}, by video id) are held out for validation", file=sys.stderr)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.method = IALMethod(model_cfg, method_cfg)
@@ -301,6 +314,11 @@ class Trainer:
             "git_sha": git_sha(), "run": self.cfg.run_name, "run_dir": self.paths.url,
             "step": self.step, "dataset": self.cfg.dataset, "classes": list(self.classes),
             "shards": list(self.shard_urls), "world_size": self.world, "init_from": self.init_from,
+            "validation": {"carved_from_train": bool(self.splits.carved_clips),
+                           "val_fraction": self.splits.val_fraction,
+                           "clips": sum(len(s.rows) for s in self.val_shards),
+                           "carved_clips": self.splits.carved_clips,
+                           "carved_videos": self.splits.carved_videos},
             "featurize_config": self.featurize_meta.get("config"),
             "featurize": {k: self.featurize_meta.get(k)
                           for k in ("featurizer_version", "config_hash", "visual_weights")},

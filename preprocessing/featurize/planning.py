@@ -7,11 +7,13 @@ import dataclasses
 import io
 import json
 import os
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ial.errors import UserError
 from ial.storage import Storage, atomic_write, exists, is_remote, read_bytes, read_text
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
@@ -29,7 +31,11 @@ class FeaturizePlan:
     num_clips: int  # ok clips in the clip index (after the split filter)
 
 
-class FeaturizeMismatchError(RuntimeError):
+class NothingToFeaturize(UserError):
+    """The dataset has no clip index under the root, or no ``ok`` clip in it."""
+
+
+class FeaturizeMismatchError(UserError, RuntimeError):
     """Complete shards of the dataset were made with another featurize config/version."""
 
 
@@ -60,14 +66,21 @@ def _resolve_path(root: Storage, path: str) -> str:
     return root.url(path)
 
 
+def datasets_with_clip_index(root: Storage) -> list[str]:
+    """Names of the datasets under ``root/clips/`` that have a clip index."""
+    names = [url.rstrip("/").rsplit("/", 1)[-1] for url in root.listdir("clips")]
+    return sorted(n for n in names if root.listdir("clips", n, "index"))
+
+
 def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
     """Assign the ``ok`` clips to shards (deterministic, append-only) and find the shards to write.
 
     Clips already in the plan keep their shard; new clip ids, sorted, fill new shards of
     ``clips_per_shard`` after the highest planned shard. Raises FeaturizeMismatchError when
-    complete shards were written under another config hash.
+    complete shards were written under another config hash, and NothingToFeaturize (before
+    writing anything) when the dataset has no clip index or no ``ok`` clip.
     """
-    root = Storage(cfg.root)
+    root = Storage(cfg.root).check(what="storage root")
     cfg_hash = config_hash(cfg)
     complete = complete_shard_numbers(root, cfg.dataset)
     if complete:
@@ -79,6 +92,12 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
                 f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
                 f"remove those shards")
     index = read_clip_index(root, cfg.dataset)
+    if index.num_rows == 0:
+        known = datasets_with_clip_index(root)
+        raise NothingToFeaturize(
+            f"no clip index for dataset {cfg.dataset!r} under {root.url('clips', cfg.dataset)} "
+            f"(datasets with a clip index under {root.root}: {', '.join(known) or 'none'}); "
+            f"ingest it first, or fix --dataset")
     keep = pc.equal(index["status"], "ok")
     if cfg.splits is not None:
         keep = pc.and_(keep, pc.is_in(index["split"], pa.array(cfg.splits, pa.string())))
@@ -86,6 +105,12 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
     for r in index.filter(pc.fill_null(keep, False)).select(list(CLIP_COLUMNS)).to_pylist():
         r["path"] = _resolve_path(root, r["path"])
         clips[r["clip_id"]] = r
+    if not clips:
+        counts = Counter(index["status"].to_pylist())
+        where = f" in splits {cfg.splits}" if cfg.splits is not None else ""
+        raise NothingToFeaturize(
+            f"dataset {cfg.dataset!r} has no ok clip{where} to featurize (clip index: "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     plan = _read_plan(root, cfg.dataset)
     new = sorted(c for c in clips if c not in plan)
     if new:

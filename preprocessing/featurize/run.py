@@ -28,6 +28,7 @@ import logging
 import time
 
 from ial.config import save_config
+from ial.errors import UserError
 from ial.storage import Storage
 from preprocessing.featurize.config import FEATURIZER_VERSION, FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
@@ -128,4 +129,19 @@ def featurize(cfg: FeaturizeConfig, client=None, progress: bool = True) -> dict:
                 bar.update(stats["rows"] + len(stats["failed"]))
             bar.close()
     index = write_dataset_index(root, cfg.dataset)
-    return summarize(cfg, plan, results, time.perf_counter() - start, index)
+    return check_outcome(summarize(cfg, plan, results, time.perf_counter() - start, index))
+
+
+class NothingFeaturized(UserError):
+    """Every clip a featurize run tried failed to decode."""
+
+
+def check_outcome(summary: dict) -> dict:
+    """``summary`` unchanged unless every clip this run tried failed (then ``NothingFeaturized``,
+    naming the first reasons); a run with some failures succeeds, with the counts."""
+    if summary["rows_written"] > 0 or summary["clips_failed"] == 0:
+        return summary
+    reasons = "; ".join(f"{f['clip_id']}: {f['reason']}" for f in summary["failures"][:3])
+    raise NothingFeaturized(f"all {summary['clips_failed']} clips of {summary['dataset']!r} "
+                            f"failed to decode (first: {reasons}); see shards/"
+                            f"{summary['dataset']}/_stats/")

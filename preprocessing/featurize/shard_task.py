@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ial.config import to_dict
-from ial.storage import Storage, exists, read_text, upload_file, write_text
+from ial.storage import Storage, exists, read_text, temp_prefix, upload_file, write_text
 from preprocessing.featurize.config import FEATURIZER_VERSION, RUN_FIELDS, FeaturizeConfig
 from preprocessing.featurize.features import compute_features, decode_clip, prepare_worker
 from preprocessing.shard_schema import SHARD_SCHEMA, encode_row, with_metadata
@@ -87,7 +87,8 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
     splits: dict[str, int] = {}
     classes: dict[str, int] = {}
     batches = [job.clips[i:i + cfg.batch_clips] for i in range(0, len(job.clips), cfg.batch_clips)]
-    fd, tmp = tempfile.mkstemp(prefix=f"ial-{shard_name(job.shard)}-", suffix=".parquet")
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix("shard"),
+                                suffix=f"-{shard_name(job.shard)}.parquet")
     os.close(fd)
     try:
         with ThreadPoolExecutor(max_workers=2) as pool, \

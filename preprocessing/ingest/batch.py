@@ -67,6 +67,21 @@ def _read_batch_part(storage: Storage, dataset: str, batch_id: str) -> dict[str,
     return {r["clip_id"]: r for r in table.to_pylist()}
 
 
+def apply_manifest_fields(row: dict, entry: ManifestEntry) -> dict:
+    """``row`` with the manifest's current label, labels and split (a new dict with a fresh
+    ``updated_at`` when any of them changed; ``row`` itself when none did)."""
+    fields = {"label": entry.label, "labels": list(entry.labels), "split": entry.split}
+    if all(row.get(k) == v for k, v in fields.items()):
+        return row
+    return {**row, **fields, "updated_at": now_utc()}
+
+
+def rewrite_rows(storage: Storage, dataset: str, batch_id: str, rows: dict[str, dict]) -> None:
+    """Replace rows (by clip_id) in batch ``batch_id``'s index part, atomically."""
+    part = _read_batch_part(storage, dataset, batch_id)
+    write_clip_index_part(storage, dataset, batch_id, [rows.get(c, r) for c, r in part.items()])
+
+
 def run_batch(cfg: IngestConfig, batch: Batch, previous: dict[str, dict] | None = None,
               rate_limit_per_minute: float | None = None,
               on_clip: Callable[[dict], None] | None = None,
@@ -88,11 +103,13 @@ def run_batch(cfg: IngestConfig, batch: Batch, previous: dict[str, dict] | None 
                           else rate_limit_per_minute)
     rows: dict[str, dict] = {}
     todo: list[tuple[ManifestEntry, int]] = []
-    carried = adopted = 0
+    carried = adopted = relabeled = 0
     for entry in batch.entries:
         prev = previous.get(entry.clip_id)
         if prev is not None and (prev["status"] != "failed" or not cfg.retry_failed):
-            row = dict(prev)
+            row = apply_manifest_fields(prev, entry)
+            relabeled += row is not prev
+            row = dict(row)
             row["batch"] = batch.batch_id
             rows[entry.clip_id] = row
             carried += 1
@@ -123,6 +140,7 @@ def run_batch(cfg: IngestConfig, batch: Batch, previous: dict[str, dict] | None 
     write_clip_index_part(storage, dataset, batch.batch_id, ordered)
     stats = batch_stats(batch.batch_id, dataset, ordered, [e.clip_id for e, _ in todo],
                         carried, adopted, time.time() - started, storage)
+    stats["relabeled"] = relabeled
     write_text(storage.url("clips", dataset, "stats", f"{batch.batch_id}.json"),
                json.dumps(stats, indent=2, sort_keys=True))
     return stats

@@ -1,5 +1,6 @@
 """One clip: download the exact section (yt-dlp), slice it (ffmpeg), validate and upload it,
-and return its clip index row (every outcome named); or adopt a whole clip file a killed run left."""
+and return its clip index row (every outcome named); or adopt a whole clip file that a killed
+run left."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,13 +9,13 @@ import shutil
 import tempfile
 from typing import Callable
 
-from ial.storage import Storage, local_copy, sha256, upload_file
+from ial.storage import Storage, local_copy, sha256, temp_prefix, upload_file
 from preprocessing.ingest.config import IngestConfig
 from preprocessing.ingest.download import download_with_retries
 from preprocessing.ingest.manifests import ManifestEntry
 from preprocessing.ingest.outcomes import DownloadProblem, redact
 from preprocessing.ingest.slicing import (SliceInvalid, check_source, clip_encode_args,
-                                          finalize_section, slice_clip)
+                                          finalize_section, measure_clip, slice_clip)
 
 
 def now_utc() -> dt.datetime:
@@ -81,7 +82,7 @@ def process_clip(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batc
     url = _source_url(cfg, entry)
     duration = float(entry.end - entry.start)
     target = storage.url("clips", cfg.dataset_name, f"{entry.clip_id}.mp4")
-    tmp = tempfile.mkdtemp(prefix="ial-ingest-")
+    tmp = tempfile.mkdtemp(prefix=temp_prefix("ingest"))
     clip_path = os.path.join(tmp, "clip.mp4")
     slice_kw = dict(duration=duration, fps=cfg.fps, min_side=cfg.min_height,
                     audio_rate=cfg.audio_rate, silence_db=cfg.silence_db,
@@ -103,7 +104,7 @@ def process_clip(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batc
                 return row
             row["attempts"] = previous_attempts + got.attempts
             try:
-                result = finalize_section(got.path, clip_path, **slice_kw)
+                result = finalize_section(got.path, clip_path, start=got.offset, **slice_kw)
             except SliceInvalid as exc:
                 raise _refine_section_problem(exc, url, entry, got.source_duration) from None
         else:
@@ -137,10 +138,10 @@ def existing_clip_ids(storage: Storage, dataset: str) -> set[str]:
 
 
 def adopt_existing(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, batch_id: str,
-                    existing: set[str] | None = None) -> dict | None:
+                   existing: set[str] | None = None) -> dict | None:
     """A clip file present without an index row (a run killed after the upload): keep it if it
-    is a whole clip of the right length. ``existing``: clip ids known to have a file (else
-    asked of the storage)."""
+    is a whole clip of the right length, with its silence check run as for a new clip.
+    ``existing``: clip ids known to have a file (else asked of the storage)."""
     target = storage.url("clips", cfg.dataset_name, f"{entry.clip_id}.mp4")
     if existing is not None:
         if entry.clip_id not in existing:
@@ -151,10 +152,12 @@ def adopt_existing(cfg: IngestConfig, storage: Storage, entry: ManifestEntry, ba
     try:
         with local_copy(target) as path:
             info = check_source(path, 0.0, duration, tolerance=0.05)
+            level = measure_clip(path).max_volume_db
             sha = sha256(path)
     except (SliceInvalid, OSError):
         return None
     row = _base_row(cfg, entry, batch_id)
     row.update(status="ok", path=target, duration=min(info["duration"] or duration, duration),
-               sha256=sha, silent=None, attempts=0, updated_at=now_utc())
+               sha256=sha, silent=bool(level is None or level <= cfg.silence_db), attempts=0,
+               updated_at=now_utc())
     return row

@@ -1,14 +1,16 @@
 """``IngestConfig`` (``configs/ingest/*.yaml``) and ``redacted_config``: the copy of it that is
 safe to save or log (passwords, tokens, headers, credentials in URLs removed)."""
+
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any
 
 from ial.config import ConfigError, from_dict, to_dict
 from preprocessing.ingest.download import DEFAULT_FORMAT, DEFAULT_FORMAT_SORT, YOUTUBE_URL_TEMPLATE
-from preprocessing.ingest.manifests import MANIFEST_READERS
+from preprocessing.ingest.manifests import MANIFEST_READERS, reader_options
 from preprocessing.ingest.outcomes import redact
 from preprocessing.ingest.slicing import MIN_AUDIO_RATE
 
@@ -18,8 +20,9 @@ class IngestConfig:
     """Configuration of the ingest stage (``configs/ingest/*.yaml``)."""
 
     manifest: str = ""  # path/URL of the manifest file
-    manifest_format: str = "vggsound"  # vggsound | audioset | music | generic
-    manifest_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # reader options
+    manifest_format: str = "vggsound"  # vggsound | audioset | music | generic | ave
+    # Options of the format's reader (e.g. audioset labels_csv, ave split); other keys are refused.
+    manifest_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str | None = None  # default: the manifest format's name
     root: str = "./data"  # storage root (local dir or s3://bucket/prefix)
     url_template: str = YOUTUBE_URL_TEMPLATE  # where {video_id} is fetched from
@@ -39,7 +42,8 @@ class IngestConfig:
     socket_timeout: float = 30.0  # s
     skip_malformed: bool = False  # skip (and count) malformed manifest rows instead of failing
     retry_failed: bool = False  # retry clips recorded as failed (retryable) by earlier runs
-    ytdlp_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed to yt-dlp
+    # Passed to yt-dlp (cookiefile: read from a private copy per download, never written back).
+    ytdlp_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     dask_address: str | None = None  # Dask scheduler (None: LocalCluster in the flow)
     dask_workers: int = 1  # LocalCluster workers (flow)
     dask_threads: int = 2  # threads per LocalCluster worker = batches at once per worker
@@ -67,6 +71,14 @@ class IngestConfig:
             raise ConfigError("url_template", "must contain {video_id}")
         if self.dataset is not None and not re.match(r"^[A-Za-z0-9_.-]+$", self.dataset):
             raise ConfigError("dataset", f"use letters, digits, '_', '-', '.': {self.dataset!r}")
+        allowed = reader_options(self.manifest_format)
+        for key in self.manifest_options:
+            if key not in allowed:
+                raise ConfigError(f"manifest_options.{key}", f"the {self.manifest_format} reader "
+                                  f"has no option {key!r}; it takes: {', '.join(allowed)}")
+        cookies = self.ytdlp_options.get("cookiefile")
+        if cookies and "://" not in str(cookies) and not os.path.isfile(str(cookies)):
+            raise ConfigError("ytdlp_options.cookiefile", f"cookie file not found: {cookies}")
 
     @property
     def dataset_name(self) -> str:

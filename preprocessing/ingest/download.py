@@ -46,6 +46,9 @@ class DownloadResult:
     attempts: int
     bytes: int
     source_duration: float | None = None  # s, of the whole video when the site says it
+    # s: where the section starts in ``path`` (0: the file is the section; ``start``: the whole
+    # video was downloaded because its server ignores Range requests)
+    offset: float = 0.0
 
 
 def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: int = 224,
@@ -116,12 +119,18 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
     broken server (retryable) from unreadable media (invalid). A section past the end of a
     video whose duration the site gives is ``SourceInvalid("section_past_end")`` before any media
     is fetched. Raises a DownloadProblem subclass.
+
+    A direct media link on a server that ignores ``Range`` requests (a plain HTTP server: ffmpeg
+    cannot seek to an index at the end of the file) is downloaded whole instead; the result's
+    ``offset`` then says where the section starts in it.
     """
     from yt_dlp import YoutubeDL
     from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 
     params = ytdlp_params(out_dir, name, start, end, min_height, format, format_sort,
                           socket_timeout, options, output_args)
+    if params.get("cookiefile"):
+        params["cookiefile"] = private_cookie_copy(params["cookiefile"], out_dir)
     token = FFmpegPostProcessor._ffmpeg_location.set(params["ffmpeg_location"])
     try:
         with YoutubeDL(params) as ydl:
@@ -136,6 +145,10 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
             if total and end > float(total) + 0.25:
                 raise SourceInvalid("section_past_end",
                                     f"the video is {float(total):.2f} s; the section ends at {end:.2f} s")
+            whole = _direct_without_ranges(ydl, info)
+            if whole:  # the HTTP downloader fetches the whole file; the clip is cut locally
+                ydl.params.pop("download_ranges", None)
+                ydl.params["force_keyframes_at_cuts"] = False
             try:
                 info = ydl.process_ie_result(info, download=True)
             except Exception as exc:
@@ -149,7 +162,47 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
     if path is None:
         raise SourceInvalid("empty_section", "yt-dlp wrote no file for the section")
     total = info.get("duration")
-    return DownloadResult(path, 1, os.path.getsize(path), float(total) if total else None)
+    return DownloadResult(path, 1, os.path.getsize(path), float(total) if total else None,
+                          offset=float(start) if whole else 0.0)
+
+
+def _direct_without_ranges(ydl, info: dict) -> bool:
+    """True for a direct media link (generic extractor) whose server ignores ``Range``: a
+    ``Range: bytes=0-0`` request answered with the whole file (200) instead of 206."""
+    from yt_dlp.networking import Request
+
+    if info.get("extractor_key") != "Generic" or not info.get("direct"):
+        return False
+    media = info.get("url") or ""
+    if not media.startswith(("http://", "https://")):
+        return False
+    headers = dict(info.get("http_headers") or {}, Range="bytes=0-0")
+    try:
+        with ydl.urlopen(Request(media, headers=headers)) as resp:
+            return resp.status == 200
+    except Exception:  # the download that follows names the problem
+        return False
+
+
+def private_cookie_copy(cookiefile: str, out_dir: str) -> str:
+    """A private copy (mode 0600, in ``out_dir``) of the user's cookie file for one download.
+
+    yt-dlp saves its cookie jar back to ``cookiefile`` when it closes, which would rewrite the
+    user's file (and create it when missing); it gets this copy instead, removed with ``out_dir``.
+    A missing file is ``Retryable("cookie_file_missing")`` (recorded as failed, retried later).
+    """
+    from ial.storage import open_url
+
+    dst = os.path.join(out_dir, ".cookies.txt")
+    try:
+        with open_url(cookiefile, "rb") as src:
+            data = src.read()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise Retryable("cookie_file_missing", f"{cookiefile}: {type(exc).__name__}") from None
+    fd = os.open(dst, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return dst
 
 
 def _diagnose_403(ydl, url: str, problem: DownloadProblem) -> DownloadProblem:

@@ -23,8 +23,15 @@ Resume: a re-run carries forward every row already final (ok, unavailable, inval
 ``retry_failed``, retries only the ``failed`` ones; a clip file left by a killed run (no index row
 yet) is validated and adopted instead of downloaded again. A batch part replaces the earlier
 version of the same batch, so no clip ever gets two rows, and no half clip is ever visible
-(files appear by atomic rename / single PUT).
+(files appear by atomic rename / single PUT). A clip already in the index under another
+manifest's batches (the same clips ingested from a copy of the manifest under another name) keeps
+its one row there; a changed label/split in the new manifest is applied to that row and counted.
+
+A manifest with no entries, or a run where no clip of the manifest is ``ok``, is a
+``NothingIngested`` error (its message has the counts by status and reason); a run with some
+failures succeeds, with the counts in its summary.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,12 +41,14 @@ import time
 from collections import Counter
 
 from ial.config import ConfigError, save_config
-from ial.storage import Storage, write_text
+from ial.errors import UserError
+from ial.storage import Storage, sweep_orphan_temps, write_text
 from preprocessing.clip_index import STATUSES, read_clip_index
-from preprocessing.ingest.batch import Batch, batch_prefix, plan_batches, run_batch
+from preprocessing.ingest.batch import (Batch, apply_manifest_fields, batch_prefix, plan_batches,
+                                        reason_code, rewrite_rows, run_batch)
 from preprocessing.ingest.clip import existing_clip_ids
 from preprocessing.ingest.config import IngestConfig, redacted_config
-from preprocessing.ingest.manifests import read_manifest
+from preprocessing.ingest.manifests import ManifestError, read_manifest
 from preprocessing.ingest.outcomes import redact
 from preprocessing.ingest.rate_limit import share
 
@@ -53,6 +62,18 @@ class IngestPlan:
     entries: int
     duplicates: int
     skipped: list[tuple]  # malformed manifest rows: (line, reason)
+    # rows of entries already indexed under another manifest's batches (not ingested again)
+    elsewhere: list[dict] = dataclasses.field(default_factory=list)
+    relabeled_elsewhere: int = 0  # of those, rows whose label/split the manifest changed
+    unknown_labels: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class NothingIngested(UserError):
+    """No clip of the manifest could be ingested (or the manifest has no entries)."""
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 STALE_TEMP_SECONDS = 3600.0
@@ -82,39 +103,66 @@ def sweep_stale_temps(storage: Storage, dataset: str, max_age: float = STALE_TEM
 
 
 def prepare(cfg: IngestConfig) -> IngestPlan:
-    """Read the manifest, fix the batches, save the (redacted) config, load earlier rows, and
-    sweep stale temporary files of killed runs."""
+    """Check the root, read the manifest, fix the batches, save the (redacted) config, load
+    earlier rows, and sweep temporaries of killed runs (local clip temp files, and the system
+    temp dir's ``ial-*`` folders of processes that are gone)."""
     if not cfg.manifest:
         raise ConfigError("manifest", "no manifest given")
+    storage = Storage(cfg.root).check(what="storage root")
     opts = dict(cfg.manifest_options)
     opts.setdefault("clip_seconds", cfg.clip_seconds)
     manifest = read_manifest(cfg.manifest, cfg.manifest_format,
                              skip_malformed=cfg.skip_malformed, **opts)
+    if not manifest:
+        why = (f"all {len(manifest.skipped)} rows are malformed (skipped)" if manifest.skipped
+               else "it has no entries")
+        raise ManifestError(cfg.manifest, None, f"nothing to ingest: {why}")
     prefix = batch_prefix(cfg.manifest)
-    batches, duplicates = plan_batches(list(manifest), cfg.batch_size, prefix)
-    storage = Storage(cfg.root)
     dataset = cfg.dataset_name
+    index = read_clip_index(storage, dataset)
+    by_clip = {r["clip_id"]: r for r in index.to_pylist()}
+    # Clips already indexed by another manifest's batches keep their one row there.
+    ours, elsewhere, relabel = [], [], {}
+    for entry in manifest:
+        row = by_clip.get(entry.clip_id)
+        if row is None or str(row["batch"]).startswith(prefix + "-"):
+            ours.append(entry)
+            continue
+        new = apply_manifest_fields(row, entry)
+        if new is not row:
+            relabel.setdefault(row["batch"], {})[entry.clip_id] = new
+            row = new
+        if row["clip_id"] not in {r["clip_id"] for r in elsewhere}:
+            elsewhere.append(row)
+    for batch_id, rows in relabel.items():
+        rewrite_rows(storage, dataset, batch_id, rows)
+    batches, duplicates = plan_batches(ours, cfg.batch_size, prefix)
+    duplicates += len(manifest) - len(ours) - len(elsewhere)
     sweep_stale_temps(storage, dataset)
+    sweep_orphan_temps()
     save_config(redacted_config(cfg), storage.url("clips", dataset, "ingest_config.yaml"))
     write_text(storage.url("clips", dataset, "stats", f"{prefix}.manifest.json"), json.dumps({
         "manifest": redact(cfg.manifest), "format": cfg.manifest_format,
         "entries": len(manifest), "duplicates": duplicates, "batches": len(batches),
+        "indexed_by_other_manifests": len(elsewhere),
+        "relabeled_in_other_manifests": sum(len(r) for r in relabel.values()),
+        "unknown_labels": manifest.unknown_labels,
         "skipped_malformed": [{"line": line, "reason": reason}
                               for line, reason in manifest.skipped],
     }, indent=2))
-    index = read_clip_index(storage, dataset)
-    by_clip = {r["clip_id"]: r for r in index.to_pylist()}
     previous = {b.batch_id: {e.clip_id: by_clip[e.clip_id] for e in b.entries
                              if e.clip_id in by_clip} for b in batches}
     files = existing_clip_ids(storage, dataset) - set(by_clip)
     existing = {b.batch_id: {e.clip_id for e in b.entries if e.clip_id in files} for b in batches}
     return IngestPlan(cfg, batches, previous, existing, len(manifest), duplicates,
-                      list(manifest.skipped))
+                      list(manifest.skipped), elsewhere, sum(len(r) for r in relabel.values()),
+                      dict(manifest.unknown_labels))
 
 
 def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
-    by_status: Counter = Counter()
-    by_reason: Counter = Counter()
+    by_status: Counter = Counter(r["status"] for r in plan.elsewhere)
+    by_reason: Counter = Counter(f"{r['status']}:{reason_code(r['reason'])}"
+                                 for r in plan.elsewhere if r["status"] != "ok")
     processed_ok = 0
     for s in stats:
         by_status.update(s["by_status"])
@@ -125,11 +173,15 @@ def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
         # flat counts (latest status of every clip of this manifest)
         **{status: by_status.get(status, 0) for status in STATUSES},
         "new": sum(s["processed"] for s in stats),  # clips attempted by this run
-        "skipped": sum(s["carried_over"] + s["adopted"] for s in stats),  # already done
+        # already done (carried over, adopted, or indexed by another manifest's batches)
+        "skipped": sum(s["carried_over"] + s["adopted"] for s in stats) + len(plan.elsewhere),
+        "indexed_by_other_manifests": len(plan.elsewhere),
+        "relabeled": sum(s.get("relabeled", 0) for s in stats) + plan.relabeled_elsewhere,
+        "unknown_labels": plan.unknown_labels,
         "root": redact(plan.cfg.root),
         "manifest": redact(plan.cfg.manifest),
         "entries": plan.entries,
-        "clips": sum(s["clips"] for s in stats),
+        "clips": sum(s["clips"] for s in stats) + len(plan.elsewhere),
         "duplicates": plan.duplicates,
         "skipped_malformed": [{"line": line, "reason": reason} for line, reason in plan.skipped],
         "batches": len(plan.batches),
@@ -187,4 +239,16 @@ def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
         if own_client is not None:
             own_client.close()
     stats.sort(key=lambda s: s["batch"])
-    return summarize(plan, stats, time.time() - started)
+    return check_outcome(summarize(plan, stats, time.time() - started))
+
+
+def check_outcome(summary: dict) -> dict:
+    """``summary`` unchanged when at least one clip of the manifest is ``ok``; else a
+    ``NothingIngested`` error whose message gives the counts by status and reason."""
+    if summary.get("ok", 0) > 0:
+        return summary
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("by_reason", {}).items()))
+    raise NothingIngested(
+        f"none of the {summary.get('clips', 0)} clips of {summary.get('manifest')} could be "
+        f"ingested into {summary.get('root')} ({reasons or 'no outcome recorded'}); per-batch "
+        f"stats under clips/{summary.get('dataset')}/stats/", summary)

@@ -29,7 +29,7 @@ import re
 
 import ffmpeg
 
-from ial.media import ffmpeg_binary, probe_media
+from ial.media import ffmpeg_binary, parse_stream_info, probe_media
 
 MIN_AUDIO_RATE = 11025  # Hz
 
@@ -83,7 +83,13 @@ class ClipMeasure:
 
 
 def measure_clip(path: str, timeout: float = 120) -> ClipMeasure:
-    """Decode ``path`` once: video frames, audio samples (mono), peak level (dBFS)."""
+    """Decode ``path`` once: video frames, audio samples (mono), peak level (dBFS).
+
+    Audio samples past the container's duration are codec padding, not clip content: ffmpeg 5.x
+    (Debian 12's) decodes an AAC stream's end padding (a 4 s clip at 11025 Hz gives 45056 samples,
+    a multiple of the 1024-sample AAC frame) where newer builds trim it to 44100. ``samples`` is
+    capped at ``duration × rate`` of the container so both builds measure the same clip alike.
+    """
     inp = ffmpeg.input(path)
     out = ffmpeg.output(inp.video, inp.audio.filter("aformat", channel_layouts="mono")
                         .filter("volumedetect"), "-", f="null")
@@ -96,18 +102,27 @@ def measure_clip(path: str, timeout: float = 120) -> ClipMeasure:
     if proc.returncode != 0:
         tail = " | ".join(text.strip().splitlines()[-3:])
         raise SliceInvalid("unreadable_source", f"ffmpeg failed ({proc.returncode}): {tail}")
-    return ClipMeasure(_last_int(r"frame=\s*(\d+)", text), _last_int(r"n_samples:\s*(\d+)", text),
+    samples = _last_int(r"n_samples:\s*(\d+)", text)
+    info = parse_stream_info(text)
+    if info["duration"] and info["audio_rate"]:
+        samples = min(samples, int(round(info["duration"] * info["audio_rate"])))
+    return ClipMeasure(_last_int(r"frame=\s*(\d+)", text), samples,
                        _last_float(r"max_volume:\s*(-?[\d.]+|-inf) dB", text))
 
 
 def finalize_section(section: str, dst: str, duration: float = 10.0, fps: float = 8,
                      min_side: int = 224, audio_rate: int = 22050, silence_db: float = -50.0,
-                     pad_tolerance: float = 0.25, **slice_kw) -> SliceResult:
+                     pad_tolerance: float = 0.25, start: float = 0.0, **slice_kw) -> SliceResult:
     """Turn a section already encoded with ``clip_encode_args`` into the clip ``dst``: kept as
     is (renamed) when it has exactly the requested frames, samples, size and rate; re-sliced
-    (pad/trim within ``pad_tolerance``) otherwise. Raises SliceInvalid like ``slice_clip``."""
+    (pad/trim within ``pad_tolerance``) otherwise. ``start`` > 0: ``section`` is the whole video
+    (its server ignored Range requests) and the clip is cut from ``start`` s. Raises
+    SliceInvalid like ``slice_clip``."""
     import os
 
+    if start > 0:
+        return slice_clip(section, dst, start, duration, fps, min_side, audio_rate, silence_db,
+                          pad_tolerance, **slice_kw)
     info = check_source(section, 0.0, duration, pad_tolerance)
     m = measure_clip(section)
     n_frames, n_samples = int(round(duration * fps)), int(round(duration * audio_rate))

@@ -39,3 +39,27 @@ def test_ingest_flow_dask_runner(tmp_path, demo_corpus, video_server, prefect_ha
 
     (art,) = asyncio.run(progress())
     assert art.type == "progress" and float(art.data) == 100.0
+
+
+def test_a_bad_manifest_in_prefect_mode_is_one_line_not_two_tracebacks(tmp_path,
+                                                                        prefect_harness):
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("abcdefghijk,1,violin\n")
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())
+    ial = os.path.join(os.path.dirname(sys.executable), "ial")
+    proc = subprocess.run([ial, "ingest", "--manifest", str(bad),
+                           "--root", str(tmp_path / "root")], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out, out
+    user_lines = [line for line in out.splitlines() if line.startswith("Error: ")]
+    assert user_lines == [f"Error: {bad}:1: expected 4 fields "
+                          f"(youtube_id,start_seconds,label,split), got 3"], out
+    assert "Finished in state Failed" in out  # the flow run itself is recorded as failed

@@ -58,3 +58,49 @@ def test_sha256_local_and_s3(tmp_path, s3_root):
     remote = Storage(s3_root).url("blob.bin")
     storage.write_bytes(remote, data)
     assert storage.sha256(remote) == expected
+
+
+def test_check_names_a_root_that_cannot_be_used(tmp_path):
+    from ial.storage import StorageError
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(StorageError, match=f"--root {a_file}: is a file, not a directory"):
+        Storage(a_file).check(what="--root")
+    with pytest.raises(StorageError, match="not writable"):  # even root cannot write in /proc
+        Storage("/proc").check(what="--root")
+    fresh = tmp_path / "new" / "root"
+    assert Storage(fresh).check().root == str(fresh) and fresh.is_dir()  # created
+    assert os.listdir(fresh) == []  # the write probe leaves nothing behind
+
+
+def test_check_names_a_missing_bucket(s3_root):
+    from ial.storage import StorageError
+
+    bucket = s3_root.split("/")[2]
+    assert Storage(s3_root).check().root == s3_root
+    with pytest.raises(StorageError, match=f"bucket '{bucket}-x' does not exist"):
+        Storage(f"s3://{bucket}-x/ial").check()
+
+
+def test_orphan_temporaries_of_dead_processes_are_swept(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    old = time.time() - 3600
+    orphan = tmp_path / f"ial-ingest-{dead}-abc"
+    orphan.mkdir()
+    (orphan / "section.mp4").write_bytes(b"x")
+    mine = tmp_path / f"ial-ingest-{os.getpid()}-def"  # this process is alive: kept
+    mine.mkdir()
+    young = tmp_path / f"ial-upload-{dead}-ghi"  # too young to be sure: kept
+    young.write_bytes(b"y")
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    for p in (orphan, mine, other):
+        os.utime(p, (old, old))
+    assert storage.sweep_orphan_temps(min_age=60, directory=str(tmp_path)) == 1
+    assert sorted(os.listdir(tmp_path)) == sorted([mine.name, young.name, other.name])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ial.data.loader import (LoaderPosition, ShardStream, batch_layout, list_dataset_shards,
-                             scan_split)
+                             scan_split, split_train_val)
 from ial.data.synthetic import CLASSES
 from ial.data.synthetic import write_synthetic_shards as write_shards
 
@@ -71,3 +71,30 @@ def test_batch_layout_gives_each_worker_contiguous_blocks():
     layout = batch_layout(11, 2, 2, drop_last=False)  # 6 batches, last has 1 clip
     assert layout == [[(0, 2), (2, 4), (4, 6)], [(6, 8), (8, 10), (10, 11)]]
     assert batch_layout(11, 2, 2, drop_last=True) == [[(0, 2), (2, 4), (4, 6)], [(6, 8), (8, 10)]]
+
+
+def test_validation_is_carved_from_train_by_video_when_the_data_has_none(tmp_path):
+    from preprocessing.clip_index import hash_fraction, video_id_of
+
+    ids = write_shards(str(tmp_path), shards=3, rows=20, splits=("train", "train", "test"))
+    urls = list_dataset_shards(str(tmp_path), "toy")
+    rows = split_train_val(urls, val_fraction=0.25)
+    val = {ids[i] for s in rows.val for i in _global(s, urls)}
+    train = {ids[i] for s in rows.train for i in _global(s, urls)}
+    test = {c for k, c in enumerate(ids) if k % 3 == 2}
+    assert val and train and not (val & train) and not (val | train) & test  # never test rows
+    assert all(hash_fraction(video_id_of(c)) < 0.25 for c in val)
+    assert all(hash_fraction(video_id_of(c)) >= 0.25 for c in train)
+    assert (rows.carved_clips, rows.val_fraction) == (len(val), 0.25)
+    assert split_train_val(urls, 0.25).val == rows.val  # deterministic
+    assert split_train_val(urls, 0.0).val == []  # 0: no validation
+    # data with its own val rows keeps them, nothing is carved
+    other = tmp_path / "withval"
+    write_shards(str(other), shards=2, rows=8, splits=("train", "val"))
+    own = split_train_val(list_dataset_shards(str(other), "toy"), 0.25)
+    assert own.carved_clips == 0 and own.val_fraction == 0.0
+    assert sum(len(s.rows) for s in own.val) == 8
+
+
+def _global(shard_rows, urls, rows_per_shard=20):
+    return [urls.index(shard_rows.url) * rows_per_shard + r for r in shard_rows.rows]

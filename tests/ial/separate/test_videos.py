@@ -114,3 +114,40 @@ def test_separate_missing_checkpoint(videos, tmp_path):
     result = CliRunner().invoke(main, ["separate", videos[0], "--checkpoint",
                                        str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no such checkpoint" in result.output
+
+
+@pytest.fixture(scope="module")
+def bad_videos(tmp_path_factory):
+    """Inputs ``ial separate`` cannot use: no audio, audio only, not a video, too short."""
+    from ial.demo.corpus import make_class_video
+    from ial.media import run_ffmpeg
+
+    out = tmp_path_factory.mktemp("bad")
+    silent = make_class_video(str(out / "noaudio.mp4"), "violin", 4.0, seed=3, with_audio=False)
+    audio_only = str(out / "audio.m4a")
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050", "-t", "4",
+                "-c:a", "aac", audio_only])
+    text = out / "notes.txt"
+    text.write_text("not a video\n")
+    short = make_class_video(str(out / "short.mp4"), "bass", 2.0, seed=4)  # frames at 1 and 3 s
+    return {"noaudio": silent, "audio": audio_only, "text": str(text), "short": short,
+            "missing": str(out / "nope.mp4")}
+
+
+@pytest.mark.parametrize("which, message", [
+    ("noaudio", "has no audio stream; ial separate separates a video's soundtrack"),
+    ("audio", "has no video stream (audio only); the video's frames at 1, 3 s"),
+    ("text", "not a video ffmpeg can read"),
+    ("short", "is 2.00 s long; the checkpoint's featurizer takes frames at 1, 3 s, so the video "
+              "must be longer than 3 s"),
+    ("missing", "file not found"),
+])
+def test_a_video_it_cannot_use_is_one_clear_line(bad_videos, videos, checkpoint, tmp_path, which,
+                                                 message):
+    from ial.cli import main
+
+    res = CliRunner().invoke(main, ["separate", videos[0], bad_videos[which], "--checkpoint",
+                                    checkpoint, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    assert f"Error: {bad_videos[which]}: {message}" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "out").exists()

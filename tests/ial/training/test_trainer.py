@@ -200,3 +200,33 @@ def test_resume_refuses_a_different_layout():
     assert "num_workers=2" in resume_mismatch(marker, world_size=2, batch_size=8, num_workers=0)
     # an older marker without the loader fields is only checked for what it has
     assert resume_mismatch({"world_size": 1}, world_size=1, batch_size=4, num_workers=3) is None
+
+
+def test_validation_is_carved_from_train_when_the_shards_have_no_val(tmp_path):
+    root = str(tmp_path / "root")
+    write_shards(root, shards=2, rows=12, samples=6000, splits=("train", "train", "test"))
+    single_process_env()
+    res = train(tiny_config(root, "carve", steps=2, val_every=2, checkpoint_every=2,
+                            num_workers=0, val_fraction=0.5), progress=False)
+    assert res["best_val_sdr"] is not None  # best/model.pt chosen on held-out train videos
+    lineage = torch.load(res["best_checkpoint"], weights_only=True)["lineage"]["validation"]
+    assert lineage["carved_from_train"] and lineage["val_fraction"] == 0.5
+    assert lineage["clips"] == lineage["carved_clips"] > 0
+
+
+def test_a_rank_that_stops_on_bad_input_reports_its_one_line(tmp_path, child_env):
+    from ial.errors import UserError
+
+    with pytest.raises(UserError, match="no complete shards of dataset 'toy'"):
+        launch(tiny_config(str(tmp_path), "nothing"), progress=False, env=child_env)
+
+
+def test_a_nested_set_applies_on_top_of_the_method_file():
+    from ial.training.config import load_train_config
+
+    demo = load_train_config("configs/train/demo.yaml", ["method.lambda_ind=0"])
+    plain = load_train_config("configs/train/demo.yaml")
+    assert demo.method.lambda_ind == 0.0
+    assert (demo.method.drop_hardest, demo.method.bank_size) == (plain.method.drop_hardest,
+                                                                 plain.method.bank_size)
+    assert demo.model == plain.model

@@ -279,3 +279,13 @@ def test_keep_tensor_memory_sets_glibc_thresholds_in_a_dask_like_process(tmp_pat
     assert proc.returncode == 0, proc.stderr
     plain, kept = map(int, proc.stdout.split())
     assert plain > 20 * 4000 and kept < plain / 10, (plain, kept)  # 16 MiB = 4096 pages
+
+
+def test_a_run_where_every_clip_fails_to_decode_is_an_error(tmp_path, source_videos, dask_client):
+    from preprocessing.featurize.run import NothingFeaturized
+
+    (tmp_path / "clips" / "toy").mkdir(parents=True)
+    make_clip_root(str(tmp_path), source_videos, n_good=0, corrupt=True)  # only the corrupt one
+    with pytest.raises(NothingFeaturized, match=r"all 1 clips of 'toy' failed to decode "
+                                                r"\(first: bad_0: "):
+        featurize(small_config(tmp_path), client=dask_client, progress=False)

@@ -202,3 +202,68 @@ def test_stalled_server_is_a_retryable_timeout(video_server, demo_corpus, tmp_pa
     with pytest.raises(Retryable) as err:
         download_section(_url(video_server, e), 1, 3, str(tmp_path), "sec", socket_timeout=1)
     assert err.value.reason == "timeout"
+
+
+def test_cookie_file_is_read_from_a_private_copy_never_rewritten(video_server, demo_corpus,
+                                                                  tmp_path):
+    e = demo_corpus.entries[0]
+    cookies = tmp_path / "cookies.txt"
+    text = ("# Netscape HTTP Cookie File\n# my own notes: keep this line\n"
+            "127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc123\n")
+    cookies.write_text(text)
+    out = tmp_path / "out"
+    out.mkdir()
+    got = download_section(_url(video_server, e), 1.0, 3.0, str(out), "sec",
+                           options={"cookiefile": str(cookies)})
+    assert got.bytes > 0
+    assert cookies.read_text() == text  # yt-dlp saved its jar to the private copy, not here
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(Retryable, match="cookie_file_missing"):
+        download_section(_url(video_server, e), 1.0, 3.0, str(out), "sec2",
+                         options={"cookiefile": str(missing)})
+    assert not missing.exists()  # never created
+
+
+@pytest.fixture
+def plain_http_site(tmp_path):
+    """Python's http.server (no Range support) over a folder with an mp4 whose index (moov) is
+    at the end, and an audio-only m4a."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from ial.media import run_ffmpeg
+
+    site = tmp_path / "plain"
+    site.mkdir()
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i",
+                "sine=frequency=440:sample_rate=22050", "-t", "8", "-c:v", "libx264",
+                "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                str(site / "moovlast.mp4")])
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050", "-t", "8",
+                "-c:a", "aac", str(site / "audioonly.m4a")])
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_server_without_range_support_gets_a_whole_file_download(plain_http_site, tmp_path):
+    from preprocessing.ingest.slicing import SliceInvalid, finalize_section, measure_clip
+
+    got = download_section(f"{plain_http_site}/moovlast.mp4", 2.0, 6.0, str(tmp_path), "sec")
+    assert got.offset == 2.0  # the whole file came; the section starts 2 s into it
+    clip = finalize_section(got.path, str(tmp_path / "clip.mp4"), duration=4.0, fps=8,
+                            min_side=224, audio_rate=11025, start=got.offset)
+    m = measure_clip(clip.path)
+    assert (m.frames, m.samples) == (32, 44100)
+    audio = download_section(f"{plain_http_site}/audioonly.m4a", 2.0, 6.0, str(tmp_path), "aud")
+    with pytest.raises(SliceInvalid) as err:  # named for what it is, not "unreadable_source"
+        finalize_section(audio.path, str(tmp_path / "a.mp4"), duration=4.0, start=audio.offset)
+    assert err.value.reason == "no_video_stream"

@@ -4,11 +4,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from preprocessing.ingest.manifests import MANIFEST_READERS, ManifestError, clip_id, read_manifest
+from preprocessing.clip_index import clip_id
+from preprocessing.ingest.manifests import MANIFEST_READERS, ManifestError, read_manifest
 
 
 def test_registry_has_every_format():
-    assert MANIFEST_READERS.names() == ["audioset", "generic", "music", "vggsound"]
+    assert MANIFEST_READERS.names() == ["audioset", "ave", "generic", "music", "vggsound"]
     with pytest.raises(KeyError, match="unknown manifest format 'nope'"):
         read_manifest("x.csv", "nope")
 
@@ -63,6 +64,9 @@ def test_audioset_header_mids_and_names(tmp_path):
     assert m[0].labels == ("Domestic animals, pets", "/m/07q6cd_", "/m/0bt9lr", "Animal")
     assert m[0].label == "Domestic animals, pets" and m[0].split == "test"
     assert (m[1].start, m[1].end, m[1].label) == (20.0, 30.0, "Hammer")
+    # MIDs the given names do not know are kept as MIDs, counted and reported (not silent)
+    assert m.unknown_labels == {"/m/07q6cd_": 1, "/m/0bt9lr": 1}
+    assert read_manifest(str(seg), "audioset", skip_malformed=True).unknown_labels == {}
 
 
 def test_music_solo_and_duet(tmp_path):
@@ -106,3 +110,51 @@ def test_generic_csv_and_parquet(tmp_path):
 def test_missing_file_is_a_manifest_error(tmp_path):
     with pytest.raises(ManifestError, match="not found"):
         read_manifest(str(tmp_path / "none.csv"), "vggsound")
+
+
+def test_a_directory_or_non_utf8_manifest_is_a_manifest_error(tmp_path):
+    with pytest.raises(ManifestError, match="is a directory"):
+        read_manifest(str(tmp_path), "vggsound")
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("abc,1,violin,train\nxyz,2,cafe\xe9,train\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"latin1.csv:2: not UTF-8 text .*0xe9"):
+        read_manifest(str(latin), "vggsound")
+
+
+def test_ave_annotations_with_splits_from_the_file_name(tmp_path):
+    lines = ("Category&VideoID&Quality&StartTime&EndTime\n"
+             "Church bell&RUhOCu3LNXM&good&0&10\n"
+             "Male speech, man speaking&MHSCVsYdfM0&good&2&8\n"
+             "\n")
+    for name, split in (("trainSet.txt", "train"), ("valSet.txt", "val"), ("testSet.txt", "test")):
+        path = tmp_path / name
+        path.write_text(lines)
+        m = read_manifest(str(path), "ave")
+        assert [e.split for e in m] == [split, split]
+        assert [(e.video_id, e.label, e.start, e.end) for e in m] == [
+            ("RUhOCu3LNXM", "Church bell", 0.0, 10.0),
+            ("MHSCVsYdfM0", "Male speech, man speaking", 0.0, 10.0)]  # the whole 10-s AVE video
+    seg = read_manifest(str(tmp_path / "trainSet.txt"), "ave", event_segment=True)
+    assert (seg[1].start, seg[1].end) == (2.0, 8.0)  # the annotated event only
+    allfile = tmp_path / "Annotations.txt"
+    allfile.write_text(lines)
+    assert {e.split for e in read_manifest(str(allfile), "ave", split="test")} == {"test"}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Category&VideoID&Quality&StartTime&EndTime\nDog&abc&good&5\n")
+    with pytest.raises(ManifestError, match=r"bad.txt:2: expected 5 '&'-separated fields"):
+        read_manifest(str(bad), "ave")
+    bad.write_text("VideoID,label\n")
+    with pytest.raises(ManifestError, match="bad.txt:1: expected the AVE header"):
+        read_manifest(str(bad), "ave")
+
+
+def test_unknown_manifest_options_are_refused():
+    from ial.config import ConfigError, load_config
+    from preprocessing.ingest.config import IngestConfig
+
+    with pytest.raises(ConfigError, match=r"'manifest_options.labels_csvv'.*audioset reader has "
+                                          r"no option 'labels_csvv'.*from --set"):
+        load_config(IngestConfig, None, ["manifest_format=audioset",
+                                         "manifest_options.labels_csvv=x.csv"])
+    cfg = load_config(IngestConfig, None, ["manifest_format=ave", "manifest_options.split=val"])
+    assert cfg.manifest_options == {"split": "val"}

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from preprocessing.clip_index import read_clip_index
 from preprocessing.ingest.batch import plan_batches, reason_code
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.manifests import ManifestError, read_manifest
-from preprocessing.ingest.run import ingest
+from preprocessing.ingest.run import NothingIngested, ingest
 from preprocessing.ingest.slicing import measure_clip
 from tests.conftest import REPO, free_port
 
@@ -150,11 +151,13 @@ def test_connection_refused_is_failed_after_retries(site, tmp_path):
     manifest.write_text(f"{ids[0]},1,violin,train\n")
     cfg = _cfg(tmp_path / "root", manifest, f"http://127.0.0.1:{free_port()}/v/{{video_id}}.mp4",
                retries=2, backoff=0.01)
-    summary = ingest(cfg, progress=False)
+    with pytest.raises(NothingIngested, match=r"none of the 1 clips .*\(failed:connection_error 1\)"
+                       ) as info:  # every clip failed: an error with the counts, not exit 0
+        ingest(cfg, progress=False)
     (row,) = _rows(cfg.root, "t").values()
     assert (row["status"], reason_code(row["reason"]), row["attempts"]) == \
         ("failed", "connection_error", 3)
-    assert summary["by_reason"] == {"failed:connection_error": 1}
+    assert info.value.summary["by_reason"] == {"failed:connection_error": 1}
 
 
 def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corpus, tmp_path):
@@ -193,10 +196,16 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
         young = clips / ".new_1000.mp4.tmp-cafecafe"  # may be another writer's: kept
         young.write_bytes(b"half")
 
+        import tempfile
+
+        killed_temps = list(Path(tempfile.gettempdir()).glob(f"ial-ingest-{proc.pid}-*"))
         summary = ingest(cfg, progress=False)
     rows = _rows(root, "t")
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows.values())
+    # adopted clips had their silence check run like new ones (was None)
+    assert all(r["silent"] is False for r in rows.values())
     assert not stale.exists() and young.exists()
+    assert not [p for p in killed_temps if p.exists()]  # the killed run's clip folders are gone
     assert summary["skipped"] >= 1  # clips of the killed run were kept (index or adopted)
     mp4s = sorted(p.name for p in clips.iterdir() if p.suffix == ".mp4" and not p.name.startswith("."))
     assert mp4s == sorted(f"{cid}.mp4" for cid in rows)
@@ -241,11 +250,13 @@ def test_plan_batches_and_config_redaction(tmp_path):
     assert dup == 1 and [b.batch_id for b in batches] == ["p-00000", "p-00001", "p-00002"]
     assert [len(b.entries) for b in batches] == [4, 4, 2]
     assert plan_batches(list(entries), 4, "p")[0] == batches  # fixed before any download
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n")
     cfg = IngestConfig(manifest="s3://b/m.csv", ytdlp_options={
-        "proxy": "http://bob:pw@proxy:3128", "cookiefile": "/secure/cookies.txt",
+        "proxy": "http://bob:pw@proxy:3128", "cookiefile": str(cookies),
         "password": "pw2", "http_headers": {"Authorization": "Bearer tok"}, "sleep_interval": 2})
     red = redacted_config(cfg).ytdlp_options
-    assert red == {"proxy": "http://***@proxy:3128", "cookiefile": "/secure/cookies.txt",
+    assert red == {"proxy": "http://***@proxy:3128", "cookiefile": str(cookies),
                    "password": "***", "http_headers": {"Authorization": "***"},
                    "sleep_interval": 2}
     from ial.config import ConfigError
@@ -279,3 +290,35 @@ def test_batches_as_tasks_on_a_dask_client(site, tmp_path):
         summary = ingest(cfg, progress=False, client=client)
     assert summary["by_status"] == {"ok": 3, "unavailable": 1} and summary["batches"] == 2
     assert len(_rows(cfg.root, "t")) == 4
+
+
+def test_same_clips_under_another_manifest_name_keep_one_row_and_relabel(site, tmp_path):
+    import pyarrow.parquet as pq
+
+    d, ids = site
+    first = tmp_path / "vggsound_train.csv"
+    first.write_text(f"{ids[0]},1,violin,train\n{ids[1]},1,flute,train\n")
+    copy = tmp_path / "copy_of_manifest.csv"  # the same clips, one label corrected
+    copy.write_text(f"{ids[0]},1,violin,train\n{ids[1]},1,piccolo,train\n")
+    root = tmp_path / "root"
+    with VideoServer(d) as srv:
+        ingest(_cfg(root, first, srv.url_template), progress=False)
+        again = ingest(_cfg(root, copy, srv.url_template), progress=False)
+    parts = sorted((root / "clips" / "t" / "index").glob("*.parquet"))
+    raw = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    assert len(raw) == 2 and {r["batch"] for r in raw} == {"vggsound_train-00000"}  # one row each
+    assert {r["clip_id"]: r["label"] for r in raw}[f"{ids[1]}_1000"] == "piccolo"  # applied
+    assert (again["indexed_by_other_manifests"], again["relabeled"], again["ok"]) == (2, 1, 2)
+    assert again["new"] == 0
+
+
+def test_an_empty_manifest_is_an_error(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n")
+    with pytest.raises(ManifestError, match="empty.csv: nothing to ingest: it has no entries"):
+        ingest(_cfg(tmp_path / "root", empty, "http://127.0.0.1:9/{video_id}"), progress=False)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n")
+    cfg = _cfg(tmp_path / "root", bad, "http://127.0.0.1:9/{video_id}", skip_malformed=True)
+    with pytest.raises(ManifestError, match="all 1 rows are malformed"):
+        ingest(cfg, progress=False)

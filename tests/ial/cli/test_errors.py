@@ -1,0 +1,141 @@
+"""Bad input gets one line, ``Error: <what, where it came from>``, exit status 1 — never a
+traceback (the ``ial`` command's central handler of ``UserError``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from ial.cli import main
+from tests.conftest import REPO, free_port, wait_for_port
+
+DEMO_TRAIN = str(REPO / "configs" / "train" / "demo.yaml")
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def one_error_line(result, *expected: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, result.output
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("abcdefghijk,1,violin,train\n")
+    return str(path)
+
+
+@pytest.fixture
+def bad_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("root: [unclosed\nsteps: 3\n")
+    return str(path)
+
+
+def test_a_config_file_that_is_not_yaml(tmp_path, manifest, bad_yaml):
+    for args in (["ingest", "--manifest", manifest, "--no-prefect"],
+                 ["featurize", "--no-prefect"], ["train"]):
+        one_error_line(run(*args, "--config", bad_yaml, "--root", str(tmp_path / "r")),
+                       f"config file {bad_yaml}: not valid YAML: line 2")
+
+
+def test_a_nested_typo_names_the_field_and_the_set_it_came_from(tmp_path):
+    one_error_line(run("train", "--config", DEMO_TRAIN, "--root", str(tmp_path),
+                       "--set", "method.lambda_indd=0"),
+                   "config field 'method.lambda_indd': unknown field; MethodConfig has:",
+                   "(from --set method.lambda_indd=0)")
+
+
+def test_a_bad_value_names_the_option_not_the_file(tmp_path, manifest):
+    one_error_line(run("ingest", "--manifest", manifest, "--url-template", "http://x/v.mp4",
+                       "--no-prefect", "--root", str(tmp_path)),
+                   "'url_template': must contain {video_id} (from --url-template)")
+    one_error_line(run("ingest", "--manifest", manifest, "--cookies", str(tmp_path / "none.txt"),
+                       "--no-prefect", "--root", str(tmp_path)),
+                   "'ytdlp_options.cookiefile': cookie file not found", "(from --cookies")
+
+
+def test_train_without_shards(tmp_path):
+    one_error_line(run("train", "--config", DEMO_TRAIN, "--root", str(tmp_path)),
+                   "no complete shards of dataset 'demo'", "featurize it first")
+
+
+def test_featurize_of_a_dataset_that_was_never_ingested_creates_nothing(tmp_path):
+    one_error_line(run("featurize", "--root", str(tmp_path), "--dataset", "vggsund",
+                       "--no-prefect"),
+                   "no clip index for dataset 'vggsund'", "datasets with a clip index")
+    assert not (tmp_path / "shards").exists()
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("directory", "is a directory, not a manifest file"),
+    ("latin1", ":1: not UTF-8 text"),
+])
+def test_a_manifest_that_is_a_directory_or_not_utf8(tmp_path, kind, expected):
+    path = tmp_path / "manifest_dir"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path = tmp_path / "m.csv"
+        path.write_bytes("abc,1,caf\xe9,train\n".encode("latin-1"))
+    one_error_line(run("ingest", "--manifest", str(path), "--no-prefect", "--root",
+                       str(tmp_path / "r")), expected)
+
+
+def test_a_root_that_is_a_file_or_not_writable(tmp_path, manifest):
+    a_file = tmp_path / "data"
+    a_file.write_text("x")
+    one_error_line(run("ingest", "--manifest", manifest, "--no-prefect", "--root", str(a_file)),
+                   f"storage root {a_file}: is a file, not a directory")
+    one_error_line(run("featurize", "--no-prefect", "--root", "/proc"),
+                   "storage root /proc: not writable")
+
+
+def test_an_s3_bucket_that_does_not_exist(s3_root):
+    bucket = s3_root.split("/")[2]
+    one_error_line(run("featurize", "--no-prefect", "--root", f"s3://{bucket}-gone/ial",
+                       "--dataset", "x"),
+                   f"bucket '{bucket}-gone' does not exist at http://127.0.0.1:")
+
+
+@pytest.fixture
+def s3_with_auth():
+    """A moto S3 server that checks credentials (every request must be signed by a known key)."""
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    try:
+        wait_for_port(port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_wrong_s3_credentials_are_named_never_shown(s3_with_auth, monkeypatch):
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep the session's endpoint
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_with_auth)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    line = one_error_line(run("featurize", "--no-prefect", "--root", "s3://bucket/ial"),
+                          "access to bucket 'bucket' refused", "InvalidAccessKeyId",
+                          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    assert "wrong-secret-value" not in line and "AKIAWRONGKEY" not in line
+    s3fs.S3FileSystem.clear_instance_cache()
