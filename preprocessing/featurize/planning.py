@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ial.errors import UserError
-from ial.storage import Storage, atomic_write, exists, is_remote, read_bytes, read_text
+from ial.storage import (Storage, atomic_write, exists, is_remote, read_bytes, read_text,
+                         sweep_orphan_temps)
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
 from preprocessing.featurize.shard_task import ShardJob
@@ -81,6 +82,7 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
     writing anything) when the dataset has no clip index or no ``ok`` clip.
     """
     root = Storage(cfg.root).check(what="storage root")
+    sweep_orphan_temps()  # shard files of killed workers on this host
     cfg_hash = config_hash(cfg)
     complete = complete_shard_numbers(root, cfg.dataset)
     if complete:
