@@ -134,12 +134,16 @@ def network_input(log_mag: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return torch.log(log_mag.clamp_min(eps))
 
 
-def apply_mask(mixture_spec: torch.Tensor, mask_log: torch.Tensor, length: int) -> torch.Tensor:
-    """Mask on the log grid → linear grid → × mixture magnitude, mixture phase → waveform.
+def apply_mask(mixture_spec: torch.Tensor, mask_log: torch.Tensor, length: int,
+               threshold: float | None = None) -> torch.Tensor:
+    """Mask on the log grid → linear grid (→ binarised ``> threshold`` when given, Sound of
+    Pixels' test-time rule) → × mixture magnitude, mixture phase → waveform.
 
     Shape: mixture_spec (B, 512, T) complex, mask_log (B, N, 256, T) → (B, N, length) samples.
     """
     mask_lin = log_unwarp(mask_log)  # (B, N, 512, T)
+    if threshold is not None:
+        mask_lin = (mask_lin > threshold).to(mask_lin.dtype)
     return istft(mixture_spec.unsqueeze(1) * mask_lin.to(mixture_spec.real.dtype), length)
 
 
@@ -160,11 +164,15 @@ def separate_long(
     mixture: torch.Tensor,
     window: int = SEGMENT_SAMPLES,
     hop: int | None = None,
+    taper: bool = False,
 ) -> torch.Tensor:
-    """Separate a long mixture with a sliding window, averaging overlapping estimates.
+    """Separate a long mixture with a sliding window and overlap-add the estimates.
 
-    ``separate_window`` maps (B, window) samples → (B, N, window) samples. Signals shorter than
-    ``window`` are zero-padded and trimmed back.
+    ``separate_window`` maps (B, window) samples → (B, N, window) samples. Overlapping estimates
+    are averaged (``taper=False``, the authors' way: with a large hop their seams show as steps)
+    or cross-faded with a Hann taper (``taper=True``: each estimate weighted by a Hann window,
+    floored at 1e-3 so a sample covered by one window only is that window's estimate exactly).
+    Signals shorter than ``window`` are zero-padded and trimmed back.
 
     Shape: mixture (B, L) samples → (B, N, L) samples.
     """
@@ -174,10 +182,13 @@ def separate_long(
         return separate_window(padded)[..., :L]
     out = None
     weight = torch.zeros(L, dtype=mixture.dtype, device=mixture.device)
+    w = (torch.hann_window(window, periodic=False, dtype=mixture.dtype, device=mixture.device)
+         .clamp_min(1e-3) if taper else torch.ones(window, dtype=mixture.dtype,
+                                                   device=mixture.device))
     for start in sliding_windows(L, window, hop):
         est = separate_window(mixture[:, start:start + window])
         if out is None:
             out = torch.zeros(B, est.shape[1], L, dtype=est.dtype, device=est.device)
-        out[..., start:start + window] += est
-        weight[start:start + window] += 1
+        out[..., start:start + window] += est * w
+        weight[start:start + window] += w
     return out / weight

@@ -77,6 +77,12 @@ class ClipFeatures:
     frame_times: list[float]
     frame_features: np.ndarray
 
+    def pixels(self) -> np.ndarray:
+        """The K stored frames decoded. Shape: (K, S, S, 3) uint8 RGB."""
+        from preprocessing.frames import decode_jpeg
+
+        return np.stack([decode_jpeg(f) for f in self.frames])
+
 
 def encode_row(
     *, clip_id: str, dataset: str, label: str, labels: list[str], split: str,

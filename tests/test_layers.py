@@ -42,7 +42,7 @@ ALLOWED = {
     "method": _BASE | {"models", "method"},
     "data": _BASE | {"models", "contracts", "method", "data"},
     "separate": _BASE | {"models", "contracts", "featurize", "separate"},
-    "evaluate": _BASE | {"models", "contracts", "separate", "evaluate"},
+    "evaluate": _BASE | {"models", "contracts", "method", "data", "separate", "evaluate"},
     "training": _BASE | {"models", "contracts", "method", "data", "separate", "evaluate",
                          "training"},
     "flows": set(ALL := {"foundation", "models", "contracts", "ingest", "featurize", "method",

@@ -214,8 +214,9 @@ class ShardEpoch(IterableDataset):
     def __init__(self, shards: list[ShardRows], classes: list[str], *, epoch: int, seed: int,
                  rank: int, world_size: int, batch_size: int, num_workers: int,
                  start_batch: int = 0, train: bool = True, drop_last: bool = True,
-                 segment_samples: int = SEGMENT_SAMPLES):
+                 segment_samples: int = SEGMENT_SAMPLES, visual_input: str = "features"):
         self.shards, self.class_index = shards, {c: i for i, c in enumerate(classes)}
+        self.visual_input = visual_input
         self.epoch, self.seed, self.train = epoch, seed, train
         self.num_workers, self.start_batch = num_workers, start_batch
         self.segment_samples = segment_samples
@@ -263,13 +264,24 @@ class ShardEpoch(IterableDataset):
                 offset = 0
             piece = wave[offset:offset + L]
             audio[b, :piece.shape[0]] = piece
-        visual = np.stack([clip.frame_features for clip, _ in clips]).astype(np.float32)
+        visual = np.stack([visual_of(clip, self.visual_input) for clip, _ in clips])
         labels = [self.class_index.get(clip.label, -1) for clip, _ in clips]
         return LoaderBatch(
             audio=torch.from_numpy(audio), visual=torch.from_numpy(visual),
             label=torch.tensor(labels, dtype=torch.int64),
             clip_id=[clip.clip_id for clip, _ in clips], epoch=self.epoch, index=index,
         )
+
+
+def visual_of(clip, visual_input: str) -> np.ndarray:
+    """What the separator takes as one clip's visual input: its stored frame features
+    ("features", (K, C, H, W)) or its stored frames, decoded and ImageNet-normalised for a
+    trainable trunk ("frames", (K, 3, S, S)). float32."""
+    if visual_input == "frames":
+        from ial.models.resnet18 import imagenet_normalize
+
+        return imagenet_normalize(clip.pixels()).numpy()
+    return clip.frame_features.astype(np.float32)
 
 
 def _read_table(url: str):
@@ -299,11 +311,12 @@ class ShardStream:
 
     def __init__(self, shards: list[ShardRows], classes: list[str], *, seed: int, rank: int,
                  world_size: int, batch_size: int, num_workers: int = 0, train: bool = True,
-                 drop_last: bool = True, segment_samples: int = SEGMENT_SAMPLES):
+                 drop_last: bool = True, segment_samples: int = SEGMENT_SAMPLES,
+                 visual_input: str = "features"):
         self.shards, self.classes = shards, classes
         self.kw = dict(seed=seed, rank=rank, world_size=world_size, batch_size=batch_size,
                        num_workers=num_workers, train=train, drop_last=drop_last,
-                       segment_samples=segment_samples)
+                       segment_samples=segment_samples, visual_input=visual_input)
         self.num_workers = num_workers
         self.position = LoaderPosition()
 

@@ -23,12 +23,13 @@ CLASSES = ["accordion", "cello", "flute", "guitar"]
 
 def write_synthetic_shards(root: str, dataset: str = "toy", shards: int = 3, rows: int = 8,
                  samples: int = 4096, feature_shape=(1, 8, 2, 2),
-                 splits: tuple[str, ...] = ("train", "train", "train", "val"), seed: int = 0
-                 ) -> list[str]:
+                 splits: tuple[str, ...] = ("train", "train", "train", "val"), seed: int = 0,
+                 frame_size: int | None = None) -> list[str]:
     """Feature shards of synthetic clips (class-dependent tones + noise), as featurize lays them
     out (shard files, per-shard stats marking completion, dataset index).
 
-    Clip k is in split ``splits[k % len(splits)]``. Returns the clip ids.
+    Clip k is in split ``splits[k % len(splits)]``. ``frame_size``: also store K JPEG frames of
+    that size (a class colour), for models that take frames. Returns the clip ids.
     """
     rng = np.random.default_rng(seed)
     store = Storage(root)
@@ -48,7 +49,8 @@ def write_synthetic_shards(root: str, dataset: str = "toy", shards: int = 3, row
             table_rows.append(encode_row(
                 clip_id=clip_id, dataset=dataset, label=label, labels=[label], split=split,
                 audio=audio.astype(np.float32), audio_pad=0, spec=np.zeros((256, 4), np.float32),
-                frames=[], frame_times=[0.0] * feature_shape[0], frame_features=feats))
+                frames=_frames(label, feature_shape[0], frame_size),
+                frame_times=[0.0] * feature_shape[0], frame_features=feats))
             clip_ids.append(clip_id)
         table = pa.Table.from_pylist(table_rows, schema=with_metadata(SHARD_SCHEMA, {"synthetic": True}))
         with atomic_write(shard_url(store, dataset, s)) as f:
@@ -60,3 +62,13 @@ def write_synthetic_shards(root: str, dataset: str = "toy", shards: int = 3, row
             "classes": dict(Counter(r["label"] for r in table_rows))}))
     write_dataset_index(store, dataset)
     return clip_ids
+
+
+def _frames(label: str, k: int, size: int | None) -> list[bytes]:
+    """K JPEG frames filled with a colour of ``label`` (none when ``size`` is None)."""
+    if size is None:
+        return []
+    from preprocessing.frames import encode_jpeg
+
+    colour = np.array([(37 * (1 + CLASSES.index(label))) % 256, 90, 200], np.uint8)
+    return [encode_jpeg(np.broadcast_to(colour, (size, size, 3)).copy(), 90) for _ in range(k)]

@@ -26,6 +26,11 @@ class EvalConfig:
     out: str | None = None  # report dir (local or s3://); None: <root>/reports/<run name>/
     num_examples: int = 3  # mixtures with spectrogram/mask figures and WAV stems in the report
     batch_size: int = 4  # mixtures separated together
+    # Sliding window over the 10-s clips (65535-sample windows): hop in samples (null: half a
+    # window) and whether overlaps are cross-faded with a Hann taper (else averaged, as the
+    # authors do with their hop of 2205 samples; with a large hop averaging leaves seams).
+    window_hop: int | None = None
+    window_taper: bool = True
     device: str = "cpu"  # torch device of the model ("cpu", "cuda", "cuda:1")
     silent_db: float = SILENT_DB  # dBFS: a mixture with a reference below this is skipped
     clamp_db: float = CLAMP_DB  # scores are clipped to ±clamp_db dB (inf/NaN cases)
@@ -39,6 +44,8 @@ class EvalConfig:
             raise ConfigError("data", "is required (a shards dataset dir, e.g. ./data/shards/demo)")
         if self.mix < 2:
             raise ConfigError("mix", f"must be >= 2 sources per mixture, got {self.mix}")
+        if self.window_hop is not None and self.window_hop < 1:
+            raise ConfigError("window_hop", "must be >= 1 sample (or null: half a window)")
         for name in ("n_per_combination", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be >= 1")

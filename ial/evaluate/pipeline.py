@@ -140,15 +140,13 @@ def check_visual(meta: dict, clip) -> None:
     cfg = meta.get("model_cfg")
     if cfg is None:
         return
-    if getattr(cfg, "visual_input", "features") != "features":
-        raise EvaluationError(f"checkpoint {meta.get('url')}: model takes visual_input "
-                              f"{cfg.visual_input!r}; evaluation feeds the shards' stored frame "
-                              "features (visual_input: features)")
+    if cfg.visual_input == "frames":  # the shards' JPEG frames go through its own trunk
+        return
     feats = clip.frame_features
-    if feats.ndim != 4 or feats.shape[1] != cfg.visual_channels:
+    if feats.ndim != 4 or feats.shape[1] != cfg.input_channels:
         raise EvaluationError(
             f"clip {clip.clip_id}: frame features of shape {tuple(feats.shape)} do not fit model "
-            f"{meta.get('model_name')!r} (expects (K, {cfg.visual_channels}, H, W)); the shards "
+            f"{meta.get('model_name')!r} (expects (K, {cfg.input_channels}, H, W)); the shards "
             "and the checkpoint come from different featurizer settings")
 
 
@@ -179,14 +177,15 @@ def default_out(checkpoint: str, meta: dict) -> str:
 
 # ------------------------------------------------------------------------------ scoring
 
-def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], device: str) -> np.ndarray:
+def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], cfg: EvalConfig) -> np.ndarray:
     """Shape: B × (mixture (L,), visual (N, K, C, H, W)) → estimates (B, N, L) float64."""
     from ial.separate.waveforms import separate_waveforms
 
-    mixture = torch.from_numpy(np.stack([m for m, _ in batch])).to(device)
-    visual = torch.from_numpy(np.stack([v for _, v in batch])).to(device)
+    mixture = torch.from_numpy(np.stack([m for m, _ in batch])).to(cfg.device)
+    visual = torch.from_numpy(np.stack([v for _, v in batch])).to(cfg.device)
     with torch.no_grad():
-        est = separate_waveforms(model, mixture, visual)
+        est = separate_waveforms(model, mixture, visual, hop=cfg.window_hop,
+                                 taper=cfg.window_taper)
     return est.detach().to("cpu", torch.float64).numpy()
 
 
@@ -231,12 +230,15 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run the evaluation described by ``cfg`` (see the module docstring); returns the summary."""
     from tqdm.auto import tqdm
 
+    from ial.data.loader import visual_of
+
     t0 = time.monotonic()
     model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
     by_class, where = scan_clips(cfg.data, cfg.split)
     specs = build_mixtures(by_class, cfg.mix, cfg.n_per_combination, cfg.seed, cfg.max_mixtures)
     clips = load_clips({c for s in specs for c in s.clip_ids}, where)
     check_visual(meta, next(iter(clips.values())))
+    visual_input = getattr(meta.get("model_cfg"), "visual_input", "features")
     out = (cfg.out or default_out(cfg.checkpoint, meta)).rstrip("/")
     if not is_remote(out):
         out = Storage(out).root
@@ -259,11 +261,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                 "reason": f"silent reference (RMS < {cfg.silent_db} dBFS)"})
                 bar.update(1)
                 continue
-            visual = np.stack([clips[c].frame_features for c in spec.clip_ids]).astype(np.float32)
+            visual = np.stack([visual_of(clips[c], visual_input) for c in spec.clip_ids])
             prepared.append((spec, record, refs, mixture, visual))
         if not prepared:
             continue
-        model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg.device)
+        model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg)
         for (spec, record, refs, mixture, _), est in zip(prepared, model_est):
             oracles = oracle_estimates(list(cfg.oracles), refs, mixture)
             estimates = {MODEL_ROW: est, **{n: e for n, (e, _) in oracles.items()}}

@@ -1,55 +1,95 @@
-"""``MethodConfig``: how the separator is trained (``configs/method/*.yaml``), and the λ_ind
-schedule it describes."""
+"""``MethodConfig``: how the separator is trained (``configs/method/*.yaml``), and the weight
+schedules it names (``SCHEDULES``: constant, linear, step10).
+
+The defaults are the authors' published recipe (ZhenkaiLin/IAL-CMS: ``GeometricGANwAVC.yaml`` and
+the README's training commands); a comment says where and why ours differs. Two schedules count
+different things, as the authors' code does: λ_ind steps count batches (their LightningModule's
+``batch_t``), λ_av steps count separator updates (their ``AVSeparator.batch_t`` advances only when
+``calculate_loss`` runs, i.e. every ``separator_every``-th batch).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 from ial.config import ConfigError
+from ial.registry import Registry
+
+SCHEDULES: Registry[Callable[[float, list[int], int], float]] = Registry("weight schedule")
+
+
+@SCHEDULES.register("constant")
+def constant_schedule(final: float, steps: list[int], t: int) -> float:
+    """``final`` at every step."""
+    return final
+
+
+@SCHEDULES.register("linear")
+def linear_schedule(final: float, steps: list[int], t: int) -> float:
+    """0 before ``steps[0]``, then linear up to ``final`` at ``steps[1]``."""
+    start, end = steps
+    if t < start:
+        return 0.0
+    return final if end == start else final * min(1.0, (t - start) / (end - start))
+
+
+@SCHEDULES.register("step10")
+def step10_schedule(final: float, steps: list[int], t: int) -> float:
+    """The authors' warm-up: ``final / 10^len(steps)`` at first, ×10 after each listed step
+    (their loop multiplies once the step whose counter equals a listed value is done):
+    ``final / 10^(number of listed steps >= t)``."""
+    return final / 10 ** sum(1 for s in steps if t <= s)
 
 
 @dataclass
 class MethodConfig:
-    """How the separator is trained (``configs/method/*.yaml``). Defaults: the paper / authors'
-    ``GeometricGANwAVC.yaml`` unless a comment says otherwise."""
+    """How the separator is trained (``configs/method/*.yaml``). Defaults: the authors'
+    published recipe (``GeometricGANwAVC.yaml`` + README) unless a comment says otherwise."""
 
     # "supervised": N-mix of solo clips, a target per source; "unsupervised": two duets summed,
     # four components, duet-level targets only.
     mode: Literal["supervised", "unsupervised"] = "supervised"
     # Sources per mixture (supervised: 2 or 3; unsupervised: duets per mixture, 2).
     n_mix: int = 2
-    # Random gain range of each mixed clip, ±dB (our choice; the released code uses unit gains).
-    mix_gain_db: float = 6.0
+    # Random gain range of each mixed clip, ±dB (authors: 0, unit gains; ±6 dB is our option).
+    mix_gain_db: float = 0.0
     # Separation loss: "auto" = weighted BCE on binary masks for sop, −SI-SNR otherwise.
     separation_loss: Literal["auto", "si_snr", "weighted_bce"] = "auto"
     # SI-SNR cap in dB (authors' max_sisnr: 30; soft cap, see ial.method.losses.si_snr).
     max_si_snr_db: float = 30.0
-    # Weight of the audio-visual consistency InfoNCE L_av (authors' lambda_avc: 0.05).
+    # Final weight of the audio-visual consistency InfoNCE L_av (authors' lambda_avc: 0.05).
     lambda_av: float = 0.05
+    # λ_av schedule and its steps, in SEPARATOR UPDATES (authors' README:
+    # --lambda_avc_incresing_step 4000 8000 12000: 0.05/1000 at first, ×10 after each).
+    lambda_av_schedule: Literal["constant", "linear", "step10"] = "step10"
+    lambda_av_steps: list[int] = field(default_factory=lambda: [4000, 8000, 12000])
     # InfoNCE temperature (authors' t: 0.3).
     temperature: float = 0.3
     # Hardest negatives dropped per anchor as likely false negatives (authors' discard_K: 6).
+    # With the batch's embeddings, at least 2 negatives must remain (checked with the train
+    # config's batch_size).
     drop_hardest: int = 6
     # Final weight of the independency adversarial term (authors' lambda_ind: 0.01). 0 = the
-    # "CMS without the adversary" ablation (no critic is trained).
+    # "CMS without the adversary" ablation (no critic is trained; the authors' supervised
+    # command runs this way).
     lambda_ind: float = 0.01
-    # λ_ind schedule: "constant"; "linear" = 0 until steps[0], linear up to lambda_ind at steps[1]
-    # (our default: the authors raise λ by ×10 at listed steps but do not publish the list);
-    # "step10" = the authors' rule: lambda_ind / 10^(number of listed steps not yet reached).
-    lambda_ind_schedule: Literal["constant", "linear", "step10"] = "linear"
-    lambda_ind_steps: list[int] = field(default_factory=lambda: [1000, 10000])
-    # Train the critic every `critic_every` steps (authors: 1).
+    # λ_ind schedule and its steps, in BATCHES (authors' README:
+    # --lambda_independence_incresing_step 8000 16000 24000: 0.01/1000 at first, ×10 after each).
+    lambda_ind_schedule: Literal["constant", "linear", "step10"] = "step10"
+    lambda_ind_steps: list[int] = field(default_factory=lambda: [8000, 16000, 24000])
+    # Train the critic every `critic_every` batches (authors' train_critics_interval: 1).
     critic_every: int = 1
-    # Add the adversarial term to the separator loss every `separator_adv_every` steps (authors'
-    # train_generator_interval: 3; the authors skip the whole separator step in between, we keep
-    # training separation every step and only space the adversarial term).
-    separator_adv_every: int = 3
+    # Update the separator (separation + L_av + the adversarial term) every `separator_every`
+    # batches (authors' train_generator_interval: 3; between those batches only the critic
+    # trains, on a no-grad forward of the separator).
+    separator_every: int = 3
     # Memory bank of past components (authors: 1000).
     bank_size: int = 1000
-    # Critic width (DCGAN ndf; authors: 64) and input grid (ours: 128×128, authors: 256×256).
+    # Critic width (DCGAN ndf; authors: 64) and input grid (authors: 256×256; 128×128 keeps the
+    # bank at 33 MB instead of 131 MB, an option).
     critic_ndf: int = 64
-    critic_input_size: list[int] = field(default_factory=lambda: [128, 128])
+    critic_input_size: list[int] = field(default_factory=lambda: [256, 256])
     # Hinge margin weight C of the Geometric-GAN critic loss (authors: 1).
     critic_hinge_c: float = 1.0
 
@@ -58,13 +98,21 @@ class MethodConfig:
             raise ConfigError("n_mix", "supervised mixing uses 2 or 3 sources")
         if self.mode == "unsupervised" and self.n_mix < 2:
             raise ConfigError("n_mix", "unsupervised mixing needs at least 2 duets")
-        if self.lambda_ind < 0 or self.lambda_av < 0:
-            raise ConfigError("lambda_ind", "loss weights must be >= 0")
-        if self.lambda_ind_schedule == "linear" and (
-                len(self.lambda_ind_steps) != 2 or self.lambda_ind_steps[0] > self.lambda_ind_steps[1]):
-            raise ConfigError("lambda_ind_steps", "the linear schedule needs [start, end], start <= end")
-        if self.critic_every < 1 or self.separator_adv_every < 1:
-            raise ConfigError("separator_adv_every", "intervals must be >= 1")
+        for name in ("lambda_ind", "lambda_av"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, "loss weights must be >= 0")
+        for name in ("lambda_ind", "lambda_av"):
+            kind, steps = getattr(self, f"{name}_schedule"), getattr(self, f"{name}_steps")
+            if kind == "linear" and (len(steps) != 2 or steps[0] > steps[1]):
+                raise ConfigError(f"{name}_steps", "the linear schedule needs [start, end], "
+                                                   "start <= end")
+            if any(s < 0 for s in steps) or list(steps) != sorted(steps):
+                raise ConfigError(f"{name}_steps", "steps must be ascending and >= 0")
+        for name in ("critic_every", "separator_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "intervals must be >= 1")
+        if self.drop_hardest < 0:
+            raise ConfigError("drop_hardest", "must be >= 0")
         if self.temperature <= 0:
             raise ConfigError("temperature", "must be > 0")
         if len(self.critic_input_size) != 2 or min(self.critic_input_size) < 8:
@@ -72,18 +120,23 @@ class MethodConfig:
         if self.bank_size < 1:
             raise ConfigError("bank_size", "must be >= 1")
 
+    @property
+    def components_per_mixture(self) -> int:
+        """Separated components (visual queries) per mixture: n_mix, or 2 per duet."""
+        return self.n_mix * (2 if self.mode == "unsupervised" else 1)
 
-def lambda_schedule(cfg: MethodConfig, step: int) -> float:
-    """λ_ind at ``step`` (see ``MethodConfig.lambda_ind_schedule``)."""
-    lam = cfg.lambda_ind
-    if lam == 0 or cfg.lambda_ind_schedule == "constant":
-        return lam
-    if cfg.lambda_ind_schedule == "linear":
-        start, end = cfg.lambda_ind_steps
-        if step < start:
-            return 0.0
-        if end == start:
-            return lam
-        return lam * min(1.0, (step - start) / (end - start))
-    pending = sum(1 for s in cfg.lambda_ind_steps if step < s)
-    return lam / 10 ** pending
+
+def lambda_ind_at(cfg: MethodConfig, batch: int) -> float:
+    """λ_ind at batch ``batch`` (0-based)."""
+    if cfg.lambda_ind == 0:
+        return 0.0
+    return SCHEDULES.get(cfg.lambda_ind_schedule)(cfg.lambda_ind, cfg.lambda_ind_steps, batch)
+
+
+def lambda_av_at(cfg: MethodConfig, batch: int) -> float:
+    """λ_av at batch ``batch``, whose schedule counts separator updates: the separator update at
+    batch ``b`` is update number ``ceil(b / separator_every)`` (0-based)."""
+    if cfg.lambda_av == 0:
+        return 0.0
+    updates = -(-batch // cfg.separator_every)
+    return SCHEDULES.get(cfg.lambda_av_schedule)(cfg.lambda_av, cfg.lambda_av_steps, updates)

@@ -34,7 +34,9 @@ def _one_direction(logits: torch.Tensor, drop_hardest: int) -> torch.Tensor:
     """InfoNCE over rows of an (M, M) logit matrix whose diagonal holds the positives."""
     M = logits.shape[0]
     eye = torch.eye(M, dtype=torch.bool, device=logits.device)
-    k = min(drop_hardest, max(M - 2, 0))  # keep at least one negative
+    # keep at least 2 negatives (a config that would keep fewer is refused by TrainConfig; a batch
+    # that happens to hold fewer mixtures drops fewer)
+    k = min(drop_hardest, max(M - 3, 0))
     if k > 0:
         negatives = logits.detach().masked_fill(eye, float("-inf"))
         hardest = negatives.topk(k, dim=1).indices  # (M, k)
@@ -51,7 +53,7 @@ def av_infonce(visual_maps: torch.Tensor, audio_embeddings: torch.Tensor,
     Similarity of visual map i and audio embedding j is the max over locations of their cosine;
     the pair (i, i) is positive, every other pair negative, except the ``drop_hardest`` most
     similar negatives of each anchor, dropped as likely false negatives (same class in another
-    mixture; authors' ``hard_sampling.discard_K: 6``). At least one negative is always kept.
+    mixture; authors' ``hard_sampling.discard_K: 6``). At least two negatives are always kept.
 
     Shape: visual_maps (M, D, H, W), audio_embeddings (M, D) (both L2-normalised along D) → ().
     """
@@ -76,12 +78,11 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     return (bce * weight).mean()
 
 
-def binary_masks(source_mags: torch.Tensor) -> torch.Tensor:
-    """SoP's binary ground truth: source n owns a bin where it is the loudest source (for two
-    sources this is SoP's ``mag_n > 0.5·mag_mix``, generalised to N by argmax).
+def binary_masks(source_mags: torch.Tensor, mix_mag: torch.Tensor) -> torch.Tensor:
+    """Sound of Pixels' binary ground truth, computed on the log grid: source n owns a bin where
+    its magnitude exceeds half the mixture's, ``mag_n > 0.5·|mix|`` (SoP main.py; with phase
+    interference two sources can both own a bin, or neither).
 
-    Shape: source_mags (B, N, F, T) → (B, N, F, T) in {0, 1}.
+    Shape: source_mags (B, N, F, T), mix_mag (B, F, T) → (B, N, F, T) in {0, 1}.
     """
-    loudest = source_mags.argmax(dim=1, keepdim=True)
-    idx = torch.arange(source_mags.shape[1], device=source_mags.device).view(1, -1, 1, 1)
-    return (loudest == idx).to(source_mags.dtype)
+    return (source_mags > 0.5 * mix_mag.unsqueeze(1)).to(source_mags.dtype)

@@ -4,30 +4,35 @@
 (``IndependencyCritic``, which owns the memory bank ``.critic.bank`` = ``.bank``) and computes:
 
 - ``separator_loss(mix, step)`` → (loss, logs, components): separation loss (−SI-SNR capped at
-  30 dB, or weighted BCE for ``sop``) + λ_av · L_av + λ_ind(step) · (mean s_ind − mean s_dep), the
-  last term only every ``separator_adv_every``-th step and only when λ_ind(step) > 0.
-  ``components`` (B, N, 256, T) are the separated magnitudes on the log grid, DETACHED — pass
-  them to ``critic_loss``.
+  30 dB, or weighted BCE for ``sop``) + λ_av(step) · L_av + λ_ind(step) · (mean s_ind − mean
+  s_dep), the last term whenever λ_ind(step) > 0. ``components`` (B, N, 256, T) are the separated
+  magnitudes on the log grid, DETACHED — pass them to ``critic_loss``.
 - ``critic_loss(components, step)`` → (loss, logs): Geometric-GAN hinge loss on dependent pairs
   (same mixture) vs independent pairs (bank). It then PUSHES the components into the bank (so
   the bank only ever holds components from earlier steps when pairs are drawn).
 
-One step with two optimizers / DeepSpeed engines (DEPENDENCIES.md: the critic's parameters are
-trainable at engine initialisation, and frozen during the separator's backward)::
+The schedule (authors' ``AdversarialTrainLightingModule``): the critic trains every
+``critic_every``-th batch, the separator every ``separator_every``-th (3). One batch with two
+optimizers / DeepSpeed engines (``ial.training.engines.train_step``; the critic's parameters are
+trainable at engine initialisation and frozen during the separator's backward)::
 
-    with method.critic_frozen():
-        loss, logs, comps = method.separator_loss(mix, step, separator=sep_engine)
-        sep_engine.backward(loss); sep_engine.step()
+    components = None
+    if method.separator_due(step):
+        with method.critic_frozen():
+            loss, logs, components = method.separator_loss(mix, step, separator=sep_engine)
+            sep_engine.backward(loss); sep_engine.step()
     if method.critic_due(step):
-        c_loss, c_logs = method.critic_loss(comps, step, critic=critic_engine)
+        components = components if components is not None else method.components(mix)
+        c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine)
         critic_engine.backward(c_loss); critic_engine.step()
 
 (The separator's adversarial term scores pairs with the critic MODULE — the default — not its
 engine: a DeepSpeed engine's forward arms backward hooks that expect ``critic_engine.backward``.)
 
-The critic is trained on the components of the separator's forward of the same batch (the
-authors run a separate no-grad forward for it; reusing ours saves a forward and differs only by
-the parameters of one separator update).
+On a batch with both updates the critic reuses the separator forward's detached components (the
+authors run a separate no-grad forward first; reusing saves a forward and differs only by the
+parameters of one separator update); on the other batches ``components`` is a no-grad forward in
+train mode, as theirs.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import torch
 from torch import nn
 
 from ial import signal
-from ial.method.config import MethodConfig, lambda_schedule
+from ial.method.config import MethodConfig, lambda_av_at, lambda_ind_at
 from ial.method.critic import IndependencyCritic, critic_hinge_loss, separator_adversarial_loss
 from ial.method.losses import av_infonce, binary_masks, si_snr, sop_weight
 from ial.method.mixing import ClipBatch, MixBatch, make_mixtures
@@ -72,15 +77,32 @@ class IALMethod(nn.Module):
         return self.cfg.lambda_ind > 0
 
     def lambda_ind(self, step: int) -> float:
-        return lambda_schedule(self.cfg, step)
+        """λ_ind at batch ``step`` (its schedule counts batches)."""
+        return lambda_ind_at(self.cfg, step)
+
+    def lambda_av(self, step: int) -> float:
+        """λ_av at batch ``step`` (its schedule counts separator updates)."""
+        return lambda_av_at(self.cfg, step)
+
+    def separator_due(self, step: int) -> bool:
+        """Whether the separator updates at batch ``step`` (every ``separator_every``-th)."""
+        return step % self.cfg.separator_every == 0
 
     def critic_due(self, step: int) -> bool:
         """Whether the critic trains at ``step`` (every ``critic_every`` steps, if used)."""
         return self.uses_critic and step % self.cfg.critic_every == 0
 
     def adversary_due(self, step: int) -> bool:
-        """Whether the separator loss at ``step`` carries the adversarial term."""
-        return self.lambda_ind(step) > 0 and step % self.cfg.separator_adv_every == 0
+        """Whether the separator loss at ``step`` carries the adversarial term (every separator
+        update once λ_ind > 0)."""
+        return self.separator_due(step) and self.lambda_ind(step) > 0
+
+    @torch.no_grad()
+    def components(self, mix: MixBatch) -> torch.Tensor:
+        """The separated magnitudes of a no-grad separator forward (train mode: BatchNorm
+        statistics update, as the authors' critic-step forward). Shape: (B, N, 256, T)."""
+        out, _, mag = self.separate(mix)
+        return (out.mask * mag.unsqueeze(1)).detach()
 
     def mixtures(self, clips: ClipBatch, generator: torch.Generator) -> MixBatch:
         """``make_mixtures`` with this method's mode, n_mix and gain range."""
@@ -149,7 +171,7 @@ class IALMethod(nn.Module):
         else:
             if out.logits is None:
                 raise ValueError(f"model {self.model_cfg.name!r} gives no logits for weighted BCE")
-            target = binary_masks(signal.log_warp(signal.stft(mix.sources).abs()))
+            target = binary_masks(signal.log_warp(signal.stft(mix.sources).abs()), mag)
             weight = sop_weight(mag).unsqueeze(1)
             if mix.n_components == mix.sources.shape[1]:
                 bce = nn.functional.binary_cross_entropy_with_logits(
@@ -160,12 +182,14 @@ class IALMethod(nn.Module):
             loss_sep = (bce * weight).mean()
         logs["loss_sep"] = float(loss_sep.detach())
         loss = loss_sep
-        if cfg.lambda_av > 0 and out.audio_embedding is not None:
+        lam_av = self.lambda_av(step)
+        if lam_av > 0 and out.audio_embedding is not None:
             loss_av = av_infonce(out.visual_embedding.flatten(0, 1),
                                  out.audio_embedding.flatten(0, 1),
                                  cfg.temperature, cfg.drop_hardest)
-            loss = loss + cfg.lambda_av * loss_av
+            loss = loss + lam_av * loss_av
             logs["loss_av"] = float(loss_av.detach())
+            logs["lambda_av"] = lam_av
         lam = self.lambda_ind(step)
         logs["lambda_ind"] = lam
         if self.adversary_due(step):

@@ -21,7 +21,7 @@ class SeparationOutput:
     """What a separator returns.
 
     mask: (B, N, 256, T) in [0, 1] — ratio mask on the log grid (``sop``: the sigmoid of
-      ``logits`` while training, binarised at 0.5 in eval mode, the Sound-of-Pixels convention).
+      ``logits``; its ``mask_threshold`` binarises it after unwarping, at test time).
     logits: (B, N, 256, T) pre-sigmoid mask, or None.
     visual_embedding: (B, N, D, H, W) L2-normalised visual map in the common space, or None.
     audio_embedding: (B, N, D) L2-normalised audio embedding of each separated source, or None.
@@ -67,18 +67,23 @@ class VisualFrontend(nn.Module):
             self.trunk.eval()  # frozen BatchNorm statistics
         return self
 
-    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+    def maps(self, visual: torch.Tensor) -> torch.Tensor:
+        """Per-frame feature maps, not pooled. Shape: (B, N, K, ...) → (B, N, K, C, H, W)."""
         if visual.ndim != 6:
             raise ValueError(f"visual must be (B, N, K, C, H, W), got {tuple(visual.shape)}")
         B, N, K = visual.shape[:3]
-        if self.trunk is not None:
-            flat = visual.reshape(B * N * K, *visual.shape[3:])
-            if self.trainable:
+        if self.trunk is None:
+            return visual
+        flat = visual.reshape(B * N * K, *visual.shape[3:])
+        if self.trainable:
+            maps = self.trunk(flat)
+        else:
+            with torch.no_grad():
                 maps = self.trunk(flat)
-            else:
-                with torch.no_grad():
-                    maps = self.trunk(flat)
-            visual = maps.reshape(B, N, K, *maps.shape[1:])
+        return maps.reshape(B, N, K, *maps.shape[1:])
+
+    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+        visual = self.maps(visual)
         if self.frame_pool == "max":
             return visual.amax(dim=2)
         return visual.mean(dim=2)
@@ -99,9 +104,32 @@ class Separator(nn.Module):
     (or frames in "frames" mode). Any T works: it is padded inside and the mask cropped back.
     """
 
+    # Optimizer groups: group name → attributes whose parameters it holds; every other trainable
+    # parameter is in DEFAULT_GROUP. The DeepSpeed JSON's "param_groups" sets each group's lr etc.
+    PARAM_GROUPS: dict[str, tuple[str, ...]] = {}
+    DEFAULT_GROUP = "all"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimizer group (``PARAM_GROUPS``, rest ``DEFAULT_GROUP``);
+        empty groups left out."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        seen: set[int] = set()
+        for name, attrs in self.PARAM_GROUPS.items():
+            for attr in attrs:
+                obj = getattr(self, attr)
+                params = [obj] if isinstance(obj, nn.Parameter) else list(obj.parameters())
+                for p in params:
+                    if p.requires_grad and id(p) not in seen:
+                        groups.setdefault(name, []).append(p)
+                        seen.add(id(p))
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        if rest:
+            groups[self.DEFAULT_GROUP] = rest
+        return groups
 
     @staticmethod
     def log_input(mix_mag: torch.Tensor) -> torch.Tensor:

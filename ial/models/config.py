@@ -33,15 +33,28 @@ class ModelConfig:
 
     # ial_cms: dimension D of the audio-visual common space (512 in the paper).
     embed_dim: int = 512
+    # ial_cms: the visual head (ial.models.visual_heads): "conv" (ours: 3×3 conv head on the
+    # layer-4 map, which every shard carries) or "deeplab" (the authors': ASPP on layer 4 fused
+    # with layer 2 at stride 8; needs shards featurized with low_level_features: true).
+    visual_head: Literal["conv", "deeplab"] = "conv"
+    # Extra channels after the layer-4 ones in the stored features: the layer-2 map space-to-depth
+    # by low_level_upscale (ResNet-18: 128 × 2 × 2 = 512 with the dilated trunk). 0: none.
+    low_level_channels: int = 0
+    low_level_upscale: int = 2
+    # deeplab head: ASPP branch width and dilations, layer-2 reduction (authors: 256, [1,3,6,9], 48).
+    aspp_channels: int = 256
+    aspp_dilations: list[int] = field(default_factory=lambda: [1, 3, 6, 9])
+    low_level_reduced: int = 48
     # ial_cms: widths of the 4 ResNet-style audio encoder stages (paper: 64/128/256/512; the 7×7
     # stride-2 stem has the first width). Stem and stages each halve F and T: T is padded inside
     # to a multiple of 32.
     audio_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     # ial_cms: hidden width of the audio → common-space MLP (authors' a_common_mlp.hidden_dim).
     common_hidden: int = 512
-    # ial_cms: initial slope of the learnable sigmoid over the A→V cosine map (our choice: the
-    # authors' ParamSigmoid initial values are not in the released code).
-    loc_sigmoid_scale: float = 5.0
+    # ial_cms: the learnable sigmoid over the A→V cosine map, sigmoid(w·cos + b), and its initial
+    # w, b (authors' ParamSigmoid: w = 1, b = −0.2).
+    loc_sigmoid_weight: float = 1.0
+    loc_sigmoid_bias: float = -0.2
 
     # sop: base width (ngf) of the 7-level audio U-Net (SoP: 64).
     sop_ngf: int = 64
@@ -50,11 +63,25 @@ class ModelConfig:
     # sop: number K of audio feature channels / visual channels of the linear synthesizer (SoP: 32).
     sop_k: int = 32
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the stored frame features this model takes (layer 4 + packed layer 2)."""
+        return self.visual_channels + self.low_level_channels
+
     def validate(self) -> None:
         from ial.models import MODELS
 
         if self.name not in MODELS:
             raise ConfigError("name", f"unknown model {self.name!r}; known: {', '.join(MODELS)}")
+        if self.visual_head == "deeplab" and self.low_level_channels <= 0:
+            raise ConfigError("low_level_channels", "the deeplab visual head needs the layer-2 "
+                              "maps: e.g. 512 (ResNet-18 layer 2, 128 channels, space-to-depth 2) "
+                              "and shards featurized with low_level_features: true")
+        if self.low_level_channels % (self.low_level_upscale ** 2):
+            raise ConfigError("low_level_channels", "must be a multiple of low_level_upscale²")
+        if not self.aspp_dilations or self.aspp_channels <= 0 or self.low_level_reduced <= 0:
+            raise ConfigError("aspp_dilations", "the deeplab head needs >= 1 dilation and "
+                                                "positive widths")
         if len(self.audio_channels) != 4 or any(c <= 0 for c in self.audio_channels):
             raise ConfigError("audio_channels", "must be 4 positive widths, e.g. [64,128,256,512]")
         for name in ("visual_channels", "embed_dim", "common_hidden", "sop_ngf", "sop_k"):

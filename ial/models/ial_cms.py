@@ -4,8 +4,9 @@ Architecture (DESIGN.md "Method"; authors' code ZhenkaiLin/IAL-CMS, files
 ``AVModule/AVModule_visual_related_fa_separation.py`` and ``SeperateNet/SeparateNet.py``):
 
 1. Visual: per source, frame features (K, C, H, W) pooled over K (``frame_pool``), then a head
-   (3×3 conv + BN + ReLU + 1×1 conv) to the D-dim common space, L2-normalised per location:
-   ``fv`` (D, H, W).
+   (``visual_head``: ``conv``, 3×3 conv + BN + ReLU + 1×1 conv on layer 4; or the authors'
+   ``deeplab``, ASPP + layer-2 fusion at stride 8, ``ial.models.visual_heads``) to the D-dim
+   common space, L2-normalised per location: ``fv`` (D, H, W).
 2. Audio encoder (authors' UnetSeparator with ``resnet_encoder``): log magnitude (1, 256, T) → BN
    → 7×7 stride-2 stem (c0) → four ResNet stages of two basic blocks each (LeakyReLU 0.2), widths
    ``audio_channels`` (64/128/256/512), strides 1·2 each → bottleneck ``fa_mix`` (c3, F/32, T/32).
@@ -14,7 +15,7 @@ Architecture (DESIGN.md "Method"; authors' code ZhenkaiLin/IAL-CMS, files
    - visual-related audio: ``fa = sep_mlp([fa_mix, maxpool(fv)])`` (1×1 convs);
    - audio to the common space: ``fa_com = l2norm(a_common_mlp(fa))``; source embedding
      ``a = l2norm(mean_FT fa_com)`` (used by L_av);
-   - A→V spatial attention: ``loc = sigmoid_learnable(cos(fv, a))`` (H, W);
+   - A→V spatial attention: ``loc = sigmoid(w·cos(fv, a) + b)`` (H, W), w, b learnable (1, −0.2);
      ``v = l1norm(Σ_HW loc · fv)``;
    - V→A channel attention: ``w = MLP(mean_FT(v · fa_com))`` with sigmoid; ``fa' = w·fa + fa``;
    - decoder input ``[v broadcast, fa']``, context vector ``[v, mean_FT fa']``.
@@ -36,6 +37,7 @@ from torch import nn
 from ial.models.base import Separator, SeparationOutput, VisualFrontend, pad_frames
 from ial.models.config import ModelConfig
 from ial.models.registry import MODELS
+from ial.models.visual_heads import build_visual_head
 
 
 class BasicBlock(nn.Module):
@@ -103,16 +105,17 @@ class UpBlock(nn.Module):
 
 
 class LearnableSigmoid(nn.Module):
-    """sigmoid(a · (x − b)) with learnable a, b (authors' ParamSigmoid). Shape preserved."""
+    """sigmoid(w · x + b) with learnable w, b (authors' ParamSigmoid: w = 1, b = −0.2 at init).
+    Shape preserved."""
 
-    def __init__(self, scale: float):
+    def __init__(self, weight: float = 1.0, bias: float = -0.2):
         super().__init__()
         # shape (1,), not 0-dim: DeepSpeed 0.19.8 cannot broadcast/clip 0-dim parameters
-        self.scale = nn.Parameter(torch.full((1,), float(scale)))
-        self.offset = nn.Parameter(torch.zeros(1))
+        self.weight = nn.Parameter(torch.full((1,), float(weight)))
+        self.bias = nn.Parameter(torch.full((1,), float(bias)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.scale * (x - self.offset))
+        return torch.sigmoid(self.weight * x + self.bias)
 
 
 class CMS(nn.Module):
@@ -122,7 +125,8 @@ class CMS(nn.Module):
     y (M, D + Ca, f, t), context (M, D + Ca), audio_embedding (M, D), localization (M, H, W).
     """
 
-    def __init__(self, audio_dim: int, embed_dim: int, hidden: int, sigmoid_scale: float):
+    def __init__(self, audio_dim: int, embed_dim: int, hidden: int,
+                 sigmoid_init: tuple[float, float] = (1.0, -0.2)):
         super().__init__()
         ca, d = audio_dim, embed_dim
         self.sep_mlp = nn.Sequential(
@@ -133,7 +137,7 @@ class CMS(nn.Module):
             nn.Conv2d(hidden, d, 1))
         self.weight_mlp = nn.Sequential(
             nn.Linear(d, d), nn.LeakyReLU(0.2), nn.BatchNorm1d(d), nn.Linear(d, ca), nn.Sigmoid())
-        self.loc_sigmoid = LearnableSigmoid(sigmoid_scale)
+        self.loc_sigmoid = LearnableSigmoid(*sigmoid_init)
 
     def forward(self, fa_mix: torch.Tensor, fv: torch.Tensor):
         M, _, f, t = fa_mix.shape
@@ -159,21 +163,23 @@ class IALCMS(Separator):
     """The CMS separator. See the module docstring; forward contract in ``Separator``."""
 
     STRIDE = 32  # stem /2 × four stride-2 stages
+    # authors' get_opt_dict: the visual net at v_lr (1e-3), the separator at a_lr (1e-4)
+    PARAM_GROUPS = {"visual": ("visual", "visual_head")}
+    DEFAULT_GROUP = "audio"
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         c = list(cfg.audio_channels)
         d = cfg.embed_dim
         self.visual = VisualFrontend(cfg)
-        self.visual_head = nn.Sequential(
-            nn.Conv2d(cfg.visual_channels, d, 3, 1, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(),
-            nn.Conv2d(d, d, 1))
+        self.visual_head = build_visual_head(cfg)
         self.input_norm = nn.BatchNorm2d(1)
         self.stem = nn.Sequential(nn.Conv2d(1, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]),
                                   nn.LeakyReLU(0.2))
         widths = [c[0]] + c
         self.encoder = nn.ModuleList(encoder_stage(widths[i], widths[i + 1]) for i in range(4))
-        self.cms = CMS(c[3], d, cfg.common_hidden, cfg.loc_sigmoid_scale)
+        self.cms = CMS(c[3], d, cfg.common_hidden,
+                       (cfg.loc_sigmoid_weight, cfg.loc_sigmoid_bias))
         ctx = d + c[3]
         # Decoder levels, deepest first: input width, output width; the skip (encoder stage 3,
         # 2, 1 output, then the stem) is concatenated after each level.

@@ -90,12 +90,14 @@ class ResNet18Trunk(nn.Module):
         first = BasicBlock(inplanes, planes, stride, dilation, downsample, first_dilation)
         return nn.Sequential(first, BasicBlock(planes, planes, 1, dilation))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, low_level: bool = False):
+        """Shape: (B, 3, H, W) → layer 4 (B, 512, H/16, W/16) (or /32); with ``low_level`` also
+        layer 2 (B, 128, H/8, W/8), as a pair (the authors' DeepLab head fuses both)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        low = self.layer2(x)
+        deep = self.layer4(self.layer3(low))
+        return (deep, low) if low_level else deep
 
 
 def init_weights(model: nn.Module, seed: int) -> None:
@@ -243,6 +245,8 @@ class InferenceTrunk(nn.Module):
     Shape: forward x (B, 3, H, W) ImageNet-normalised → (B, 512, H/16, W/16) (or /32), contiguous.
     """
 
+    LAYER2_LAST = 3  # blocks 0-1: layer1, 2-3: layer2, 4-5: layer3, 6-7: layer4
+
     def __init__(self, trunk: ResNet18Trunk):
         super().__init__()
         self.output_stride = trunk.output_stride
@@ -263,10 +267,14 @@ class InferenceTrunk(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.eval()  # weights are buffers: nothing here is trainable
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, low_level: bool = False):
+        """As ``ResNet18Trunk.forward`` (with ``low_level``: the pair layer 4, layer 2)."""
         x = x.contiguous(memory_format=torch.channels_last)
         x = F.max_pool2d(F.relu_(self.stem(x)), 3, 2, 1)
-        for block in self.blocks:
+        low = None
+        for index, block in enumerate(self.blocks):
             identity = block["downsample"](x) if "downsample" in block else x
             x = block["conv2"](block["conv1"](x, relu=True), residual=identity, relu=True)
-        return x.contiguous()
+            if index == self.LAYER2_LAST:
+                low = x
+        return (x.contiguous(), low.contiguous()) if low_level else x.contiguous()

@@ -1,12 +1,13 @@
 """``sop``: the Sound of Pixels baseline (Zhao et al., ECCV 2018), the paper's reference row.
 
 Follows the SoP reference implementation (hangzhaomit/Sound-of-Pixels): a 7-level U-Net on the
-log magnitude (BN on the input, 4×4 stride-2 convs, LeakyReLU down / ReLU up) gives K audio
-feature channels; the frame net maps each frame's feature map to K channels (3×3 conv), max-pools
-spatially and over the K frames, sigmoid; a linear synthesizer (per-channel scale, sum over K,
-bias) gives one mask logit map per source. Training target: binary masks with weighted BCE
-(``ial.method.losses.weighted_bce``). Convention (SoP): ``mask`` is the sigmoid while training and is
-binarised at 0.5 in eval mode.
+log magnitude (BN on the input; down 4×4 stride-2 convs with LeakyReLU; up ReLU, ×2 bilinear
+upsample, 3×3 conv) gives K audio feature channels; the frame net maps each frame's feature map to
+K channels (3×3 conv) and max-pools over frames and space together, sigmoid; a linear synthesizer
+(per-channel scale, sum over K, bias) gives one mask logit map per source. Training target:
+binary masks ``mag_n > 0.5·|mix|`` on the log grid with weighted BCE (``ial.method.losses``).
+``mask`` is the sigmoid; at test time it is unwarped to the linear grid and then binarised at
+0.5 (``mask_threshold``, applied by ``ial.separate.waveforms``), as SoP's ``calc_metrics``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from ial.models.registry import MODELS
 
 
 class UnetBlock(nn.Module):
-    """One U-Net level (SoP's UnetBlock): down conv, inner block, up conv, skip concatenation.
+    """One U-Net level (SoP's ``UnetBlock``): down (4×4 stride-2 conv), inner block, up (ReLU, ×2
+    bilinear upsample, 3×3 conv), skip concatenation. Down: LeakyReLU 0.2 + BN except outermost;
+    up: BN except outermost (whose conv has a bias).
 
     Shape: (B, outer, F, T) → (B, 2·outer, F, T) for inner levels, (B, out, F, T) outermost.
     """
@@ -31,16 +34,16 @@ class UnetBlock(nn.Module):
         super().__init__()
         self.outermost = outermost
         input_nc = outer if input_nc is None else input_nc
+        inner_out = inner if innermost else 2 * inner  # the submodule concatenates its skip
         down = nn.Conv2d(input_nc, inner, 4, 2, 1, bias=False)
+        up = [nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+              nn.Conv2d(inner_out, outer, 3, padding=1, bias=outermost)]
         if outermost:
-            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1)
-            layers = [down, submodule, nn.ReLU(), up]
+            layers = [down, submodule, *up]
         elif innermost:
-            up = nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False)
-            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(), up, nn.BatchNorm2d(outer)]
+            layers = [nn.LeakyReLU(0.2), down, *up, nn.BatchNorm2d(outer)]
         else:
-            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False)
-            layers = [nn.LeakyReLU(0.2), down, nn.BatchNorm2d(inner), submodule, nn.ReLU(), up,
+            layers = [nn.LeakyReLU(0.2), down, nn.BatchNorm2d(inner), submodule, *up,
                       nn.BatchNorm2d(outer)]
         self.model = nn.Sequential(*layers)
 
@@ -66,6 +69,16 @@ def sop_unet(ngf: int, levels: int, out_channels: int) -> nn.Module:
 class SoundOfPixels(Separator):
     """Sound of Pixels separator. Forward contract in ``Separator``; returns mask and logits."""
 
+    # SoP's create_optimizer: sound net and synthesizer at lr_sound / lr_synthesizer, the frame
+    # net's trunk at lr_frame, its fc at lr_sound
+    PARAM_GROUPS = {"synthesizer": ("scale", "bias"), "frame_fc": ("frame_fc",),
+                    "frame_trunk": ("visual",)}
+    DEFAULT_GROUP = "sound"
+
+    # SoP binarises the predicted mask at test time after unwarping it to the linear grid
+    # (ial.signal.apply_mask, used by ial.separate.waveforms)
+    mask_threshold = 0.5
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.levels = cfg.sop_levels
@@ -80,11 +93,11 @@ class SoundOfPixels(Separator):
         B, N = mix_mag.shape[0], visual.shape[1]
         x, T = pad_frames(self.log_input(mix_mag), 2 ** self.levels)
         audio = self.unet(self.input_norm(x))[..., :T]  # (B, K, 256, T)
-        # Frame net: max over frames happens in the front end (frame_pool), then over space.
-        fmap = self.visual(visual)  # (B, N, C, H, W)
-        img = self.frame_fc(fmap.flatten(0, 1)).amax(dim=(-2, -1))  # (B*N, K)
+        # Frame net (SoP's forward_multiframe): the 3×3 fc on each frame's map, then max over
+        # frames and space together.
+        maps = self.visual.maps(visual)  # (B, N, Kf, C, H, W)
+        img = self.frame_fc(maps.flatten(0, 2))  # (B*N*Kf, K, H, W)
+        img = img.reshape(B * N, maps.shape[2], *img.shape[1:]).amax(dim=(1, 3, 4))  # (B*N, K)
         img = torch.sigmoid(img).reshape(B, N, -1)
         logits = torch.einsum("bnk,bkft->bnft", img * self.scale, audio) + self.bias
-        prob = torch.sigmoid(logits)
-        mask = prob if self.training else (prob > 0.5).to(prob.dtype)
-        return SeparationOutput(mask=mask, logits=logits)
+        return SeparationOutput(mask=torch.sigmoid(logits), logits=logits)

@@ -98,6 +98,17 @@ def featurize_config_for(meta: dict):
     return FeaturizeConfig(), "defaults (the checkpoint's lineage names no featurize config)"
 
 
+def _visual(clip: dict, model_cfg) -> np.ndarray:
+    """A featurized video's visual input: its frame features, or (a model that takes frames
+    through its own trunk) its JPEG frames decoded and ImageNet-normalised. float32."""
+    if getattr(model_cfg, "visual_input", "features") == "frames":
+        from ial.models.resnet18 import imagenet_normalize
+        from preprocessing.frames import decode_jpeg
+
+        return imagenet_normalize(np.stack([decode_jpeg(f) for f in clip["frames"]])).numpy()
+    return clip["frame_features"].astype(np.float32)
+
+
 def _stem_names(paths: list[str]) -> list[str]:
     names: list[str] = []
     for p in paths:
@@ -155,16 +166,17 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     clips = [featurize_clip(p, fcfg, backbone) for p in paths]
     model_cfg = meta.get("model_cfg")
     channels = clips[0]["frame_features"].shape[1]
-    if model_cfg is not None and getattr(model_cfg, "visual_channels", channels) != channels:
-        raise SeparateError(f"checkpoint {checkpoint}: model expects {model_cfg.visual_channels} "
-                         f"visual channels, the featurizer gives {channels}")
+    if (model_cfg is not None and model_cfg.visual_input == "features"
+            and model_cfg.input_channels != channels):
+        raise SeparateError(f"checkpoint {checkpoint}: model expects {model_cfg.input_channels} "
+                            f"visual channels, the featurizer gives {channels}")
     if str(weights).startswith("none"):
         warnings.warn("the visual backbone has random weights (no visual_weights in the featurize "
                       "config): stems are only meaningful if the model was trained on the same")
 
     audio = np.stack([c["audio"] for c in clips]).astype(np.float32)  # (N, L)
     mixture = audio.sum(axis=0)
-    visual = np.stack([c["frame_features"] for c in clips]).astype(np.float32)[None]
+    visual = np.stack([_visual(c, model_cfg) for c in clips])[None]
     with torch.no_grad():
         est = separate_waveforms(model, torch.from_numpy(mixture)[None].to(device),
                                  torch.from_numpy(visual).to(device))[0].cpu().numpy()

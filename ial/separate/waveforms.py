@@ -13,12 +13,15 @@ from ial import signal
 
 @torch.no_grad()
 def separate_waveforms(model: torch.nn.Module, mixture: torch.Tensor, visual: torch.Tensor,
-                       window: int = signal.SEGMENT_SAMPLES, hop: int | None = None) -> torch.Tensor:
+                       window: int = signal.SEGMENT_SAMPLES, hop: int | None = None,
+                       taper: bool = False) -> torch.Tensor:
     """Separate ``mixture`` into one stem per visual query.
 
     Runs without gradients and with the model in eval mode (restored afterwards): BatchNorm uses
-    its running statistics and a ``sop`` model applies binary masks. ``window``/``hop`` in
-    samples (default: 65535-sample windows, half overlap, overlapping estimates averaged).
+    its running statistics. A model with a ``mask_threshold`` (``sop``: 0.5) has its mask
+    binarised after it is unwarped to the linear grid, as Sound of Pixels does. ``window``/
+    ``hop`` in samples (default: 65535-sample windows, half overlap); ``taper``: cross-fade the
+    overlaps with a Hann window instead of averaging them (``ial.signal.separate_long``).
 
     Shape: mixture (B, L) samples @ 11025 Hz, visual (B, N, K, C, H, W) → (B, N, L) samples.
     """
@@ -27,14 +30,16 @@ def separate_waveforms(model: torch.nn.Module, mixture: torch.Tensor, visual: to
     if visual.shape[0] != mixture.shape[0]:
         raise ValueError(f"visual batch {visual.shape[0]} != mixture batch {mixture.shape[0]}")
 
+    threshold = getattr(model, "mask_threshold", None)
+
     def one_window(wave: torch.Tensor) -> torch.Tensor:
         spec = signal.stft(wave)
         mask = model(signal.log_warp(spec.abs()), visual).mask
-        return signal.apply_mask(spec, mask, wave.shape[-1])
+        return signal.apply_mask(spec, mask, wave.shape[-1], threshold)
 
     was_training = model.training
     model.eval()
     try:
-        return signal.separate_long(one_window, mixture, window, hop)
+        return signal.separate_long(one_window, mixture, window, hop, taper)
     finally:
         model.train(was_training)

@@ -39,8 +39,9 @@ class TrainConfig:
     deepspeed: str = "configs/deepspeed/cpu.json"
     # torch.distributed backend: gloo on CPU, nccl on GPU (configuration only, no code change).
     backend: Literal["gloo", "nccl"] = "gloo"
-    # Clips per rank per step (the loader's batch; mixtures = batch_size // n_mix).
-    batch_size: int = 8
+    # Clips per rank per step (the loader's batch; mixtures = batch_size // n_mix). 16 = the
+    # authors' 8 two-source mixtures.
+    batch_size: int = 16
     # Training steps (one batch each: a critic update every step, a separator update as the
     # method schedules it).
     steps: int = 20000
@@ -86,6 +87,25 @@ class TrainConfig:
         for name in ("model", "method"):
             if not isinstance(getattr(self, name), (str, dict, ModelConfig, MethodConfig)):
                 raise ConfigError(name, "must be a YAML path or a mapping of its fields")
+        if isinstance(self.method, MethodConfig):
+            check_infonce_negatives(self.batch_size, self.method)
+
+
+def check_infonce_negatives(batch_size: int, method: MethodConfig) -> None:
+    """L_av contrasts each of a batch's embeddings with the others, minus the ``drop_hardest``
+    most similar: at least 2 negatives must remain per anchor, else it is a (near) no-op."""
+    if method.lambda_av <= 0:
+        return
+    mixtures = batch_size // method.n_mix
+    embeddings = mixtures * method.components_per_mixture
+    left = embeddings - 1 - method.drop_hardest
+    if left < 2:
+        raise ConfigError(
+            "method.drop_hardest", f"batch_size {batch_size} gives {mixtures} mixtures x "
+            f"{method.components_per_mixture} sources = {embeddings} audio-visual embeddings per "
+            f"step; dropping the {method.drop_hardest} hardest negatives leaves {left} of "
+            f"{embeddings - 1}, InfoNCE needs at least 2: raise batch_size or lower "
+            f"method.drop_hardest")
 
 
 def load_train_config(path: str | None = None, overrides=(), **values) -> TrainConfig:

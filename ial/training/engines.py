@@ -80,15 +80,35 @@ class scalar_shapes:
             p.data = p.data.view(1)
 
 
+def optimizer_groups(separator, overrides: dict) -> list[dict]:
+    """The separator's parameter groups (``Separator.param_groups``) as optimizer groups, each
+    with the settings the DeepSpeed JSON's ``"param_groups"`` gives it (e.g. ``{"visual":
+    {"lr": 1e-3}}``: the authors' visual-net learning rate); the others use the optimizer's."""
+    from ial.config import ConfigError
+
+    groups = separator.param_groups()
+    known = [*separator.PARAM_GROUPS, separator.DEFAULT_GROUP]  # a group may be empty (frozen)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError("deepspeed", f"param_groups {unknown} are not groups of model "
+                          f"{type(separator).__name__} (it has: {', '.join(known)})")
+    return [{"params": params, "name": name, **overrides.get(name, {})}
+            for name, params in groups.items()]
+
+
 def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed):
     """(separator engine, critic engine, vectorized scalar parameters) for an ``IALMethod``.
 
-    The critic's parameters must be trainable here (ZeRO only takes trainable parameters);
-    ``train_step`` freezes them during the separator's backward.
+    The separator's optimizer gets its parameter groups (``optimizer_groups``, settings from the
+    JSON's ``"param_groups"``). The critic's parameters must be trainable here (ZeRO only takes
+    trainable parameters); ``train_step`` freezes them during the separator's backward.
     """
+    ds_sep, ds_critic = dict(ds_sep), dict(ds_critic)
+    groups = ds_sep.pop("param_groups", {}) or {}
+    ds_critic.pop("param_groups", None)
     scalars = vectorize_scalar_parameters(method)
     sep, _, _, _ = deepspeed.initialize(model=method.separator, config=ds_sep,
-                                        model_parameters=method.separator.parameters())
+                                        model_parameters=optimizer_groups(method.separator, groups))
     critic, _, _, _ = deepspeed.initialize(model=method.critic, config=ds_critic,
                                            model_parameters=method.critic.parameters())
     if sep.dp_world_size == 1 and not sep.zero_optimization():
@@ -99,24 +119,31 @@ def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed):
 
 
 def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, float]:
-    """One IAL step with two DeepSpeed engines on a MixBatch; returns the losses' logs.
+    """One batch of IAL with two DeepSpeed engines on a MixBatch; returns the losses' logs.
 
-    Separator: forward (through its engine) and backward with the critic frozen (its parameters
-    must get no gradient), engine step. Critic, when due: hinge loss on the detached components,
-    backward, engine step (this also pushes the components into the memory bank). The
-    adversarial term scores pairs with the critic MODULE, not its engine: the engine's forward
-    arms backward hooks that expect ``critic_engine.backward``, not the separator's backward.
+    Separator, when due (every ``separator_every``-th batch): forward (through its engine) and
+    backward with the critic frozen (its parameters must get no gradient), engine step. Critic,
+    when due: hinge loss on the detached components (the separator's, or a no-grad forward on the
+    batches without a separator update), backward, engine step (this also pushes the components
+    into the memory bank). The adversarial term scores pairs with the critic MODULE, not its
+    engine: the engine's forward arms backward hooks that expect ``critic_engine.backward``.
     """
     sep_engine.train()
     critic_engine.train()
-    with method.critic_frozen():
-        loss, logs, components = method.separator_loss(mix, step, separator=sep_engine,
-                                                       critic=method.critic)
-        sep_engine.backward(loss)
-    sep_engine.step()
+    logs: dict[str, float] = {}
+    components = None
+    if method.separator_due(step):
+        with method.critic_frozen():
+            loss, logs, components = method.separator_loss(mix, step, separator=sep_engine,
+                                                           critic=method.critic)
+            sep_engine.backward(loss)
+        sep_engine.step()
     if method.critic_due(step):
+        if components is None:
+            components = method.components(mix)
         c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine)
         critic_engine.backward(c_loss)
         critic_engine.step()
         logs.update(c_logs)
+    logs["separator_update"] = float(method.separator_due(step))
     return logs

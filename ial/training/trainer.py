@@ -191,7 +191,8 @@ class Trainer:
         stream = ShardStream(self.train_shards, self.classes, seed=cfg.seed, rank=self.rank,
                              world_size=self.world, batch_size=cfg.batch_size,
                              num_workers=cfg.num_workers, train=True, drop_last=True,
-                             segment_samples=cfg.segment_samples)
+                             segment_samples=cfg.segment_samples,
+                             visual_input=self.model_cfg.visual_input)
         self.val_mix = (validation_mixtures(self.val_shards, self.classes, self.method, cfg)
                         if self.rank == 0 else None)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.run_name}", unit="step",

@@ -24,7 +24,8 @@ def validation_mixtures(val_shards, classes: list[str], method, cfg):
     n = cfg.val_mixtures * method.cfg.n_mix * 2
     epoch = ShardEpoch(val_shards, classes, epoch=0, seed=cfg.seed, rank=0,
                        world_size=1, batch_size=n, num_workers=0, train=False,
-                       drop_last=False, segment_samples=cfg.segment_samples)
+                       drop_last=False, segment_samples=cfg.segment_samples,
+                       visual_input=method.model_cfg.visual_input)
     batch = next(iter(epoch))
     mix = method.mixtures(batch.clips(), torch.Generator().manual_seed(cfg.seed))
     keep = min(cfg.val_mixtures, mix.mixture.shape[0])

@@ -45,6 +45,11 @@ class FeaturizeConfig:
     frame_size: int = 224  # px: scale short side to this, centre crop square
     jpeg_quality: int = 90
     dilate_layer4: bool = True  # output stride 16 (SoP/IAL); False: stride 32
+    # Also store the layer-2 map (stride 8), packed after the layer-4 channels by space-to-depth
+    # (frame features (K, 512 + 512, h, w) with the dilated trunk): what the authors' DeepLab
+    # visual head (model visual_head: deeplab, low_level_channels: 512) fuses. Doubles the
+    # features' size.
+    low_level_features: bool = False
     visual_weights: str | None = None  # torchvision resnet18 .pth; None: seeded random init
     seed: int = 0  # random-init seed of the trunk when no weights are given
     dask_address: str | None = None  # running scheduler (tcp://host:8786); None: LocalCluster
@@ -85,6 +90,8 @@ def content_dict(cfg: FeaturizeConfig) -> dict:
     """The fields that determine shard content, plus the featurizer version. ``visual_weights``
     is identified by the file's sha256 (not its path), or ``random-init`` + seed."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in RUN_FIELDS}
+    if not cfg.low_level_features:  # added later: shards made before it keep their hash
+        data.pop("low_level_features")
     if cfg.visual_weights:
         from ial.storage import sha256
 

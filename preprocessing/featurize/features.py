@@ -20,7 +20,7 @@ from ial.signal import CLIP_SAMPLES
 from ial.storage import local_copy
 from preprocessing.featurize.clip_decode import decode_media
 from preprocessing.featurize.config import FeaturizeConfig
-from preprocessing.featurize.frames import decode_jpeg, encode_jpeg
+from preprocessing.frames import decode_jpeg, encode_jpeg
 
 _BACKBONES: dict[tuple, tuple[Any, str]] = {}
 # Two shard tasks of one Dask worker, ``client.run`` beside a task or Prefect's thread runner may
@@ -97,12 +97,17 @@ def decode_clip(path: str, cfg: FeaturizeConfig) -> dict:
             "frame_times": [float(t) for t in cfg.frame_times]}
 
 
-def compute_features(decoded: list[dict], backbone) -> None:
+def compute_features(decoded: list[dict], backbone, low_level: bool = False) -> None:
     """Add ``spec`` (256, T) float32 and ``frame_features`` (K, 512, h, w) float32 to each decoded
-    clip, running the STFT and the ResNet once over the whole batch. Drops ``pixels``."""
+    clip, running the STFT and the ResNet once over the whole batch. Drops ``pixels``.
+
+    ``low_level``: the layer-2 map too, packed after the layer-4 channels (space-to-depth to the
+    layer-4 size, ``ial.models.visual_heads.pack_low_level``): (K, 512 + 128·r², h, w), the input
+    of the authors' DeepLab visual head."""
     import torch
 
     from ial.models.resnet18 import imagenet_normalize
+    from ial.models.visual_heads import pack_low_level
     from ial.signal import log_magnitude
 
     if not decoded:
@@ -111,7 +116,8 @@ def compute_features(decoded: list[dict], backbone) -> None:
         waves = torch.from_numpy(np.stack([d["audio"] for d in decoded]))
         specs = log_magnitude(waves).numpy()  # (B, 256, T)
         pixels = np.concatenate([d["pixels"] for d in decoded])  # (B*K, S, S, 3)
-        feats = backbone(imagenet_normalize(pixels)).numpy()  # (B*K, 512, h, w)
+        out = backbone(imagenet_normalize(pixels), low_level=low_level)
+        feats = (pack_low_level(*out) if low_level else out).numpy()  # (B*K, C, h, w)
     k = decoded[0]["pixels"].shape[0]
     for i, d in enumerate(decoded):
         d["spec"] = specs[i]
@@ -130,5 +136,5 @@ def featurize_clip(path: str, cfg: FeaturizeConfig, backbone=None) -> dict:
     if backbone is None:
         backbone, _ = load_backbone(cfg)
     clip = decode_clip(path, cfg)
-    compute_features([clip], backbone)
+    compute_features([clip], backbone, cfg.low_level_features)
     return clip

@@ -107,7 +107,7 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
                         log.warning("clip %s skipped: %s", clip["clip_id"], result)
                     else:
                         good.append((clip, result))
-                compute_features([r for _, r in good], backbone)
+                compute_features([r for _, r in good], backbone, cfg.low_level_features)
                 for clip, r in good:
                     pending.append(encode_row(
                         clip_id=clip["clip_id"], dataset=clip["dataset"], label=clip["label"] or "",

@@ -38,7 +38,7 @@ def tiny_nightly_config(path: Path, root: Path, url_template: str, dask_address:
         "featurize_overrides": ["n_workers=1", "clips_per_shard=4"],
         "train_config": str(repo / "configs/train/demo.yaml"),
         "train_overrides": ["steps=2", "val_every=2", "checkpoint_every=2", "val_mixtures=1",
-                            "batch_size=2", "num_workers=0", "log_every=1"],
+                            "batch_size=2", "num_workers=0", "log_every=1", "method.lambda_av=0"],
         "eval_config": str(repo / "configs/eval/demo.yaml"),
         "eval_overrides": ["n_per_combination=1", "num_examples=0", "oracles=[]"],
         "dask_address": dask_address,

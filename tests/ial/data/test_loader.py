@@ -98,3 +98,17 @@ def test_validation_is_carved_from_train_by_video_when_the_data_has_none(tmp_pat
 
 def _global(shard_rows, urls, rows_per_shard=20):
     return [urls.index(shard_rows.url) * rows_per_shard + r for r in shard_rows.rows]
+
+
+def test_frames_mode_yields_normalised_frames_for_a_trainable_trunk(tmp_path):
+    write_shards(str(tmp_path), shards=1, rows=4, splits=("train",), frame_size=32,
+                 feature_shape=(2, 8, 2, 2))
+    shards, classes = scan_split(list_dataset_shards(str(tmp_path), "toy"), "train")
+    stream = ShardStream(shards, classes, seed=0, rank=0, world_size=1, batch_size=4,
+                         segment_samples=1024, visual_input="frames")
+    batch = next(stream.batches())
+    assert batch.visual.shape == (4, 2, 3, 32, 32) and batch.visual.dtype.is_floating_point
+    assert abs(float(batch.visual.mean())) < 3  # ImageNet-normalised, not 0..255
+    features = next(ShardStream(shards, classes, seed=0, rank=0, world_size=1, batch_size=4,
+                                segment_samples=1024).batches())
+    assert features.visual.shape == (4, 2, 8, 2, 2)

@@ -55,10 +55,27 @@ def test_infonce_drops_hardest_false_negative():
 
 def test_weighted_bce_and_binary_masks():
     mags = torch.tensor([[1.0, 5.0], [3.0, 2.0]]).view(1, 2, 1, 2)  # (B, N, F, T)
-    gt = binary_masks(mags)
+    mix = torch.tensor([[[4.0, 7.0]]])  # |mix| of the two bins (B, F, T)
+    gt = binary_masks(mags, mix)  # SoP: mag_n > 0.5·|mix|
     assert gt.view(2, 2).tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    # phase interference: |mix| below both sources → both own the bin (argmax would give one);
+    # a bin where neither reaches half the mixture belongs to nobody
+    both = binary_masks(torch.tensor([2.0, 1.5]).view(1, 2, 1, 1), torch.tensor([[[2.5]]]))
+    none = binary_masks(torch.tensor([1.0, 1.0]).view(1, 2, 1, 1), torch.tensor([[[3.0]]]))
+    assert both.flatten().tolist() == [1.0, 1.0] and none.flatten().tolist() == [0.0, 0.0]
     logits = torch.tensor([0.5, -1.0, 2.0, 0.0]).view(1, 2, 1, 2)
     weight = sop_weight(torch.tensor([[[4.0, 7.0]]])).unsqueeze(1)
     expected = (F.binary_cross_entropy_with_logits(logits, gt, reduction="none") * weight).mean()
     assert torch.allclose(weighted_bce(logits, gt, weight), expected)
     assert abs(float(sop_weight(torch.tensor(0.0))) - 1e-3) < 1e-9 and float(sop_weight(torch.tensor(1e9))) == 10.0
+
+
+def test_infonce_keeps_at_least_two_negatives():
+    g = torch.Generator().manual_seed(2)
+    a = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    maps = a[:, :, None, None].clone()
+    # 4 embeddings: 3 negatives each; asking to drop 6 drops only 1 (2 stay), not all but one
+    kept_two = av_infonce(maps, a, drop_hardest=6)
+    assert torch.allclose(kept_two, av_infonce(maps, a, drop_hardest=1))
+    plain = av_infonce(maps, a, drop_hardest=0)
+    assert not torch.allclose(kept_two, plain)  # one was dropped

@@ -7,7 +7,7 @@ import torch
 
 from ial import signal
 from ial.config import ConfigError, from_dict, load_config
-from ial.method.config import MethodConfig, lambda_schedule
+from ial.method.config import MethodConfig, lambda_av_at, lambda_ind_at
 from ial.method.mixing import ClipBatch
 from ial.method.objective import IALMethod
 from ial.models import ModelConfig
@@ -73,29 +73,96 @@ def test_gradients_reach_exactly_the_right_parameters():
     assert any(g is not None for g in grads(m.critic))
 
 
-def test_schedules_and_intervals():
-    m = method(lambda_ind=0.01, lambda_ind_schedule="linear", lambda_ind_steps=[10, 20])
-    assert m.lambda_ind(5) == 0.0 and abs(m.lambda_ind(15) - 0.005) < 1e-12 and m.lambda_ind(99) == 0.01
-    assert [m.adversary_due(s) for s in (12, 13, 15, 18)] == [True, False, True, True]
-    assert not m.adversary_due(3)  # λ still 0
-    assert m.critic_due(1)
-    cfg = MethodConfig(lambda_ind=0.01, lambda_ind_schedule="step10", lambda_ind_steps=[100, 200])
-    assert [lambda_schedule(cfg, s) for s in (0, 150, 250)] == pytest.approx([1e-4, 1e-3, 1e-2])
+def test_lambda_schedules_follow_the_authors_step_by_step():
+    cfg = MethodConfig()  # the defaults are the authors' README schedules
+    # λ_ind counts batches: 0.01/1000 until batch 8000 included, ×10 after 8000, 16000, 24000
+    ind = {b: lambda_ind_at(cfg, b) for b in (0, 7999, 8000, 8001, 16000, 16001, 24000, 24001, 10**6)}
+    assert ind == pytest.approx({0: 1e-5, 7999: 1e-5, 8000: 1e-5, 8001: 1e-4, 16000: 1e-4,
+                                 16001: 1e-3, 24000: 1e-3, 24001: 1e-2, 10**6: 1e-2})
+    # λ_av counts separator updates (one every 3rd batch): update u happens at batch 3u
+    av = {b: lambda_av_at(cfg, b) for b in (0, 12000, 12003, 24003, 36003)}
+    assert av == pytest.approx({0: 5e-5, 12000: 5e-5, 12003: 5e-4, 24003: 5e-3, 36003: 5e-2})
+    linear = MethodConfig(lambda_ind_schedule="linear", lambda_ind_steps=[10, 20])
+    assert [lambda_ind_at(linear, b) for b in (5, 15, 99)] == pytest.approx([0.0, 0.005, 0.01])
+    flat = MethodConfig(lambda_av_schedule="constant")
+    assert lambda_av_at(flat, 0) == lambda_av_at(flat, 10**6) == 0.05
+    assert lambda_ind_at(MethodConfig(lambda_ind=0.0), 10**6) == 0.0
+
+
+def test_update_intervals_critic_every_batch_separator_every_third():
+    m = method()
+    assert [m.separator_due(s) for s in range(7)] == [True, False, False, True, False, False, True]
+    assert all(m.critic_due(s) for s in range(7))
+    assert [m.adversary_due(s) for s in range(4)] == [True, False, False, True]
     ablation = method(lambda_ind=0.0)
     assert not ablation.uses_critic and not ablation.critic_due(0) and not ablation.adversary_due(0)
+    assert ablation.separator_due(3) and not ablation.separator_due(4)
     mix = ablation.mixtures(tone_clips(), torch.Generator().manual_seed(0))
     assert "loss_ind" not in ablation.separator_loss(mix, 0)[1]
 
 
+class _Engine:
+    """What ``train_step`` needs of a DeepSpeed engine, over a plain module and optimizer."""
+
+    def __init__(self, module):
+        self.module = module
+        self.opt = torch.optim.SGD(module.parameters(), lr=0.1)
+
+    def __call__(self, *args):
+        return self.module(*args)
+
+    def train(self):
+        self.module.train()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def test_train_step_updates_the_separator_every_third_batch_and_the_critic_every_batch():
+    from ial.training.engines import train_step
+
+    m = method()
+    sep, critic = _Engine(m.separator), _Engine(m.critic)
+    clips = tone_clips()
+    changed = []
+    for step in range(6):
+        before_sep = [p.detach().clone() for p in m.separator.parameters()]
+        before_critic = [p.detach().clone() for p in m.critic.parameters()]
+        logs = train_step(m, sep, critic, m.mixtures(clips, torch.Generator().manual_seed(step)),
+                          step)
+        changed.append((any(not torch.equal(a, b) for a, b in zip(before_sep,
+                                                                 m.separator.parameters())),
+                        any(not torch.equal(a, b) for a, b in zip(before_critic,
+                                                                 m.critic.parameters())),
+                        "loss" in logs, logs["separator_update"]))
+        assert len(m.bank) == 4 * (step + 1)  # the critic saw this batch's components
+    assert changed == [(True, True, True, 1.0), (False, True, False, 0.0),
+                       (False, True, False, 0.0), (True, True, True, 1.0),
+                       (False, True, False, 0.0), (False, True, False, 0.0)]
+
+
 def test_configs_and_validation():
-    for name in ("ial", "cms_only", "sop", "unsupervised", "demo"):
+    for name in ("ial", "cms_only", "sop", "authors_supervised", "authors_unsupervised", "demo"):
         cfg = load_config(MethodConfig, f"configs/method/{name}.yaml")
-        assert cfg.separator_adv_every >= 1
+        assert cfg.separator_every >= 1
+    sup = load_config(MethodConfig, "configs/method/authors_supervised.yaml")
+    unsup = load_config(MethodConfig, "configs/method/authors_unsupervised.yaml")
+    assert (sup.mode, sup.lambda_ind, unsup.mode, unsup.lambda_ind) == (
+        "supervised", 0.0, "unsupervised", 0.01)
+    assert load_config(MethodConfig, "configs/method/ial.yaml") == MethodConfig()  # defaults
     assert load_config(MethodConfig, "configs/method/cms_only.yaml").lambda_ind == 0
     with pytest.raises(ConfigError, match="n_mix"):
         from_dict(MethodConfig, {"n_mix": 5})
     with pytest.raises(ConfigError, match="lambda_ind_steps"):
-        from_dict(MethodConfig, {"lambda_ind_steps": [5]})
+        from_dict(MethodConfig, {"lambda_ind_schedule": "linear", "lambda_ind_steps": [5]})
+    with pytest.raises(ConfigError, match="lambda_av_steps"):
+        from_dict(MethodConfig, {"lambda_av_steps": [300, 200]})
+    with pytest.raises(ConfigError, match="separator_every"):
+        from_dict(MethodConfig, {"separator_every": 0})
 
 
 def test_critic_state_resumes_exactly():

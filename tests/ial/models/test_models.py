@@ -56,7 +56,7 @@ def test_masks_depend_on_the_visual_query():
 def test_default_size_matches_documentation():
     # docs/model.md quotes these counts
     assert count_parameters(build_model(ModelConfig())) == 25_439_687
-    assert count_parameters(build_model(ModelConfig(name="sop"))) == 42_033_891
+    assert count_parameters(build_model(ModelConfig(name="sop"))) == 30_421_731
 
 
 @pytest.mark.parametrize("trainable", [False, True])
@@ -77,3 +77,41 @@ def test_frames_mode_trunk_gradients(trainable):
         assert not model.visual.trunk.training  # frozen BatchNorm statistics
     head = model.visual_head[0].weight
     assert head.grad is not None and head.grad.abs().sum() > 0
+
+
+def test_sop_upsamples_bilinearly_then_3x3_conv_as_sound_of_pixels():
+    model = build_model(ModelConfig(name="sop", **SMALL))
+    kinds = {type(m).__name__ for m in model.unet.modules()}
+    assert "ConvTranspose2d" not in kinds and "Upsample" in kinds
+    ups = [m for m in model.unet.modules() if isinstance(m, torch.nn.Upsample)]
+    assert all(u.mode == "bilinear" and u.scale_factor == 2 for u in ups)
+
+
+def test_sop_frame_net_runs_per_frame_then_max_pools_over_frames_and_space():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="sop", **SMALL)).eval()
+    frames = torch.rand(1, 1, 3, 8, 5, 5)  # three frames whose maps differ
+    mag = torch.rand(1, 256, 128) + 1e-3  # T a multiple of 2**levels: no padding inside
+    got = model(mag, frames).logits
+    # SoP: fc on each frame, then the max over (frames, H, W)
+    per_frame = model.frame_fc(frames[0, 0]).amax(dim=(0, 2, 3))
+    img = torch.sigmoid(per_frame)
+    audio = model.unet(model.input_norm(model.log_input(mag)))
+    expected = torch.einsum("k,kft->ft", img * model.scale, audio[0]) + model.bias
+    assert torch.allclose(got[0, 0], expected, atol=1e-5)
+    # pooling the frames first (the old order) gives another answer
+    pooled_first = torch.sigmoid(model.frame_fc(frames[0, 0].amax(0, keepdim=True)).amax(
+        dim=(0, 2, 3)))
+    assert not torch.allclose(pooled_first, img)
+
+
+def test_sop_trains_its_frame_trunk_in_frames_mode():
+    cfg = ModelConfig(name="sop", visual_input="frames", visual_channels=512,
+                      train_visual_trunk=True, sop_ngf=4, sop_k=4)
+    model = build_model(cfg).train()
+    out = model(torch.rand(1, 256, 128), torch.randn(1, 2, 2, 3, 32, 32))
+    out.logits.mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.visual.trunk.parameters())
+    assert {id(p) for p in model.param_groups()["frame_trunk"]} == {
+        id(p) for p in model.visual.trunk.parameters()}

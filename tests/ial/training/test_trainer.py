@@ -87,7 +87,11 @@ def test_one_process_run_writes_everything(uninterrupted, shards_root):
     records = [json.loads(x) for x in read_text(f"{run}/metrics.jsonl").splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == list(range(1, 9))
-    assert {"loss", "loss_sep", "lambda_ind", "critic_loss"} <= set(records[-2])
+    train = [r for r in records if r["split"] == "train"]
+    assert all("critic_loss" in r for r in train)  # the critic trains on every batch
+    updates = [r for r in train if r["separator_update"]]  # the separator on every 3rd
+    assert [r["step"] for r in updates] == [1, 4, 7]
+    assert all({"loss", "loss_sep", "lambda_ind", "lambda_av"} <= set(r) for r in updates)
     assert [r["step"] for r in records if r["split"] == "val"] == [4, 8]
     assert os.listdir(f"{run}/tensorboard")
     meta = torch.load(res["checkpoint"], weights_only=True)

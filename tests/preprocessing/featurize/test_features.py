@@ -289,3 +289,18 @@ def test_a_run_where_every_clip_fails_to_decode_is_an_error(tmp_path, source_vid
     with pytest.raises(NothingFeaturized, match=r"all 1 clips of 'toy' failed to decode "
                                                 r"\(first: bad_0: "):
         featurize(small_config(tmp_path), client=dask_client, progress=False)
+
+
+def test_low_level_features_pack_layer2_for_the_authors_head(source_videos):
+    from preprocessing.featurize.config import config_hash, content_dict
+
+    plain = small_config("/tmp/unused")
+    assert "low_level_features" not in content_dict(plain)  # shards made before keep their hash
+    both = small_config("/tmp/unused", low_level_features=True)
+    assert config_hash(both) != config_hash(plain)
+    path = source_videos["good"][440]
+    deep = featurize_clip(path, plain)["frame_features"]
+    packed = featurize_clip(path, both)["frame_features"]
+    K, C, h, w = deep.shape
+    assert packed.shape == (K, C + 128 * 4, h, w)  # + layer 2 (128 ch, 2h×2w) space-to-depth
+    assert np.allclose(packed[:, :C], deep, atol=1e-4)

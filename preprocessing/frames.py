@@ -1,4 +1,5 @@
-"""JPEG encoding of the frames shards store (and decoding them back to pixels)."""
+"""The frames column of the shard contract: JPEG encoding of the frames shards store (featurize)
+and decoding them back to pixels (featurize, the training loader and evaluation in frames mode)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,80 @@
+"""The optimizers the DeepSpeed JSONs build: the authors' (per group) and Sound of Pixels'."""
+
+from __future__ import annotations
+
+import pytest
+
+from ial.config import ConfigError
+from ial.training.config import TrainConfig, deepspeed_configs, load_train_config
+
+
+@pytest.fixture(scope="module")
+def deepspeed():
+    from ial.training.engines import import_deepspeed, single_process_env
+
+    single_process_env()
+    ds = import_deepspeed("gloo")
+    ds.init_distributed(dist_backend="gloo")
+    return ds
+
+
+def _engines(deepspeed, train_yaml: str, *overrides: str):
+    from ial.method.objective import IALMethod
+    from ial.training.config import method_config, model_config
+    from ial.training.engines import build_engines
+
+    cfg = load_train_config(train_yaml, list(overrides))
+    method = IALMethod(model_config(cfg), method_config(cfg))
+    ds_sep, ds_critic = deepspeed_configs(cfg, world_size=1)
+    sep, critic, _ = build_engines(method, ds_sep, ds_critic, deepspeed)
+    return method, sep, critic
+
+
+def _groups(engine):
+    return {g.get("name", "critic"): (g["lr"], tuple(g.get("betas") or ()), g["weight_decay"],
+                                      g.get("momentum")) for g in engine.optimizer.param_groups}
+
+
+@pytest.mark.parametrize("json", ["configs/deepspeed/cpu.json",
+                                  "configs/deepspeed/gpu_bf16_zero2.json"])
+def test_the_authors_optimizers_per_group(deepspeed, json):
+    method, sep, critic = _engines(deepspeed, "configs/train/demo.yaml", f"deepspeed={json}",
+                                   "backend=gloo")
+    assert _groups(sep) == {"visual": (1e-3, (0.9, 0.999), 0.0, None),   # v_lr
+                            "audio": (1e-4, (0.9, 0.999), 0.0, None)}    # a_lr, no decay
+    assert _groups(critic) == {"critic": (1e-4, (0.0, 0.9), 1e-3, None)}
+    assert not sep.gradient_clipping() and not critic.gradient_clipping()
+    visual = {id(p) for p in method.separator.visual_head.parameters()}
+    (vgroup,) = [g for g in sep.optimizer.param_groups if g.get("name") == "visual"]
+    assert visual <= {id(p) for p in vgroup["params"]} or sep.zero_optimization()
+
+
+def test_sound_of_pixels_sgd(deepspeed):
+    _, sep, _ = _engines(deepspeed, "configs/train/demo.yaml", "model=configs/model/sop_demo.yaml",
+                         "method=configs/method/sop.yaml", "deepspeed=configs/deepspeed/sop.json")
+    assert type(sep.optimizer).__name__ == "SGD"
+    assert _groups(sep) == {"synthesizer": (1e-3, (), 1e-4, 0.9), "frame_fc": (1e-3, (), 1e-4, 0.9),
+                            "sound": (1e-3, (), 1e-4, 0.9)}  # the trunk is frozen: no group
+
+
+def test_a_param_group_the_model_does_not_have_is_refused(deepspeed, tmp_path):
+    import json
+
+    bad = json.loads(open("configs/deepspeed/cpu.json").read())
+    bad["param_groups"] = {"vision": {"lr": 1e-3}}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=r"param_groups \['vision'\].*it has: visual, audio"):
+        _engines(deepspeed, "configs/train/demo.yaml", f"deepspeed={path}")
+
+
+def test_infonce_that_would_keep_fewer_than_two_negatives_is_refused():
+    with pytest.raises(ConfigError) as info:  # the old default: 4 mixtures, drop 6 of 7
+        load_train_config("configs/train/default.yaml", ["batch_size=8"])
+    msg = str(info.value)
+    assert "method.drop_hardest" in msg and "batch_size 8" in msg and "leaves 1 of 7" in msg
+    assert load_train_config("configs/train/default.yaml").batch_size == 16  # 9 negatives
+    # without L_av there is nothing to check
+    assert load_train_config("configs/train/default.yaml",
+                             ["batch_size=8", "method.lambda_av=0"]).batch_size == 8
+    TrainConfig(batch_size=4)  # plain construction is not validated; loading is
