@@ -1,6 +1,7 @@
 """IAL: the method, its training and evaluation, and the machinery every stage shares.
 
 Foundation modules (import nothing above them; every other package may import them):
+``errors`` (``UserError``: one ``Error: ...`` line), ``runtime`` (where code runs),
 ``config`` (typed dataclass configs ← YAML ← overrides), ``registry`` (named alternatives),
 ``storage`` (one root, local or s3://; ``atomic_write``), ``media`` (the one ffmpeg), ``signal``
 (STFT, log-frequency warp, masks), ``native`` (builds the C sources once).

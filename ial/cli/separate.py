@@ -10,7 +10,8 @@ import click
 @click.option("--checkpoint", required=True, metavar="URL", help="model.pt export (local or s3://).")
 @click.option("--out", "out_dir", default="./separated", show_default=True, metavar="DIR",
               help="Where the WAV stems and spectrogram.png go (local or s3://).")
-@click.option("--device", default="cpu", show_default=True, help="torch device for the model.")
+@click.option("--device", default="auto", show_default=True,
+              help="torch device for the model: auto (CUDA when visible), cpu, cuda:N.")
 def command(videos, checkpoint, out_dir, device):
     """Separate the sounds of your own video(s) (first 10 s of each).
 

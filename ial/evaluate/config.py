@@ -32,7 +32,7 @@ class EvalConfig:
     # SDR over half a window, the taper +0.09 dB more (docs/model.md).
     window_hop: int | None = 2205
     window_taper: bool = True
-    device: str = "cpu"  # torch device of the model ("cpu", "cuda", "cuda:1")
+    device: str = "auto"  # torch device of the model: auto (CUDA when visible), cpu, cuda:1
     silent_db: float = SILENT_DB  # dBFS: a mixture with a reference below this is skipped
     clamp_db: float = CLAMP_DB  # scores are clipped to ±clamp_db dB (inf/NaN cases)
 

@@ -232,7 +232,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
     from ial.data.loader import visual_of
 
+    from ial.runtime import torch_device
+
     t0 = time.monotonic()
+    cfg.device = torch_device(cfg.device, "evaluate device")
     model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
     by_class, where = scan_clips(cfg.data, cfg.split)
     specs = build_mixtures(by_class, cfg.mix, cfg.n_per_combination, cfg.seed, cfg.max_mixtures)

@@ -143,7 +143,7 @@ def _plot(path: str, waves: dict[str, np.ndarray]) -> None:
     plt.close(fig)
 
 
-def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str = "cpu") -> dict:
+def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str = "auto") -> dict:
     """Separate ``paths`` (local or s3:// videos) with ``checkpoint``; write stems to ``out_dir``.
 
     Returns ``{"mixture": url, "stems": {name: url}, "spectrogram": url, "report": url,
@@ -157,7 +157,10 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
 
     if not paths:
         raise SeparateError("give at least one video")
+    from ial.runtime import torch_device
+
     model, meta = load_model(checkpoint, map_location="cpu")
+    device = torch_device(device, "--device")
     model = model.to(device).eval()
     fcfg, fsource = featurize_config_for(meta)
     for p in paths:

@@ -21,7 +21,8 @@ FEATURIZER_VERSION = "1.0.0"
 
 # Fields that do not change shard content (excluded from the config hash).
 RUN_FIELDS = ("root", "dask_address", "n_workers", "threads_per_worker", "torch_threads",
-              "batch_clips", "row_group_clips", "clips_per_shard", "retries", "optimize_inference")
+              "batch_clips", "row_group_clips", "clips_per_shard", "retries", "optimize_inference",
+              "device")
 
 
 @dataclass
@@ -58,6 +59,9 @@ class FeaturizeConfig:
     torch_threads: int = 1  # torch intra-op threads inside a worker
     optimize_inference: bool = True  # InferenceTrunk: BN folded + Winograd convs, ~2.3x eager on CPU
     retries: int = 2  # Dask/Prefect retries of a shard task that raised
+    # Where the ResNet runs: auto = a CUDA device when the worker sees one, else CPU. Not part of
+    # the hash: CUDA and CPU features agree to float tolerance (benchmarks/gpu_check.sh).
+    device: str = "auto"
 
     def validate(self) -> None:
         if self.clips_per_shard < 1:

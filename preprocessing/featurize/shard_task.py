@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import resource
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ial.config import to_dict
+from ial.runtime import worker_name
 from ial.storage import Storage, exists, read_text, temp_prefix, upload_file, write_text
 from preprocessing.featurize.config import FEATURIZER_VERSION, RUN_FIELDS, FeaturizeConfig
 from preprocessing.featurize.features import compute_features, decode_clip, prepare_worker
@@ -135,7 +135,7 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
         "clip_ids": clip_ids, "failed": failed, "splits": splits, "classes": classes,
         "bytes": size, "seconds": round(seconds, 3),
         "clips_per_second": round(len(job.clips) / seconds, 3) if seconds > 0 else None,
-        "peak_rss_mb": round(_peak_rss_mb(), 1), "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "peak_rss_mb": round(_peak_rss_mb(), 1), "worker": worker_name(),
         "featurizer_version": FEATURIZER_VERSION, "config_hash": cfg_hash,
         "visual_weights": weights,
     }

@@ -12,6 +12,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ial.runtime import worker_name
 from ial.storage import Storage, write_text
 from preprocessing.clip_index import write_clip_index_part
 from preprocessing.ingest.clip import adopt_existing, now_utc, process_clip
@@ -179,4 +180,5 @@ def batch_stats(batch_id: str, dataset: str, rows: list[dict], processed_ids: li
         "seconds": round(seconds, 3),
         "clips_per_s": round(len(ok_now) / seconds, 4) if seconds > 0 else None,
         "finished_at": now_utc().isoformat(),
+        "worker": worker_name(),
     }
