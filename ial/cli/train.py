@@ -23,13 +23,22 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "de
               help="DeepSpeed hostfile (`host slots=N` lines) for several nodes; --num-procs is "
                    "then the processes per node.")
 @click.option("--master-port", type=int, default=None,
-              help="Rendezvous port (default: a free port).")
+              help="Rendezvous port (default: a free port; required with --no-ssh).")
+@click.option("--master-addr", default=None, metavar="HOST",
+              help="Rendezvous host: the first hostfile node's address (default: DeepSpeed asks "
+                   "it over ssh; required with --no-ssh).")
+@click.option("--no-ssh", is_flag=True,
+              help="Start only this node's ranks (every node runs the same command with its own "
+                   "--node-rank: the Kubernetes job's way); needs --hostfile, --master-addr, "
+                   "--master-port.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=None,
+              help="This node's position in the hostfile (with --no-ssh).")
 @click.option("--init-from", default=None, metavar="URL",
               help="Warm-start the separator from a model.pt (or run dir); fresh optimizers.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @config_options(str(DEFAULT_CONFIG))
-def command(root, dataset, run_name, num_procs, hostfile, master_port, init_from, no_progress,
-            config_path, overrides):
+def command(root, dataset, run_name, num_procs, hostfile, master_port, master_addr, no_ssh,
+            node_rank, init_from, no_progress, config_path, overrides):
     """Train the IAL separator and independency critic with DeepSpeed.
 
     \b
@@ -39,6 +48,8 @@ def command(root, dataset, run_name, num_procs, hostfile, master_port, init_from
       ial train --num-procs 2 --set num_workers=1
     Several nodes (same code, env and storage root on every node, passwordless ssh):
       ial train --hostfile hostfile --num-procs 8 --config configs/train/gpu.yaml --root s3://bucket/ial
+    Several nodes without ssh (each node runs this with its own --node-rank):
+      ial train --hostfile hostfile --no-ssh --node-rank 0 --master-addr node1 --master-port 29500
     Resume: run the same command again; it continues from checkpoints/<run>/deepspeed/latest.json
     (exact: step, both optimizers, memory bank, RNG, loader position). `--set resume=false`
     starts over. Writes model.pt, best/model.pt, metrics.jsonl and tensorboard/ under
@@ -51,5 +62,6 @@ def command(root, dataset, run_name, num_procs, hostfile, master_port, init_from
                        run_name=run_name, init_from=init_from)
     in_process = num_procs == 1 and hostfile is None
     result = launch(cfg, num_procs=num_procs, hostfile=hostfile, master_port=master_port,
-                    in_process=in_process, progress=not no_progress)
+                    in_process=in_process, progress=not no_progress, no_ssh=no_ssh,
+                    node_rank=node_rank, master_addr=master_addr)
     click.echo(json.dumps(result, indent=2))

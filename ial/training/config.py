@@ -39,12 +39,19 @@ class TrainConfig:
     deepspeed: str = "configs/deepspeed/cpu.json"
     # torch.distributed backend: gloo on CPU, nccl on GPU (configuration only, no code change).
     backend: Literal["gloo", "nccl"] = "gloo"
+    # Seconds a collective may wait for a peer before the run fails (a dead node's rank ends
+    # the run after this, for a resume; torch's default is 30 minutes).
+    dist_timeout_s: int = 1800
     # Clips per rank per step (the loader's batch; mixtures = batch_size // n_mix). 16 = the
     # authors' 8 two-source mixtures.
     batch_size: int = 16
     # Training steps (one batch each: a critic update every step, a separator update as the
     # method schedules it).
     steps: int = 20000
+    # Stop after this many minutes of training (the loop, not the set-up), at a step boundary,
+    # then validate and checkpoint as at the end (0: no limit; a resumed run gets it anew).
+    # The quality benchmark trains each model for the same wall time this way.
+    max_minutes: float = 0.0
     # Samples per training window (65535 = 256 STFT frames, the paper's ~5.94 s).
     segment_samples: int = 65535
     # Validate (SDR on fixed val mixtures) every N steps, and at the end.
@@ -75,11 +82,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("batch_size", "steps", "segment_samples", "val_every", "val_mixtures",
-                     "checkpoint_every", "log_every", "keep_checkpoints"):
+                     "checkpoint_every", "log_every", "keep_checkpoints", "dist_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, "must be positive")
         if self.num_workers < 0:
             raise ConfigError("num_workers", "must be >= 0")
+        if self.max_minutes < 0:
+            raise ConfigError("max_minutes", "must be >= 0 (0: no limit)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction", "must be in [0, 1)")
         if not self.run_name or "/" in self.run_name:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ial.config import save_config, to_dict
+from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
 from ial.storage import read_text, temp_prefix
 from ial.training.config import TrainConfig, load_train_config
@@ -35,15 +35,21 @@ def _as_config(cfg_path_or_cfg: str | TrainConfig | None, overrides=()) -> Train
 
 def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
            hostfile: str | None = None, overrides=(), master_port: int | None = None,
-           in_process: bool = False, progress: bool = True, env: dict | None = None) -> dict:
+           in_process: bool = False, progress: bool = True, env: dict | None = None,
+           no_ssh: bool = False, node_rank: int | None = None,
+           master_addr: str | None = None) -> dict:
     """Run training and return its result (the dict of ``train``, read from result.json).
 
     - one process, no hostfile: ``python -m ial.training`` in a subprocess with RANK/WORLD_SIZE/
       MASTER_* set (or in this process with ``in_process=True``);
     - ``num_procs`` > 1 or a hostfile: the ``deepspeed`` launcher with ``--num_gpus num_procs``
       (processes per node; on CPU too) and a free ``--master_port``; ``--hostfile`` for several
-      nodes (each node needs the same environment and code; the config is passed as a URL under
-      the storage root so every node can read it).
+      nodes: the launcher starts every node's ranks over ssh (pdsh); each node needs the same
+      environment and code (DeepSpeed exports the variables listed in ``$DS_ENV_FILE``), and
+      the config is passed as a URL under the storage root so every node can read it;
+    - ``no_ssh``: this node's ranks only (``node_rank`` in the hostfile, the Kubernetes job's
+      way: every node runs the same command with its own rank); ``master_addr`` and
+      ``master_port`` must then be given (every node must agree on them).
     """
     cfg = _as_config(cfg_path_or_cfg, overrides)
     run = RunDir(cfg)
@@ -65,11 +71,19 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
             child_env["MASTER_PORT"] = str(master_port)
         cmd = [sys.executable, "-m", "ial.training", *args]
     else:
+        if no_ssh and (hostfile is None or node_rank is None or not master_addr
+                       or not master_port):
+            raise ConfigError("no_ssh", "a run without ssh needs --hostfile, --node-rank, "
+                                        "--master-addr and --master-port (the same on every node)")
         launcher = Path(sys.executable).with_name("deepspeed")
         cmd = [str(launcher) if launcher.exists() else "deepspeed",
                "--master_port", str(master_port or free_port()), "--num_gpus", str(num_procs)]
         if hostfile:
             cmd += ["--hostfile", hostfile]
+        if master_addr:
+            cmd += ["--master_addr", master_addr]
+        if no_ssh:
+            cmd += ["--no_ssh", "--node_rank", str(node_rank)]
         cmd += ["--module", "ial.training", *args]
     fd, error_file = tempfile.mkstemp(prefix=temp_prefix("error"))
     os.close(fd)

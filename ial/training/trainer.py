@@ -54,7 +54,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     deepspeed = import_deepspeed(cfg.backend)
     # The process group lives as long as the process: DeepSpeed caches its groups, so a later
     # in-process run (same world) reuses it instead of re-creating it.
-    deepspeed.init_distributed(dist_backend=cfg.backend)
+    import datetime
+
+    deepspeed.init_distributed(dist_backend=cfg.backend,
+                               timeout=datetime.timedelta(seconds=cfg.dist_timeout_s))
     trainer = Trainer(cfg, model_cfg, method_cfg, ds_sep, ds_critic, deepspeed)
     return trainer.run(progress)
 
@@ -199,8 +202,9 @@ class Trainer:
                    disable=not progress or self.rank != 0, dynamic_ncols=True)
         batches = stream.batches(self.position)
         saved_at = validated_at = self.step
-        t0 = time.monotonic()
-        while self.step < cfg.steps:
+        t0 = started = time.monotonic()
+        budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
+        while self.step < cfg.steps and not self._out_of_time(started, budget):
             batch = next(batches)
             logs = self._train_step(batch)
             self.step += 1
@@ -232,6 +236,14 @@ class Trainer:
             write_text(self.paths("result.json"), json.dumps(result, indent=2))
         self.dist.barrier()
         return result
+
+    def _out_of_time(self, started: float, budget: float) -> bool:
+        """Whether the wall-time budget is spent (rank 0 decides, every rank follows)."""
+        if budget == float("inf"):
+            return False
+        flag = torch.tensor([float(time.monotonic() - started >= budget)])
+        self.dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _train_step(self, batch) -> dict[str, float]:
         mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)

@@ -9,6 +9,7 @@ deployment names.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 from pathlib import Path
@@ -162,7 +163,9 @@ def k8s_commands() -> list[list[str]]:
                             script = re.sub(r"\$\{(\w+)\}", lambda m: "0" if m.group(1).endswith("INDEX")
                                             else f"value-of-{m.group(1)}", script)
                             cmd = shlex.split(script)
-                        out.append([str(x) for x in cmd])
+                        # files the pod mounts (a ConfigMap): their repository copy
+                        mounted = {"/etc/ial/hostfile": str(INFRA / "hostfile")}
+                        out.append([mounted.get(str(x), str(x)) for x in cmd])
     return out
 
 
@@ -184,7 +187,10 @@ def check_command(argv: list[str]) -> None:
 
         assert args[0] in SUBCOMMANDS, f"`ial {args[0]}` is not a subcommand"
         sub = main.get_command(None, args[0])
-        sub.make_context(args[0], args[1:])
+        ctx = sub.make_context(args[0], args[1:])
+        config = ctx.params.get("config_path")
+        if config and not os.path.isabs(config):
+            assert (REPO / config).exists(), f"config {config} of `ial {args[0]}` does not exist"
         if args[0] == "serve":
             from flows.deployments import select
 
@@ -215,7 +221,7 @@ def check_command(argv: list[str]) -> None:
 def test_compose_and_k8s_commands_parse_with_the_real_parsers():
     commands = compose_commands() + k8s_commands()
     programs = {c[0] for c in commands}
-    assert {"ial", "dask", "deepspeed", "prefect"} <= programs
+    assert {"ial", "dask", "prefect"} <= programs
     for argv in commands:
         check_command(argv)
 

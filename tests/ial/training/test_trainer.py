@@ -234,3 +234,21 @@ def test_a_nested_set_applies_on_top_of_the_method_file():
     assert (demo.method.drop_hardest, demo.method.bank_size) == (plain.method.drop_hardest,
                                                                  plain.method.bank_size)
     assert demo.model == plain.model
+
+
+def test_max_minutes_stops_at_a_step_boundary_then_validates_and_exports(tmp_path):
+    root = str(tmp_path / "root")
+    write_shards(root, shards=2, rows=12, samples=6000, splits=SPLITS)
+    single_process_env()
+    res = train(tiny_config(root, "budget", steps=10_000, val_every=10_000, num_workers=0,
+                            max_minutes=1e-4), progress=False)  # 6 ms: the first step spends it
+    assert 1 <= res["step"] < 10_000
+    assert res["best_val_sdr"] is not None and exists(res["checkpoint"])
+
+
+def test_run_settings_are_checked():
+    from ial.config import ConfigError
+
+    for field, value in (("max_minutes", -1.0), ("dist_timeout_s", 0)):
+        with pytest.raises(ConfigError, match=field):
+            tiny_config("/tmp", "x", **{field: value}).validate()
