@@ -1,0 +1,217 @@
+"""Benchmark: separation quality on realistic sound — IAL vs CMS (no adversary) vs Sound of Pixels.
+
+On the realistic corpus (``benchmarks/corpus_realistic.py``: 8 General-MIDI instruments playing
+Bach chorale voices, 2304 training sections, disjoint test music and recordings, a VGGSound CSV
+with ~10 % missing videos), served by the loopback video server and run through the project's
+own stages exactly as a user's data: ingest (yt-dlp + ffmpeg) → featurize (Dask) → train
+(DeepSpeed) → evaluate (the protocol of ``python -m ial.evaluate``):
+
+- ``ial``: ``configs/train/realistic.yaml`` (``ial_cms``, λ_ind > 0);
+- ``cms``: the same with ``method.lambda_ind=0`` (no critic): the ablation;
+- ``sop``: Sound of Pixels (``configs/model/sop_realistic.yaml``, ``configs/method/sop.yaml``,
+  its SGD ``configs/deepspeed/sop.json``).
+
+Each model trains for the same wall time (``--minutes``, default 20, on this machine's CPUs: run
+it on an otherwise idle machine), one after the other; the best checkpoint by validation SDR (5 %
+of the train videos, held out by video id; never the test split) is evaluated on every pair of
+test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes). A rerun
+reuses a finished training of exactly the same config (an unfinished one starts over). Prints
+the table with the oracle and mixture rows, the steps each model reached and its training
+clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
+differences. Last lines::
+
+    RESULT ial_sdr=<dB> target>=6
+    RESULT ial_minus_sop_sdr=<dB> target>=2
+    RESULT ial_minus_cms_sdr=<dB> target>=0.5
+
+``--quick``: a tiny corpus and seconds of training: a smoke run of the same path (under a minute
+on 2 cores once the corpus tools are installed; ``--setup`` installs them).
+
+Usage: ``python benchmarks/separation_quality.py [--minutes 20] [--seed 0] [--work DIR]
+[--quick] [--setup] [--prepare-only]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RUNS = {
+    "ial": [],
+    "cms": ["method.lambda_ind=0"],
+    "sop": ["model=configs/model/sop_realistic.yaml", "method=configs/method/sop.yaml",
+            "deepspeed=configs/deepspeed/sop.json"],
+}
+
+
+def prepare_data(work: Path, corpus_seed: int, quick: bool) -> tuple[str, dict]:
+    """Corpus → ingest → featurize under ``work`` (each resumable: a rerun skips what is done).
+    Returns (storage root, {stage: summary})."""
+    from ial.config import load_config
+    from ial.demo.realistic_corpus import QUICK, RealisticCorpusConfig, generate_realistic_corpus
+    from ial.demo.video_server import VideoServer
+    from preprocessing.featurize.config import FeaturizeConfig
+    from preprocessing.featurize.run import featurize
+    from preprocessing.ingest.config import IngestConfig
+    from preprocessing.ingest.run import ingest
+
+    t0 = time.perf_counter()
+    corpus = generate_realistic_corpus(RealisticCorpusConfig(
+        str(work / "corpus"), seed=corpus_seed, **(QUICK if quick else {})), progress=not quick)
+    root = str(work / "root")
+    timing = {"corpus_s": time.perf_counter() - t0}
+    with VideoServer(corpus.out_dir) as server:
+        t0 = time.perf_counter()
+        cfg = load_config(IngestConfig, REPO / "configs/ingest/realistic.yaml",
+                          [f"url_template={server.url_template}"], manifest=corpus.manifest,
+                          root=root)
+        summary = ingest(cfg, progress=not quick)
+        timing["ingest_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fcfg = load_config(FeaturizeConfig, REPO / "configs/featurize/realistic.yaml", root=root)
+    featurized = featurize(fcfg, progress=not quick)
+    timing["featurize_s"] = time.perf_counter() - t0
+    print(f"data: {len(corpus.rows)} manifest rows ({corpus.missing} missing videos) → ingest "
+          f"{summary['by_status']} → {featurized['dataset_rows']} shard rows "
+          f"{featurized['splits']}; " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()))
+    return root, {"ingest": summary, "featurize": featurized}
+
+
+def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: float, seed: int,
+                       quick: bool) -> dict:
+    """One model: train for ``minutes``, evaluate its best checkpoint. Returns the summary."""
+    from ial.config import load_config
+    from ial.evaluate import EvalConfig, evaluate
+    from ial.storage import Storage
+    from ial.training.config import load_train_config
+    from ial.training.launcher import launch
+
+    run = f"{name}-s{seed}"
+    run_dir = Path(Storage(root).url("checkpoints", run))
+    extra = ["val_every=5", "checkpoint_every=10", "log_every=2"] if quick else []
+    cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"),
+                            [*overrides, *extra, f"seed={seed}", f"max_minutes={minutes}"],
+                            root=root, run_name=run)
+    t0 = time.perf_counter()
+    result = finished_training(run_dir, cfg)
+    if result is None:  # a budgeted run cannot resume exactly: an unfinished one starts over
+        shutil.rmtree(run_dir, ignore_errors=True)
+        result = launch(cfg, in_process=True, progress=False)
+    else:
+        print(f"{run}: reusing its finished training of exactly this config ({run_dir})")
+    train_s = time.perf_counter() - t0
+    records = [json.loads(x) for x in Path(Storage(root).url("checkpoints", run, "metrics.jsonl"))
+               .read_text().splitlines() if x.strip()]
+    rates = [r["samples_per_s"] for r in records if r.get("split") == "train"
+             and "samples_per_s" in r]
+    ckpt = result.get("best_checkpoint") or result["checkpoint"]
+    ecfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml",
+                       ["num_examples=0"] + (["n_per_combination=2"] if quick else
+                                             ["n_per_combination=4"]),
+                       checkpoint=ckpt, data=Storage(root).url("shards", "realistic"), mix=2,
+                       out=Storage(root).url("reports", run))
+    t0 = time.perf_counter()
+    report = evaluate(ecfg, progress=False)
+    report["mixtures"] = json.loads(Path(report["report_dir"], "results.json").read_text())[
+        "mixtures"]
+    return {"name": name, "steps": result["step"], "train_s": train_s,
+            "eval_s": time.perf_counter() - t0, "best_val_sdr": result.get("best_val_sdr"),
+            "clips_per_s": float(np.median(rates)) if rates else None, "report": report}
+
+
+def finished_training(run_dir: Path, cfg) -> dict | None:
+    """The result of a finished training of exactly ``cfg`` in ``run_dir`` (its saved
+    config.yaml is ``cfg``'s and result.json exists), else None."""
+    from ial.config import dump_yaml
+
+    saved, result = run_dir / "config.yaml", run_dir / "result.json"
+    if result.exists() and saved.exists() and saved.read_text() == dump_yaml(cfg):
+        return json.loads(result.read_text())
+    return None
+
+
+def per_source_sdr(report: dict, row: str) -> dict[tuple, float]:
+    """(mixture index, source) → SDR of ``row`` in an evaluation report."""
+    out = {}
+    for m in report["mixtures"]:
+        if m["scores"]:
+            for i, v in enumerate(m["scores"][row]["sdr"]):
+                out[(m["index"], i)] = v
+    return out
+
+
+def paired_ci(a: dict, b: dict, seed: int = 0, n: int = 10000) -> tuple[float, float, float]:
+    """Mean of a − b over the sources both scored, and its 95 % paired bootstrap interval."""
+    keys = sorted(set(a) & set(b))
+    d = np.array([a[k] - b[k] for k in keys])
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=20.0, help="training wall time per model")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (the corpus has --corpus-seed)")
+    p.add_argument("--corpus-seed", type=int, default=0)
+    p.add_argument("--work", default=None, help="working folder (default: ./data/bench-quality"
+                   "[-quick]; corpus, clips and shards are kept and reused)")
+    p.add_argument("--quick", action="store_true", help="tiny corpus, seconds of training")
+    p.add_argument("--setup", action="store_true", help="install the corpus tools first")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build the corpus, ingest and featurize it, then stop")
+    a = p.parse_args(argv)
+    if a.setup:
+        from ial.demo.realistic_corpus import install_tools
+
+        install_tools()
+    minutes = 0.1 if a.quick else a.minutes
+    work = Path(a.work or REPO / "data" / ("bench-quality-quick" if a.quick else "bench-quality"))
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    root, _ = prepare_data(work, a.corpus_seed, a.quick)
+    if a.prepare_only:
+        return {}
+    results = {name: train_and_evaluate(root, name, overrides, minutes, a.seed, a.quick)
+               for name, overrides in RUNS.items()}
+    ial = results["ial"]["report"]
+    print(f"\n{'row':14s} {'SDR':>7s} {'SIR':>7s} {'SAR':>7s} {'SDRi':>7s} {'n':>5s} "
+          f"{'steps':>6s} {'clips/s':>8s} {'val SDR':>8s}")
+    for name, r in results.items():
+        row = r["report"]["rows"]["model"]
+        print(f"{name:14s} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
+              f"{row['sdri']:7.2f} {row['n']:5d} {r['steps']:6d} "
+              f"{(r['clips_per_s'] or float('nan')):8.1f} "
+              f"{(r['best_val_sdr'] or float('nan')):8.2f}")
+    for row_name in ("oracle_irm", "oracle_ibm", "mixture"):
+        row = ial["rows"][row_name]
+        print(f"{row_name:14s} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
+              f"{row['sdri']:7.2f} {row['n']:5d}")
+    sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
+    diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], a.seed),
+             "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], a.seed)}
+    print(f"\n({minutes:g} min of training each, seed {a.seed}; evaluation: "
+          f"every pair of {ial['counts']['classes']} test classes, "
+          f"{ial['counts']['evaluated']} mixtures, {ial['counts']['sources']} sources; "
+          "best checkpoints by validation SDR)")
+    for key, (mean, lo, hi) in diffs.items():
+        print(f"{key.replace('_', ' ')}: {mean:+.2f} dB SDR, 95 % paired bootstrap CI "
+              f"[{lo:+.2f}, {hi:+.2f}]")
+    print(f"RESULT ial_sdr={ial['rows']['model']['sdr']:.2f} target>=6")
+    print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
+    print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
+    return {"results": results, "diffs": diffs}
+
+
+if __name__ == "__main__":
+    main()

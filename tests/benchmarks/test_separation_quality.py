@@ -1,0 +1,53 @@
+"""benchmarks/separation_quality.py: its statistics, and the whole path on a tiny corpus."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ial.demo.realistic_corpus import missing_tools
+from tests.conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "separation_quality.py"
+_spec = importlib.util.spec_from_file_location("separation_quality", SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_paired_ci_is_deterministic_and_brackets_the_mean():
+    rng = np.random.default_rng(0)
+    a = {(i, 0): float(v) for i, v in enumerate(rng.normal(3.0, 1.0, 200))}
+    b = {k: v - 0.5 + float(rng.normal(0, 0.2)) for k, v in a.items()}
+    mean, lo, hi = bench.paired_ci(a, b, seed=1)
+    assert (mean, lo, hi) == bench.paired_ci(a, b, seed=1)
+    assert lo < mean < hi and 0.4 < mean < 0.6 and hi - lo < 0.2
+    only_shared = dict(list(b.items())[:50])  # pairs only the sources both scored
+    assert bench.paired_ci(a, only_shared)[0] == pytest.approx(
+        np.mean([a[k] - only_shared[k] for k in only_shared]))
+
+
+def test_per_source_sdr_reads_the_report_rows():
+    report = {"mixtures": [{"index": 0, "scores": {"model": {"sdr": [1.0, 2.0]}}},
+                           {"index": 1, "scores": {}}]}  # a skipped (silent) mixture
+    assert bench.per_source_sdr(report, "model") == {(0, 0): 1.0, (0, 1): 2.0}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
+def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_path):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--work", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert re.search(r"^data: \d+ manifest rows \(\d+ missing videos\) → ingest", run.stdout,
+                     re.M)
+    for row in ("ial", "cms", "sop", "oracle_irm", "oracle_ibm", "mixture"):
+        assert re.search(rf"^{row}\s+-?\d+\.\d\d", run.stdout, re.M), row
+    names = [re.match(r"RESULT (\w+)=(-?[\d.]+) target", x).group(1) for x in lines[-3:]]
+    assert names == ["ial_sdr", "ial_minus_sop_sdr", "ial_minus_cms_sdr"]
+    assert "95 % paired bootstrap CI" in run.stdout
