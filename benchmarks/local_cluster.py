@@ -71,10 +71,10 @@ def featurize_rate(dask_address: str | None) -> dict:
 def step_time(hostfile: Path | None, run: str, steps: int, work: Path) -> float:
     cfg = work / f"{run}.yaml"
     cfg.write_text(json.dumps({
-        "root": ROOT, "dataset": "demo", "run_name": run, "steps": steps, "batch_size": 4,
+        "root": ROOT, "dataset": "demo", "run_name": run, "steps": steps, "batch_size": 6,
         "val_every": 10 * steps, "checkpoint_every": 10 * steps, "log_every": 1, "num_workers": 0,
         "val_fraction": 0.0, "model": str(REPO / "configs/model/demo.yaml"),
-        "method": {"separator_every": 1, "lambda_av": 0},
+        "method": str(REPO / "configs/method/demo.yaml"),
         "segment_samples": 32767, "seed": 0}))
     cmd = [VENV / "ial", "train", "--config", cfg, "--no-progress"]
     cmd += ["--hostfile", hostfile, "--num-procs", "1"] if hostfile else ["--num-procs", "2"]
@@ -82,12 +82,12 @@ def step_time(hostfile: Path | None, run: str, steps: int, work: Path) -> float:
     text = s3_python(f"print(fs.cat('{BUCKET}/ial/checkpoints/{run}/metrics.jsonl').decode())")
     rates = [r["samples_per_s"] for r in map(json.loads, filter(None, text.splitlines()))
              if r.get("split") == "train" and "samples_per_s" in r]
-    return statistics.median([4 * 2 / r for r in rates[1:]])  # s per step (2 ranks × 4 clips)
+    return statistics.median([6 * 2 / r for r in rates[1:]])  # s per step (2 ranks × 6 clips)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="8 clips, 6 training steps")
+    p.add_argument("--quick", action="store_true", help="4 clips, 6 training steps")
     p.add_argument("--keep-up", action="store_true", help="leave the cluster running")
     p.add_argument("--work", default=str(REPO / "data" / "bench-cluster"))
     a = p.parse_args(argv)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    n_per_class = 2 if a.quick else 8
+    n_per_class = 2 if a.quick else 16
     corpus = generate_corpus(str(work / f"corpus-{n_per_class}"), classes=["violin", "flute"],
                              videos_per_class=n_per_class, seconds=13.0, seed=3, workers=2)
     subprocess.run([str(REPO / "infra/local-cluster/up"), "--services"], check=True,
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         steps = 6 if a.quick else 30
         local_s = step_time(None, "bench-local", steps, work)
         hosts_s = step_time(hostfile, "bench-2hosts", steps, work)
-        print(f"training step (demo model, 2 ranks × 4 clips): 2 hosts {hosts_s:.3f} s, "
+        print(f"training step (demo model, 2 ranks × 6 clips): 2 hosts {hosts_s:.3f} s, "
               f"2 local processes {local_s:.3f} s (median of {steps - 1})")
     finally:
         if server:

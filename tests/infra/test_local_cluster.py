@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -125,6 +125,16 @@ def _s3_ls(c: Cluster, prefix: str) -> list[str]:
     return json.loads(c.python("ial-head", code).stdout.strip().splitlines()[-1])
 
 
+def _start_until_written(c: Cluster, cmd: list, prefix: str) -> subprocess.Popen:
+    """Start ``cmd`` on ial-head; return once it has written under ``prefix`` on S3."""
+    run = subprocess.Popen([str(STATE / "run-on"), "ial-head", *map(str, cmd)], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: _s3_ls(c, prefix) or run.poll() is not None, 120,
+               f"nothing under {prefix}", interval=0.3)
+    assert run.poll() is None, run.stdout.read()[-3000:]  # still running: the fault hits it
+    return run
+
+
 def test_ingest_runs_on_the_node_workers_into_s3_and_survives_an_s3_restart(cluster, demo_corpus,
                                                                             tmp_path):
     manifest = tmp_path / "vggsound.csv"
@@ -134,12 +144,7 @@ def test_ingest_runs_on_the_node_workers_into_s3_and_survives_an_s3_restart(clus
            "--no-progress", "--url-template", "http://ial-head:8000/videos/{video_id}.mp4",
            "--dask-address", "tcp://ial-head:8786", "--batch-size", "1",
            "--set", "clip_seconds=3", "--set", "retries=2", "--set", "backoff=1"]
-    run = subprocess.Popen([str(STATE / "run-on"), "ial-head", *map(str, cmd)], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not _s3_ls(cluster, f"{BUCKET}/ial/clips/vggsound/index"):
-        assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()[-3000:]
-        time.sleep(0.5)
+    run = _start_until_written(cluster, cmd, f"{BUCKET}/ial/clips/vggsound/index")
     cluster.restart_s3_endpoint(down_s=4)  # mid-ingest: the S3 API goes away and comes back
     out, _ = run.communicate(timeout=300)
     # whatever that restart cost is retried: a rerun (failed clips retried) finishes everything
@@ -167,12 +172,7 @@ def test_featurize_on_both_nodes_with_a_link_outage_every_clip_once(cluster, dem
            "--no-progress", "--dask-address", "tcp://ial-head:8786",
            "--config", REPO / "configs/featurize/demo.yaml", "--set", "clips_per_shard=1",
            "--set", "frame_times=[0.5,1.5,2.5]"]  # inside the 3 s clips ingested above
-    run = subprocess.Popen([str(STATE / "run-on"), "ial-head", *map(str, cmd)], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not _s3_ls(cluster, f"{BUCKET}/ial/shards/vggsound/_stats"):
-        assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()[-3000:]
-        time.sleep(0.3)
+    run = _start_until_written(cluster, cmd, f"{BUCKET}/ial/shards/vggsound/_stats")
     subprocess.run(["ip", "-n", "ial-node2", "link", "set", "eth0", "down"], check=True)
     time.sleep(20)  # node2 is unreachable: the scheduler gives it up, its shards go to node1
     subprocess.run(["ip", "-n", "ial-node2", "link", "set", "eth0", "up"], check=True)
@@ -266,16 +266,6 @@ def _api(c: Cluster, path: str):
     return json.loads(out.splitlines()[-1]) if out else None
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} after {timeout} s")
-
-
 def _restart_prefect_server(c: Cluster, down_s: float) -> None:
     for pid in c.pids("ial-head", r"prefect server start|uvicorn"):
         try:
@@ -289,7 +279,7 @@ def _restart_prefect_server(c: Cluster, down_s: float) -> None:
 
 def test_a_deployment_run_from_node1_survives_a_prefect_server_restart(cluster, demo_corpus,
                                                                         tmp_path):
-    _wait(lambda: _api(cluster, "/health") is True, 120, "the Prefect API is not up")
+    wait_until(lambda: _api(cluster, "/health") is True, 120, "the Prefect API is not up")
     manifest = tmp_path / "vggsound.csv"
     manifest.write_text("".join(f"{e.video_id},{e.start_seconds:g},\"{e.label}\",{e.split}\n"
                                 for e in demo_corpus.entries))
@@ -297,7 +287,7 @@ def test_a_deployment_run_from_node1_survives_a_prefect_server_restart(cluster, 
     # the Prefect worker role: `ial serve` on node1; the run's batches go to the Dask workers
     cluster.start("ial-node1", VENV / "ial", "serve", "--only", "ingest/vggsound", "--root", root,
                   "--dask-address", "tcp://ial-head:8786", log="serve.log")
-    _wait(lambda: _api(cluster, "/deployments/name/ingest/vggsound"), 120,
+    wait_until(lambda: _api(cluster, "/deployments/name/ingest/vggsound"), 120,
           "ingest/vggsound is not registered (serve.log: "
           + (STATE / "logs" / "serve.log").read_text()[-2000:] + ")")
     params = ["--param", f"manifest={manifest}", "--param",
@@ -311,10 +301,10 @@ def test_a_deployment_run_from_node1_survives_a_prefect_server_restart(cluster, 
         run = _api(cluster, f"/flow_runs/{run_id}")
         return run and run["state"]
 
-    _wait(lambda: (state() or {}).get("type") == "RUNNING", 180, "the flow run did not start")
+    wait_until(lambda: (state() or {}).get("type") == "RUNNING", 180, "the flow run did not start")
     killed_at = time.time()
     _restart_prefect_server(cluster, down_s=3)  # the API is gone for ~3 s + its start-up time
-    final = _wait(lambda: (lambda s: s if s and s["type"] not in ("SCHEDULED", "PENDING",
+    final = wait_until(lambda: (lambda s: s if s and s["type"] not in ("SCHEDULED", "PENDING",
                                                                    "RUNNING") else None)(state()),
                   300, "the flow run never reached a final state (a silent loss)", interval=2)
     print(f"flow run after the Prefect server restart: {final['type']} {final['message']!r}")
