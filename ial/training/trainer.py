@@ -248,9 +248,19 @@ class Trainer:
     def _train_step(self, batch) -> dict[str, float]:
         mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)
         logs = train_step(self.method, self.sep, self.critic, mix, self.step)
-        logs["lr"] = float(self.sep.get_lr()[0])
+        logs.update(self._learning_rates())
         logs["epoch"] = float(batch.epoch)
         return logs
+
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr``: the separator's main group (the model's ``DEFAULT_GROUP``); ``lr_<group>``:
+        each other named group's (e.g. ``lr_visual``)."""
+        groups = {g.get("name", str(i)): float(g["lr"])
+                  for i, g in enumerate(self.sep.optimizer.param_groups)}
+        main = self.method.separator.DEFAULT_GROUP
+        out = {"lr": groups.pop(main) if main in groups else next(iter(groups.values()))}
+        out.update({f"lr_{name}": lr for name, lr in groups.items()})
+        return out
 
     # ----------------------------------------------------------------- validation
     def _validate(self, writer) -> None:

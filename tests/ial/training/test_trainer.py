@@ -89,6 +89,8 @@ def test_one_process_run_writes_everything(uninterrupted, shards_root):
     assert train_steps == list(range(1, 9))
     train = [r for r in records if r["split"] == "train"]
     assert all("critic_loss" in r for r in train)  # the critic trains on every batch
+    # the separator's lr (configs/deepspeed/cpu.json) apart from the visual group's
+    assert all(r["lr"] == 1e-4 and r["lr_visual"] == 1e-3 for r in train)
     updates = [r for r in train if r["separator_update"]]  # the separator on every 3rd
     assert [r["step"] for r in updates] == [1, 4, 7]
     assert all({"loss", "loss_sep", "lambda_ind", "lambda_av"} <= set(r) for r in updates)
