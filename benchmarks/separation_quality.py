@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         install_tools()
     minutes = 0.1 if a.quick else a.minutes
     work = Path(a.work or REPO / "data" / ("bench-quality-quick" if a.quick else "bench-quality"))
+    if work.exists() and not work.is_dir():
+        sys.exit(f"Error: --work {work} is not a directory")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     root, _ = prepare_data(work, a.corpus_seed, a.quick)
     if a.prepare_only:
@@ -214,4 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from ial.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:  # a bad config, file, bucket: one line, as the ial command does
+        sys.exit(f"Error: {exc}")

@@ -51,3 +51,12 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     names = [re.match(r"RESULT (\w+)=(-?[\d.]+) target", x).group(1) for x in lines[-3:]]
     assert names == ["ial_sdr", "ial_minus_sop_sdr", "ial_minus_cms_sdr"]
     assert "95 % paired bootstrap CI" in run.stdout
+
+
+def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):
+    work = tmp_path / "not-a-folder"
+    work.write_text("x")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--work", str(work)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: --work {work} is not a directory"
