@@ -16,9 +16,10 @@ it on an otherwise idle machine), one after the other; the best checkpoint by va
 of the train videos, held out by video id; never the test split) is evaluated on every pair of
 test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes). A rerun
 reuses a finished training of exactly the same config (an unfinished one starts over). Prints
-the table with the oracle and mixture rows, the steps each model reached and its training
-clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
-differences. Last lines::
+the training step's clips/s before and after the channels-last change (measured side by
+side, ``step_throughput``), the table with the oracle and mixture rows, the steps each model
+reached and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored
+sources) of the SDR differences. Last lines::
 
     RESULT ial_sdr=<dB> target>=6
     RESULT ial_minus_sop_sdr=<dB> target>=2
@@ -129,6 +130,62 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
             "clips_per_s": float(np.median(rates)) if rates else None, "report": report}
 
 
+def step_throughput(quick: bool) -> dict[str, float]:
+    """The recipe's training step, clips/s before and after the channels-last change
+    (``TrainConfig.channels_last``), measured side by side in this process.
+
+    Two identical ``ial`` methods (``configs/train/realistic.yaml``: its model, method, batch,
+    window and optimizer settings; a step after the λ ramps, so the critic, the adversarial term
+    and L_av all run) train on the same synthetic batch with the recipe's shapes: one in PyTorch's
+    default NCHW layout (before), one channels-last (after). Steps alternate one by one, the order
+    flipping every step, so drift in machine load hits both; the median step time gives clips/s.
+    This is the model's step (forward, backward, Adam: ``benchmarks/train_step.py``'s
+    ``plain_step``) without DeepSpeed's bookkeeping, which that benchmark measures (≤ 10 %).
+    """
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_step import adam_for, plain_step, synthetic_clips
+
+    from ial.method.objective import IALMethod
+    from ial.training.config import (deepspeed_configs, load_train_config, method_config,
+                                     model_config)
+    from ial.training.engines import vectorize_scalar_parameters
+
+    cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"))
+    model_cfg, method_cfg = model_config(cfg), method_config(cfg)
+    ds_sep, ds_critic = deepspeed_configs(cfg, 1)
+    clip = float(ds_sep.get("gradient_clipping", 0.0)) or float("inf")
+    variants = {}
+    for name, channels_last in (("before", False), ("after", True)):
+        torch.manual_seed(0)
+        method = IALMethod(model_cfg, method_cfg)
+        vectorize_scalar_parameters(method)
+        if channels_last:
+            method.to(memory_format=torch.channels_last)
+        variants[name] = (method, adam_for(method.separator.parameters(), ds_sep),
+                          adam_for(method.critic.parameters(), ds_critic))
+    clips = synthetic_clips(model_cfg, cfg.batch_size, cfg.segment_samples, frames=3)
+    mix = variants["before"][0].mixtures(clips, torch.Generator().manual_seed(1))
+    step = max([*method_cfg.lambda_ind_steps, *method_cfg.lambda_av_steps, 0]) + 1
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(2 + (3 if quick else 15)):  # the first two of each are warm-up
+        for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            t0 = time.perf_counter()
+            plain_step(*variants[name], mix, step, clip)
+            if i >= 2:
+                times[name].append(time.perf_counter() - t0)
+    rates = {name: cfg.batch_size / statistics.median(t) for name, t in times.items()}
+    print(f"training step of the ial recipe ({cfg.batch_size} clips of {cfg.segment_samples} "
+          f"samples, critic and adversary on; forward + backward + Adam, "
+          f"{len(times['after'])} alternating steps each, {torch.get_num_threads()} threads): "
+          f"before (NCHW) {rates['before']:.1f} clips/s, after (channels_last) "
+          f"{rates['after']:.1f} clips/s (x{rates['after'] / rates['before']:.2f})")
+    return rates
+
+
 def finished_training(run_dir: Path, cfg) -> dict | None:
     """The result of a finished training of exactly ``cfg`` in ``run_dir`` (its saved
     config.yaml is ``cfg``'s and result.json exists), else None."""
@@ -184,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     root, _ = prepare_data(work, a.corpus_seed, a.quick)
     if a.prepare_only:
         return {}
+    throughput = step_throughput(a.quick)
     results = {name: train_and_evaluate(root, name, overrides, minutes, a.seed, a.quick)
                for name, overrides in RUNS.items()}
     ial = results["ial"]["report"]
@@ -212,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"RESULT ial_sdr={ial['rows']['model']['sdr']:.2f} target>=6")
     print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
     print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
-    return {"results": results, "diffs": diffs}
+    return {"results": results, "diffs": diffs, "step_clips_per_s": throughput}
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     lines = run.stdout.strip().splitlines()
     assert re.search(r"^data: \d+ manifest rows \(\d+ missing videos\) → ingest", run.stdout,
                      re.M)
+    assert re.search(r"^training step of the ial recipe .* before \(NCHW\) \d+\.\d clips/s, "
+                     r"after \(channels_last\) \d+\.\d clips/s", run.stdout, re.M)
     for row in ("ial", "cms", "sop", "oracle_irm", "oracle_ibm", "mixture"):
         assert re.search(rf"^{row}\s+-?\d+\.\d\d", run.stdout, re.M), row
     names = [re.match(r"RESULT (\w+)=(-?[\d.]+) target", x).group(1) for x in lines[-3:]]
