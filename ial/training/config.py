@@ -71,12 +71,16 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     # Conv weights, activations and their gradients in channels-last (NHWC) memory: the same
-    # arithmetic in another order (fp-rounding differences only), ~25 % faster training steps on
-    # CPU with oneDNN (measured side by side by benchmarks/separation_quality.py) and the layout
-    # GPU tensor cores prefer. false: PyTorch's default NCHW. Not applied under ZeRO (stage > 0,
-    # e.g. configs/deepspeed/gpu_bf16_zero2.json): its optimizer owns flat parameter buffers.
+    # arithmetic in another order (fp-rounding differences only), ×1.2–1.4 faster training steps
+    # of the realistic recipe on CPU with oneDNN (measured side by side by
+    # benchmarks/separation_quality.py) and the layout GPU tensor cores prefer. OFF by default:
+    # with PyTorch 2.13 on CPU, ial_cms with audio_channels under 16 (e.g. gpu_check --quick's
+    # [4,4,4,4]) aborts with heap corruption ("free(): invalid next size") when it is on; widths
+    # of 16 and up (the realistic and paper models) trained without trouble.
+    # configs/train/realistic.yaml turns it on. Not applied under ZeRO (stage > 0, e.g.
+    # configs/deepspeed/gpu_bf16_zero2.json): its optimizer owns flat parameter buffers.
     # Exports are plain state_dicts either way.
-    channels_last: bool = True
+    channels_last: bool = False
     # DataLoader worker processes per rank (0 = read shards in the training process).
     num_workers: int = 2
     # Resume from checkpoints/<run_name>/ when it holds a committed checkpoint.
