@@ -2,7 +2,8 @@
 
 - ``single_process_env`` / ``free_port``: what torch.distributed needs without a launcher;
 - ``import_deepspeed(backend)``: DeepSpeed without its first-use JIT builds on CPU;
-- ``build_engines(method, ds_sep, ds_critic, deepspeed)``: the two engines (0-dim parameters made
+- ``build_engines(method, ds_sep, ds_critic, deepspeed, channels_last)``: the two engines
+  (channels-last conv weights when asked and possible; 0-dim parameters made
   (1,) for DeepSpeed, ``scalar_shapes`` restores them around an export);
 - ``train_step(method, sep, critic, mix, step)``: separator update with the critic frozen, then
   the critic's update when due.
@@ -96,12 +97,15 @@ def optimizer_groups(separator, overrides: dict) -> list[dict]:
             for name, params in groups.items()]
 
 
-def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed):
+def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_last: bool = False):
     """(separator engine, critic engine, vectorized scalar parameters) for an ``IALMethod``.
 
     The separator's optimizer gets its parameter groups (``optimizer_groups``, settings from the
     JSON's ``"param_groups"``). The critic's parameters must be trainable here (ZeRO only takes
     trainable parameters); ``train_step`` freezes them during the separator's backward.
+    ``channels_last`` (``TrainConfig.channels_last``): conv weights NHWC once the engines have
+    started (their start-up broadcast views each parameter as bytes, which needs NCHW), the
+    activations follow them; not under ZeRO, whose optimizer owns flat parameter buffers.
     """
     ds_sep, ds_critic = dict(ds_sep), dict(ds_critic)
     groups = ds_sep.pop("param_groups", {}) or {}
@@ -115,6 +119,8 @@ def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed):
         # One data-parallel rank: nothing to all-reduce (DeepSpeed would still flatten, "reduce"
         # and copy back every gradient after each backward).
         sep.enable_backward_allreduce = critic.enable_backward_allreduce = False
+    if channels_last and not sep.zero_optimization():
+        method.to(memory_format=torch.channels_last)
     return sep, critic, scalars
 
 

@@ -107,13 +107,9 @@ class Trainer:
         if self.marker is None and cfg.init_from:
             self._warm_start(cfg.init_from)
         self.sep, self.critic, self.scalars = build_engines(self.method, ds_sep, ds_critic,
-                                                           deepspeed)
+                                                           deepspeed, cfg.channels_last)
         self.device = self.sep.device
         self.method.to(self.device)
-        if cfg.channels_last and not self.sep.zero_optimization():
-            # conv weights NHWC, activations follow them (TrainConfig.channels_last); only after
-            # the engines' start-up broadcast, which views each parameter as bytes (needs NCHW)
-            self.method.to(memory_format=torch.channels_last)
 
         # Per-rank randomness (critic pairs, mixing), saved and restored for exact resume.
         torch.manual_seed(cfg.seed * 1000 + 1 + self.rank)
