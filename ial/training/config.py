@@ -52,6 +52,12 @@ class TrainConfig:
     # then validate and checkpoint as at the end (0: no limit; a resumed run gets it anew).
     # The quality benchmark trains each model for the same wall time this way.
     max_minutes: float = 0.0
+    # The separator's learning-rate decay over the run's budget (``ial.training.budget``:
+    # "constant" or "cosine"), a factor on top of the DeepSpeed scheduler's lr, by the fraction
+    # of `steps` or `max_minutes` used, whichever is further: a wall-time budget does not know
+    # its step count, so a step-indexed DeepSpeed schedule cannot end with it. The critic's lr
+    # is not decayed.
+    lr_decay: str = "constant"
     # Samples per training window (65535 = 256 STFT frames, the paper's ~5.94 s).
     segment_samples: int = 65535
     # Validate (SDR on fixed val mixtures) every N steps, and at the end.
@@ -100,6 +106,11 @@ class TrainConfig:
             raise ConfigError("num_workers", "must be >= 0")
         if self.max_minutes < 0:
             raise ConfigError("max_minutes", "must be >= 0 (0: no limit)")
+        from ial.training.budget import LR_DECAYS
+
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError("lr_decay", f"unknown decay {self.lr_decay!r} (known: "
+                                          f"{', '.join(LR_DECAYS)})")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction", "must be in [0, 1)")
         if not self.run_name or "/" in self.run_name:

@@ -29,6 +29,7 @@ import torch
 from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
 from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
+from ial.training.budget import LR_DECAYS, progress, scale_learning_rates
 from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
 from ial.training.engines import (build_engines, import_deepspeed, scalar_shapes,
                                   single_process_env, train_step)
@@ -204,7 +205,12 @@ class Trainer:
         saved_at = validated_at = self.step
         t0 = started = time.monotonic()
         budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
-        while self.step < cfg.steps and not self._out_of_time(started, budget):
+        decay = LR_DECAYS[cfg.lr_decay]
+        while self.step < cfg.steps:
+            used = self._progress(started, budget)
+            if used >= 1.0:
+                break
+            scale_learning_rates(self.sep.optimizer, decay(used))
             batch = next(batches)
             logs = self._train_step(batch)
             self.step += 1
@@ -237,18 +243,21 @@ class Trainer:
         self.dist.barrier()
         return result
 
-    def _out_of_time(self, started: float, budget: float) -> bool:
-        """Whether the wall-time budget is spent (rank 0 decides, every rank follows)."""
-        if budget == float("inf"):
-            return False
-        flag = torch.tensor([float(time.monotonic() - started >= budget)])
-        self.dist.broadcast(flag, src=0)
-        return bool(flag.item())
+    def _progress(self, started: float, budget: float) -> float:
+        """Fraction of the step or wall-time budget used (``ial.training.budget.progress``; rank
+        0's clock decides, every rank follows: the same stop and the same lr everywhere)."""
+        used = progress(self.step, self.cfg.steps, time.monotonic() - started, budget)
+        if budget != float("inf"):
+            flag = torch.tensor([used], dtype=torch.float64)
+            self.dist.broadcast(flag, src=0)
+            used = float(flag.item())
+        return used
 
     def _train_step(self, batch) -> dict[str, float]:
         mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)
+        rates = self._learning_rates()  # the ones this step uses (the scheduler steps after)
         logs = train_step(self.method, self.sep, self.critic, mix, self.step)
-        logs.update(self._learning_rates())
+        logs.update(rates)
         logs["epoch"] = float(batch.epoch)
         return logs
 

@@ -4,6 +4,7 @@ s3:// root (staged + uploaded), export loads into ial.evaluate. Tiny model, tiny
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -248,9 +249,22 @@ def test_max_minutes_stops_at_a_step_boundary_then_validates_and_exports(tmp_pat
     assert res["best_val_sdr"] is not None and exists(res["checkpoint"])
 
 
+def test_cosine_lr_decay_over_the_steps_is_what_the_steps_used(tmp_path):
+    root = str(tmp_path / "root")
+    write_shards(root, shards=2, rows=12, samples=6000, splits=SPLITS)
+    single_process_env()
+    train(tiny_config(root, "cosine", num_workers=0, lr_decay="cosine"), progress=False)
+    lines = read_text(Storage(root).url("checkpoints", "cosine", "metrics.jsonl")).splitlines()
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, lines) if r.get("split") == "train"}
+    base = lrs[1]
+    assert sorted(lrs) == list(range(1, 9))
+    for step, lr in lrs.items():  # step s is logged after it ran at progress (s - 1) / 8
+        assert lr == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * (step - 1) / 8)))
+
+
 def test_run_settings_are_checked():
     from ial.config import ConfigError
 
-    for field, value in (("max_minutes", -1.0), ("dist_timeout_s", 0)):
+    for field, value in (("max_minutes", -1.0), ("dist_timeout_s", 0), ("lr_decay", "cos")):
         with pytest.raises(ConfigError, match=field):
             tiny_config("/tmp", "x", **{field: value}).validate()
