@@ -61,6 +61,23 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def distributed_env_stays_in_its_module():
+    """What a module's in-process training sets for torch.distributed (``single_process_env``:
+    RANK, MASTER_PORT, ...) is undone after it: a later module's training subprocess would
+    inherit it and bind the MASTER_PORT this process's group still holds (EADDRINUSE)."""
+    saved = {key: os.environ.get(key) for key in DISTRIBUTED_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """A real S3 API (moto server) on loopback. Yields its endpoint URL; sets the AWS env vars."""
