@@ -205,14 +205,9 @@ class Trainer:
         saved_at = validated_at = self.step
         t0 = started = time.monotonic()
         budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
-        decay = LR_DECAYS[cfg.lr_decay]
-        while self.step < cfg.steps:
-            used = self._progress(started, budget)
-            if used >= 1.0:
-                break
-            scale_learning_rates(self.sep.optimizer, decay(used))
-            batch = next(batches)
-            logs = self._train_step(batch)
+        while self.step < cfg.steps and (used := self._progress(started, budget)) < 1.0:
+            scale_learning_rates(self.sep.optimizer, LR_DECAYS[cfg.lr_decay](used))
+            logs = self._train_step(next(batches))
             self.step += 1
             self.position = stream.position
             bar.update(1)
@@ -247,11 +242,11 @@ class Trainer:
         """Fraction of the step or wall-time budget used (``ial.training.budget.progress``; rank
         0's clock decides, every rank follows: the same stop and the same lr everywhere)."""
         used = progress(self.step, self.cfg.steps, time.monotonic() - started, budget)
-        if budget != float("inf"):
-            flag = torch.tensor([used], dtype=torch.float64)
-            self.dist.broadcast(flag, src=0)
-            used = float(flag.item())
-        return used
+        if budget == float("inf"):
+            return used
+        used = torch.tensor([used], dtype=torch.float64)
+        self.dist.broadcast(used, src=0)
+        return float(used.item())
 
     def _train_step(self, batch) -> dict[str, float]:
         mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)
