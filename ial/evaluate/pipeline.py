@@ -13,6 +13,8 @@ The returned dict (also ``results.json``, minus the per-mixture scores) — keys
   oracle (``oracle_irm``, ``oracle_ibm``, ...) and ``mixture`` (dB, mean over all scored sources;
   ``n`` = sources);
 - ``per_class``: ``{class: {row: {"sdr", "sir", "sar", "sdri", "n"}}}`` (sources of that class);
+- ``per_pair``: ``{class: {other class: {"sdri", "n"}}}``: the model's mean SDRi of a class's
+  sources in the mixtures that also hold the other class (which pairs it cannot tell apart);
 - ``counts``: ``mixtures``, ``evaluated``, ``skipped_silent``, ``sources``, ``classes``,
   ``test_clips``; ``skipped``: the skipped mixtures and why;
 - ``protocol``, ``metric``, ``checkpoint`` (url, model_name, run, step, lineage), ``data``,
@@ -221,6 +223,21 @@ def aggregate(mixtures: list[dict], row_names: list[str]) -> tuple[dict, dict]:
     return overall, dict(sorted(per_class.items()))
 
 
+def pair_sdri(mixtures: list[dict], row: str = MODEL_ROW) -> dict:
+    """``{class: {other class: {"sdri", "n"}}}``: mean SDRi (dB) of ``row``'s estimates of a class's
+    sources in the scored mixtures that also hold the other class (n = such sources)."""
+    values: dict = collections.defaultdict(lambda: collections.defaultdict(list))
+    for m in mixtures:
+        if m["scores"] is None:
+            continue
+        for i, label in enumerate(m["labels"]):
+            for other in {o for j, o in enumerate(m["labels"]) if j != i and o != label}:
+                values[label][other].append(m["scores"][row]["sdri"][i])
+    return {label: {other: {"sdri": float(np.mean(v)), "n": len(v)}
+                    for other, v in sorted(values[label].items())}
+            for label in sorted(values)}
+
+
 def _upload(local_dir: str, files: list[str], out: str) -> None:
     for rel in files:  # results.json is last: its presence marks a complete report
         upload_file(os.path.join(local_dir, rel), join(out, rel))
@@ -288,6 +305,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "sdr": overall[MODEL_ROW]["sdr"],
         "rows": overall,
         "per_class": per_class,
+        "per_pair": pair_sdri(mixtures),
         "counts": {"mixtures": len(specs), "evaluated": len(specs) - len(skipped),
                    "skipped_silent": len(skipped), "sources": overall[MODEL_ROW]["n"],
                    "classes": len(by_class), "test_clips": len(where)},

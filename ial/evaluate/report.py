@@ -10,6 +10,7 @@ Files (docs/evaluation.md says how to read them):
   checkpoint lineage) plus every mixture's per-source scores (``mixtures``);
 - ``results.csv`` — one line per (mixture, source, row): clip, class, SDR/SIR/SAR/SDRi in dB;
 - ``per_class_sdr.png`` — per-class mean SDR of every row (grouped bars);
+- ``pair_sdri.png`` — the model's mean SDRi per (class, other class in the mixture), a heat map;
 - ``example_<i>.png`` — mixture / reference / estimate spectrograms and masks of example ``i``;
 - ``stems/example_<i>/{mixture,reference_<k>_<class>,<row>_<k>_<class>}.wav`` — float WAV @ 11025 Hz;
 - ``report.html`` — the tables, the figures and audio players for the stems.
@@ -135,6 +136,41 @@ def plot_per_class(path: str, results: dict) -> None:
     plt.close(fig)
 
 
+def plot_pair_sdri(path: str, per_pair: dict) -> None:
+    """Heat map: row = the class separated, column = the other class in its mixtures, value = the
+    model's mean SDRi (dB). Blocks near 0 dB show classes the model cannot tell apart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = sorted(set(per_pair) | {o for others in per_pair.values() for o in others})
+    grid = np.full((len(classes), len(classes)), np.nan)
+    for i, c in enumerate(classes):
+        for j, o in enumerate(classes):
+            grid[i, j] = per_pair.get(c, {}).get(o, {}).get("sdri", np.nan)
+    side = min(max(5.0, 0.45 * len(classes) + 3), 40.0)
+    fig, ax = plt.subplots(figsize=(side + 1, side), dpi=90)
+    limit = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0, 1.0)
+    image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
+    if len(classes) <= 20:
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7)
+    small = 9 if len(classes) <= 30 else 5
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=small)
+    ax.set_yticks(range(len(classes)))
+    ax.set_yticklabels(classes, fontsize=small)
+    ax.set_xlabel("other class in the mixture")
+    ax.set_ylabel("class separated")
+    ax.set_title("Model SDRi (dB) by class pair")
+    fig.colorbar(image, ax=ax, label="SDRi (dB)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
     """Mixture spectrogram on top; per source: reference, model estimate, model mask, oracle mask."""
     import matplotlib
@@ -246,6 +282,10 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
         "<h2>Overall (dB, mean over sources)</h2>", overall,
         "<h2>Per class (mean SDR, dB)</h2>", per_class,
         "<img src='per_class_sdr.png' alt='per-class SDR'>",
+        "<h2>Per class pair (model SDRi, dB)</h2>",
+        "<p>Row: the class separated; column: the other class in its mixtures. A block of pairs "
+        "near 0 dB is a group of classes the model does not tell apart.</p>",
+        "<img src='pair_sdri.png' alt='SDRi per class pair'>",
         "<h2>Examples</h2>",
     ]
     for ex, figure, stems in examples:
@@ -273,6 +313,9 @@ def write_report(directory: str, results: dict, mixtures: list[dict],
     if results["per_class"]:
         plot_per_class(os.path.join(directory, "per_class_sdr.png"), results)
         files.append("per_class_sdr.png")
+    if results.get("per_pair"):
+        plot_pair_sdri(os.path.join(directory, "pair_sdri.png"), results["per_pair"])
+        files.append("pair_sdri.png")
     rendered = []
     for ex in examples:
         figure = f"example_{ex.index}.png"

@@ -22,6 +22,7 @@ import torch
 from click.testing import CliRunner
 
 from ial.evaluate import EvalConfig, EvaluationError, evaluate, format_table
+from ial.evaluate.pipeline import pair_sdri
 from ial.evaluate.protocol import ProtocolError, build_mixtures
 from ial.signal import CLIP_SAMPLES, SAMPLE_RATE, log_magnitude
 from ial.storage import Storage, read_text, upload_file, write_bytes, write_text
@@ -114,6 +115,19 @@ def test_protocol_all_class_combinations_deterministic():
         build_mixtures(by_class, mix=4)
 
 
+def test_pair_sdri_averages_each_class_against_each_other_class():
+    def mixture(labels, sdri):
+        return {"labels": labels, "scores": {"model": {"sdri": sdri}}}
+
+    mixtures = [mixture(["a", "b"], [1.0, 2.0]), mixture(["b", "a"], [4.0, 3.0]),
+                mixture(["a", "c"], [-1.0, 5.0]), mixture(["a", "a"], [9.0, 9.0]),
+                {"labels": ["b", "c"], "scores": None}]  # skipped (silent): not counted
+    pairs = pair_sdri(mixtures)
+    assert pairs["a"]["b"] == {"sdri": 2.0, "n": 2} and pairs["b"]["a"] == {"sdri": 3.0, "n": 2}
+    assert pairs["a"]["c"] == {"sdri": -1.0, "n": 1} and pairs["c"] == {"a": {"sdri": 5.0, "n": 1}}
+    assert "a" not in pairs["a"]  # a mixture of one class twice pairs it with no other class
+
+
 def test_evaluate_local_writes_report(local_setup):
     root, data, ckpt = local_setup
     cfg = EvalConfig(checkpoint=ckpt, data=data, mix=2, n_per_combination=2, num_examples=1)
@@ -133,9 +147,14 @@ def test_evaluate_local_writes_report(local_setup):
     assert rows["oracle_ibm"]["sdr"] > rows["mixture"]["sdr"] + 3
     assert sorted(results["per_class"]) == sorted(CLASSES)
     assert results["per_class"]["bass"]["model"]["n"] == 4
+    # the silent class's mixtures are skipped, so it pairs with no class
+    heard = sorted(c for c in CLASSES if results["per_class"].get(c))
+    assert sorted(results["per_pair"]) == heard
+    assert all(pair["n"] == 2 for others in results["per_pair"].values() for pair in others.values())
 
     out = results["report_dir"]
-    for name in ("results.json", "results.csv", "report.html", "per_class_sdr.png", "config.yaml"):
+    for name in ("results.json", "results.csv", "report.html", "per_class_sdr.png",
+                 "pair_sdri.png", "config.yaml"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     figures = [f for f in results["files"] if f.startswith("example_")]
     stems = [f for f in results["files"] if f.startswith("stems/")]
