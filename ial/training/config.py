@@ -18,6 +18,7 @@ from typing import Any, Literal
 from ial.config import REPO, ConfigError, load_config, read_sub_config, resolve_path, sub_config
 from ial.method.config import MethodConfig
 from ial.models.config import ModelConfig
+from ial.training.budget import LR_DECAYS
 
 __all__ = ["REPO", "TrainConfig", "deepspeed_configs", "load_train_config", "method_config",
            "model_config", "resolve_path"]
@@ -106,8 +107,6 @@ class TrainConfig:
             raise ConfigError("num_workers", "must be >= 0")
         if self.max_minutes < 0:
             raise ConfigError("max_minutes", "must be >= 0 (0: no limit)")
-        from ial.training.budget import LR_DECAYS
-
         if self.lr_decay not in LR_DECAYS:
             raise ConfigError("lr_decay", f"unknown decay {self.lr_decay!r} (known: "
                                           f"{', '.join(LR_DECAYS)})")

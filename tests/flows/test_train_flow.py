@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from ial.data.synthetic import write_synthetic_shards as write_shards
+from tests.conftest import DISTRIBUTED_ENV
 from tests.ial.training.test_trainer import SPLITS, TINY_METHOD, TINY_MODEL
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,7 @@ def test_train_flow_records_the_checkpoint_and_warm_starts(tmp_path, prefect_har
 
     from flows.train import train_flow
 
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for key in DISTRIBUTED_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
     root = str(tmp_path / "root")

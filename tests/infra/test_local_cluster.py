@@ -126,11 +126,24 @@ def _s3_ls(c: Cluster, prefix: str) -> list[str]:
 
 
 def _start_until_written(c: Cluster, cmd: list, prefix: str) -> subprocess.Popen:
-    """Start ``cmd`` on ial-head; return once it has written under ``prefix`` on S3."""
-    run = subprocess.Popen([str(STATE / "run-on"), "ial-head", *map(str, cmd)], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_until(lambda: _s3_ls(c, prefix) or run.poll() is not None, 120,
-               f"nothing under {prefix}", interval=0.3)
+    """Start ``cmd`` on ial-head; return once it has written under ``prefix`` on S3.
+
+    One watcher process on ial-head polls S3 every 50 ms, started (Python and s3fs imported, a
+    first listing made) before ``cmd``: starting a new Python per poll took seconds on a busy
+    2-core machine, and a short run could finish between two polls, before its fault."""
+    watch = (f"import s3fs, time; fs = s3fs.S3FileSystem(use_listings_cache=False); "
+             f"fs.find('{prefix}'); print('ready', flush=True)\n"
+             f"while not fs.find('{prefix}'): time.sleep(0.05)\nprint('written', flush=True)")
+    watcher = subprocess.Popen([str(STATE / "run-on"), "ial-head", str(VENV / "python"), "-c",
+                                watch], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout.readline().strip() == "ready", "the S3 watcher did not start"
+        run = subprocess.Popen([str(STATE / "run-on"), "ial-head", *map(str, cmd)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_until(lambda: watcher.poll() is not None or run.poll() is not None, 120,
+                   f"nothing under {prefix}", interval=0.05)
+    finally:
+        watcher.kill()
     assert run.poll() is None, run.stdout.read()[-3000:]  # still running: the fault hits it
     return run
 

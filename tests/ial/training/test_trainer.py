@@ -21,6 +21,7 @@ from ial.training.config import TrainConfig
 from ial.training.engines import single_process_env
 from ial.training.launcher import launch
 from ial.training.trainer import train
+from tests.conftest import DISTRIBUTED_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def child_env(tmp_path):
     """Environment of training subprocesses, with an empty DeepSpeed JIT cache to watch."""
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
                TORCH_EXTENSIONS_DIR=str(tmp_path / "torch_extensions"))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for key in DISTRIBUTED_ENV:
         env.pop(key, None)
     return env
 
@@ -69,7 +70,7 @@ def _assert_no_jit(env: dict) -> None:
 def uninterrupted(shards_root, tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
                TORCH_EXTENSIONS_DIR=str(tmp_path_factory.mktemp("ext") / "cache"))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for key in DISTRIBUTED_ENV:
         env.pop(key, None)
     result = launch(tiny_config(shards_root, "full"), progress=False, env=env)
     _assert_no_jit(env)
