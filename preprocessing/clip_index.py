@@ -114,16 +114,13 @@ def write_clip_index_part(root, dataset: str, batch_id: str, rows: list[dict]) -
 def read_clip_index(root, dataset: str) -> pa.Table:
     """The clip index of ``dataset``: all batch parts, validated, one row per clip_id (the most
     recently updated). An empty table (with the schema) when nothing was ingested yet."""
-    import pyarrow.parquet as pq
-
-    from ial.storage import listdir, open_url
+    from ial.storage import listdir, read_parquet
 
     tables = []
     for url in listdir(clip_index_dir(root, dataset)):
         if not url.endswith(".parquet") or url.rsplit("/", 1)[-1].startswith("."):
             continue
-        with open_url(url) as f:
-            tables.append(validate_clip_index(pq.read_table(f), url))
+        tables.append(validate_clip_index(read_parquet(url), url))
     if not tables:
         return CLIP_INDEX_SCHEMA.empty_table()
     return latest_per_clip(pa.concat_tables(tables))

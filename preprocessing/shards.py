@@ -23,7 +23,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ial.storage import Storage, filesystem, listdir, open_url, read_text, write_text
+from ial.storage import (Storage, filesystem, listdir, open_url, read_parquet, read_text,
+                         write_text)
 from preprocessing.clip_index import SchemaError
 from preprocessing.shard_schema import SHARD_SCHEMA, shard_metadata, validate_shard
 
@@ -116,8 +117,7 @@ def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
     """A whole shard as a table cast to SHARD_SCHEMA (metadata kept). Raises SchemaError naming
     ``url`` when the file is not a valid shard."""
     try:
-        with open_url(url) as f:
-            table = pq.read_table(f)
+        table = read_parquet(url)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
     validated = validate_shard(table, url)
@@ -136,7 +136,8 @@ def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict
         _check_schema(pf.schema_arrow, url)
         wanted = columns or SHARD_SCHEMA.names
         for i in range(pf.num_row_groups):
-            group = pf.read_row_group(i, columns=wanted)
+            # one thread, as in ``read_parquet`` (Arrow's pool can abort a process at exit)
+            group = pf.read_row_group(i, columns=wanted, use_threads=False)
             group = group.cast(pa.schema([SHARD_SCHEMA.field(n) for n in wanted]))
             yield from group.to_pylist()
 

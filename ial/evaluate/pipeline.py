@@ -80,9 +80,7 @@ def scan_clips(data: str, split: str) -> tuple[dict[str, list[str]], dict[str, t
     Reads only the clip_id/label/split columns. Raises EvaluationError naming the data URL (or
     the shard) when nothing usable is there.
     """
-    import pyarrow.parquet as pq
-
-    from ial.storage import open_url
+    from ial.storage import read_parquet
     from preprocessing.shards import list_shards
 
     root, dataset = split_data_url(data)
@@ -98,8 +96,7 @@ def scan_clips(data: str, split: str) -> tuple[dict[str, list[str]], dict[str, t
     where: dict[str, tuple[str, int]] = {}
     for url in shards:
         try:
-            with open_url(url) as f:
-                table = pq.read_table(f, columns=["clip_id", "label", "split"])
+            table = read_parquet(url, columns=["clip_id", "label", "split"])
         except Exception as exc:  # noqa: BLE001 - any unreadable shard gets one clear message
             raise EvaluationError(f"shard {url}: not a readable feature shard "
                                   f"({type(exc).__name__}: {exc})") from None

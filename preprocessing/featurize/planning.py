@@ -4,7 +4,6 @@ to write."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from collections import Counter
@@ -14,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ial.errors import UserError
-from ial.storage import (Storage, atomic_write, exists, is_remote, read_bytes, read_text,
+from ial.storage import (Storage, atomic_write, exists, is_remote, read_parquet, read_text,
                          sweep_orphan_temps)
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
@@ -48,7 +47,7 @@ def _read_plan(root: Storage, dataset: str) -> dict[str, int]:
     url = _plan_url(root, dataset)
     if not exists(url):
         return {}
-    table = pq.read_table(io.BytesIO(read_bytes(url)))
+    table = read_parquet(url)
     return dict(zip(table["clip_id"].to_pylist(), table["shard"].to_pylist()))
 
 

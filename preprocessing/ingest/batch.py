@@ -55,16 +55,13 @@ def plan_batches(entries: list[ManifestEntry], batch_size: int, prefix: str = "b
 
 
 def _read_batch_part(storage: Storage, dataset: str, batch_id: str) -> dict[str, dict]:
-    import pyarrow.parquet as pq
-
-    from ial.storage import open_url
+    from ial.storage import read_parquet
     from preprocessing.clip_index import clip_index_dir, validate_clip_index
 
     url = f"{clip_index_dir(storage, dataset)}/{batch_id}.parquet"
     if not storage.exists("clips", dataset, "index", f"{batch_id}.parquet"):
         return {}
-    with open_url(url) as f:
-        table = validate_clip_index(pq.read_table(f), url)
+    table = validate_clip_index(read_parquet(url), url)
     return {r["clip_id"]: r for r in table.to_pylist()}
 
 

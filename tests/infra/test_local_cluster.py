@@ -125,6 +125,16 @@ def _s3_ls(c: Cluster, prefix: str) -> list[str]:
     return json.loads(c.python("ial-head", code).stdout.strip().splitlines()[-1])
 
 
+def _clip_ids(c: Cluster, prefix: str, name_re: str) -> list[str]:
+    """The clip_id column of every Parquet file under s3://``prefix`` whose key matches
+    ``name_re``, read on ial-head with the project's one Parquet reader."""
+    code = ("import json, re, s3fs; from ial.storage import read_parquet; keys = [k for k in "
+            f"s3fs.S3FileSystem().find('{prefix}') if re.search(r'{name_re}', k)]; "
+            "print(json.dumps([i for k in keys for i in "
+            "read_parquet('s3://' + k, columns=['clip_id'])['clip_id'].to_pylist()]))")
+    return json.loads(c.python("ial-head", code).stdout.strip().splitlines()[-1])
+
+
 def _start_until_written(c: Cluster, cmd: list, prefix: str) -> subprocess.Popen:
     """Start ``cmd`` on ial-head; return once it has written under ``prefix`` on S3.
 
@@ -167,10 +177,7 @@ def test_ingest_runs_on_the_node_workers_into_s3_and_survives_an_s3_restart(clus
     assert summary["ok"] == n, (out[-2000:], summary)
     clips = [p for p in _s3_ls(cluster, f"{BUCKET}/ial/clips/vggsound") if p.endswith(".mp4")]
     assert len(clips) == n and len(set(clips)) == n  # every clip once, no partial object
-    code = ("import json, pyarrow.parquet as pq, s3fs; fs = s3fs.S3FileSystem(); rows = [r for p "
-            f"in fs.find('{BUCKET}/ial/clips/vggsound/index') for r in pq.read_table(fs.open(p))"
-            ".to_pylist()]; print(json.dumps([r['clip_id'] for r in rows]))")
-    ids = json.loads(cluster.python("ial-head", code).stdout.strip().splitlines()[-1])
+    ids = _clip_ids(cluster, f"{BUCKET}/ial/clips/vggsound/index", r"\.parquet$")
     assert len(ids) == len(set(ids)) == n  # one index row per clip
     stats = [json.loads(cluster.python("ial-head", f"import s3fs; print(s3fs.S3FileSystem()"
                                        f".cat('{p}').decode())").stdout)
@@ -194,10 +201,7 @@ def test_featurize_on_both_nodes_with_a_link_outage_every_clip_once(cluster, dem
     summary = json.loads(out[out.index("{"):])
     n = len(demo_corpus.entries)
     assert summary["dataset_rows"] == n and summary["shards_total"] == n
-    code = ("import json, pyarrow.parquet as pq, s3fs; fs = s3fs.S3FileSystem(); print(json.dumps("
-            f"[c for p in fs.glob('{BUCKET}/ial/shards/vggsound/shard-*.parquet') for c in "
-            "pq.read_table(fs.open(p), columns=['clip_id'])['clip_id'].to_pylist()]))")
-    ids = json.loads(cluster.python("ial-head", code).stdout.strip().splitlines()[-1])
+    ids = _clip_ids(cluster, f"{BUCKET}/ial/shards/vggsound", r"/shard-\d+\.parquet$")
     assert len(ids) == len(set(ids)) == n  # every clip exactly once
 
 
@@ -333,10 +337,7 @@ def test_a_deployment_run_from_node1_survives_a_prefect_server_restart(cluster, 
     n = len(demo_corpus.entries)
     clips = [p for p in _s3_ls(cluster, f"{BUCKET}/prefect/clips/vggsound") if p.endswith(".mp4")]
     assert len(clips) == len(set(clips)) == n  # every clip, once
-    code = ("import json, pyarrow.parquet as pq, s3fs; fs = s3fs.S3FileSystem(); print(json.dumps("
-            f"[r['clip_id'] for p in fs.find('{BUCKET}/prefect/clips/vggsound/index') for r in "
-            "pq.read_table(fs.open(p)).to_pylist()]))")
-    ids = json.loads(cluster.python("ial-head", code).stdout.strip().splitlines()[-1])
+    ids = _clip_ids(cluster, f"{BUCKET}/prefect/clips/vggsound/index", r"\.parquet$")
     assert len(ids) == len(set(ids)) == n
 
 

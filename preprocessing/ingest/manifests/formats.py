@@ -41,7 +41,7 @@ import json
 import os
 import re
 
-from ial.storage import open_url
+from ial.storage import read_parquet
 from preprocessing.clip_index import hash_fraction
 from preprocessing.ingest.manifests.base import (DEFAULT_CLIP_SECONDS, MANIFEST_READERS, Manifest,
                                                  ManifestEntry, ManifestError, RowCollector,
@@ -181,10 +181,7 @@ def read_generic(path: str, clip_seconds: float = DEFAULT_CLIP_SECONDS,
     """CSV (with header) or Parquet of ``url|path, start, end, labels, split[, video_id]``."""
     out = RowCollector(path, skip_malformed)
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with open_url(path) as f:
-            records = pq.read_table(f).to_pylist()
+        records = read_parquet(path).to_pylist()
         rows = [(i + 1, r) for i, r in enumerate(records)]
         where_prefix = "row "
     else:
