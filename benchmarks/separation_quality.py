@@ -150,26 +150,18 @@ def step_throughput(quick: bool) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from train_step import adam_for, plain_step, synthetic_clips
+    from train_step import grad_clip, plain_method, plain_step, synthetic_clips
 
-    from ial.method.objective import IALMethod
     from ial.training.config import (deepspeed_configs, load_train_config, method_config,
                                      model_config)
-    from ial.training.engines import vectorize_scalar_parameters
 
     cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"))
     model_cfg, method_cfg = model_config(cfg), method_config(cfg)
     ds_sep, ds_critic = deepspeed_configs(cfg, 1)
-    clip = float(ds_sep.get("gradient_clipping", 0.0)) or float("inf")
-    variants = {}
-    for name, channels_last in (("before", False), ("after", True)):
-        torch.manual_seed(0)
-        method = IALMethod(model_cfg, method_cfg)
-        vectorize_scalar_parameters(method)
-        if channels_last:
-            method.to(memory_format=torch.channels_last)
-        variants[name] = (method, adam_for(method.separator.parameters(), ds_sep),
-                          adam_for(method.critic.parameters(), ds_critic))
+    clip = grad_clip(ds_sep)
+    variants = {name: plain_method(model_cfg, method_cfg, ds_sep, ds_critic,
+                                   channels_last=channels_last)
+                for name, channels_last in (("before", False), ("after", True))}
     clips = synthetic_clips(model_cfg, cfg.batch_size, cfg.segment_samples, frames=3)
     mix = variants["before"][0].mixtures(clips, torch.Generator().manual_seed(1))
     step = max([*method_cfg.lambda_ind_steps, *method_cfg.lambda_av_steps, 0]) + 1

@@ -71,6 +71,27 @@ def adam_for(params, ds_cfg: dict) -> torch.optim.Optimizer:
                             weight_decay=p["weight_decay"])
 
 
+def plain_method(model_cfg, method_cfg, ds_sep: dict, ds_critic: dict, device="cpu",
+                 channels_last: bool = False):
+    """``(method, separator Adam, critic Adam)``: an ``IALMethod`` seeded 0 with the parameter
+    shapes DeepSpeed's copy has, and the optimizers its DeepSpeed configs describe."""
+    from ial.method.objective import IALMethod
+    from ial.training.engines import vectorize_scalar_parameters
+
+    torch.manual_seed(0)
+    method = IALMethod(model_cfg, method_cfg).to(device)
+    vectorize_scalar_parameters(method)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    return (method, adam_for(method.separator.parameters(), ds_sep),
+            adam_for(method.critic.parameters(), ds_critic))
+
+
+def grad_clip(ds_sep: dict) -> float:
+    """The separator config's gradient-clipping norm (inf: none)."""
+    return float(ds_sep.get("gradient_clipping", 0.0)) or float("inf")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -100,14 +121,8 @@ def bench_steps(args) -> tuple[float, float, float]:
     ds_method = IALMethod(model_cfg, method_cfg)
     sep, critic, _ = build_engines(ds_method, ds_sep, ds_critic, deepspeed)
     device = sep.device
-    torch.manual_seed(0)
-    plain = IALMethod(model_cfg, method_cfg).to(device)
-    from ial.training.engines import vectorize_scalar_parameters
-
-    vectorize_scalar_parameters(plain)  # same parameter shapes as the DeepSpeed copy
-    opt_sep, opt_critic = adam_for(plain.separator.parameters(), ds_sep), adam_for(
-        plain.critic.parameters(), ds_critic)
-    clip = float(ds_sep.get("gradient_clipping", 0.0)) or float("inf")
+    plain, opt_sep, opt_critic = plain_method(model_cfg, method_cfg, ds_sep, ds_critic, device)
+    clip = grad_clip(ds_sep)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu)
 
     clips = synthetic_clips(model_cfg, args.batch_size, SEGMENT_SAMPLES)

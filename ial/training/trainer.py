@@ -205,8 +205,9 @@ class Trainer:
         saved_at = validated_at = self.step
         t0 = started = time.monotonic()
         budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
+        lr_decay = LR_DECAYS[cfg.lr_decay]
         while self.step < cfg.steps and (used := self._progress(started, budget)) < 1.0:
-            scale_learning_rates(self.sep.optimizer, LR_DECAYS[cfg.lr_decay](used))
+            scale_learning_rates(self.sep.optimizer, lr_decay(used))
             logs = self._train_step(next(batches))
             self.step += 1
             self.position = stream.position
@@ -244,9 +245,9 @@ class Trainer:
         used = progress(self.step, self.cfg.steps, time.monotonic() - started, budget)
         if budget == float("inf"):
             return used
-        used = torch.tensor([used], dtype=torch.float64)
-        self.dist.broadcast(used, src=0)
-        return float(used.item())
+        rank0 = torch.tensor([used], dtype=torch.float64)
+        self.dist.broadcast(rank0, src=0)
+        return float(rank0.item())
 
     def _train_step(self, batch) -> dict[str, float]:
         mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)

@@ -135,7 +135,7 @@ def _clip_ids(c: Cluster, prefix: str, name_re: str) -> list[str]:
     return json.loads(c.python("ial-head", code).stdout.strip().splitlines()[-1])
 
 
-def _start_until_written(c: Cluster, cmd: list, prefix: str) -> subprocess.Popen:
+def _start_until_written(cmd: list, prefix: str) -> subprocess.Popen:
     """Start ``cmd`` on ial-head; return once it has written under ``prefix`` on S3.
 
     One watcher process on ial-head polls S3 every 50 ms, started (Python and s3fs imported, a
@@ -167,7 +167,7 @@ def test_ingest_runs_on_the_node_workers_into_s3_and_survives_an_s3_restart(clus
            "--no-progress", "--url-template", "http://ial-head:8000/videos/{video_id}.mp4",
            "--dask-address", "tcp://ial-head:8786", "--batch-size", "1",
            "--set", "clip_seconds=3", "--set", "retries=2", "--set", "backoff=1"]
-    run = _start_until_written(cluster, cmd, f"{BUCKET}/ial/clips/vggsound/index")
+    run = _start_until_written(cmd, f"{BUCKET}/ial/clips/vggsound/index")
     cluster.restart_s3_endpoint(down_s=4)  # mid-ingest: the S3 API goes away and comes back
     out, _ = run.communicate(timeout=300)
     # whatever that restart cost is retried: a rerun (failed clips retried) finishes everything
@@ -192,7 +192,7 @@ def test_featurize_on_both_nodes_with_a_link_outage_every_clip_once(cluster, dem
            "--no-progress", "--dask-address", "tcp://ial-head:8786",
            "--config", REPO / "configs/featurize/demo.yaml", "--set", "clips_per_shard=1",
            "--set", "frame_times=[0.5,1.5,2.5]"]  # inside the 3 s clips ingested above
-    run = _start_until_written(cluster, cmd, f"{BUCKET}/ial/shards/vggsound/_stats")
+    run = _start_until_written(cmd, f"{BUCKET}/ial/shards/vggsound/_stats")
     subprocess.run(["ip", "-n", "ial-node2", "link", "set", "eth0", "down"], check=True)
     time.sleep(20)  # node2 is unreachable: the scheduler gives it up, its shards go to node1
     subprocess.run(["ip", "-n", "ial-node2", "link", "set", "eth0", "up"], check=True)
