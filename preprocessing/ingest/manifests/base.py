@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 from ial.errors import UserError
 from ial.registry import Registry
-from ial.storage import open_url
+from ial.storage import open_url, read_parquet
 from preprocessing.clip_index import clip_id
 
 DEFAULT_CLIP_SECONDS = 10.0
@@ -94,6 +94,19 @@ def read_manifest_text(path: str) -> str:
         line = data[:exc.start].count(b"\n") + 1
         raise ManifestError(path, line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                                         f"{exc.start}); save the manifest as UTF-8") from None
+
+
+def read_manifest_records(path: str) -> list[dict]:
+    """The rows of a Parquet manifest as dicts; a missing or unreadable file is a ManifestError
+    naming it."""
+    import pyarrow as pa
+
+    try:
+        return read_parquet(path).to_pylist()
+    except FileNotFoundError:
+        raise ManifestError(path, None, "manifest file not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(path, None, f"not a readable Parquet file ({exc})") from None
 
 
 def parse_seconds(value: str, what: str) -> float:

@@ -41,12 +41,12 @@ import json
 import os
 import re
 
-from ial.storage import read_parquet
 from preprocessing.clip_index import hash_fraction
 from preprocessing.ingest.manifests.base import (DEFAULT_CLIP_SECONDS, MANIFEST_READERS, Manifest,
                                                  ManifestEntry, ManifestError, RowCollector,
                                                  csv_fields, csv_rows, parse_seconds,
-                                                 parse_video_id, read_manifest_text)
+                                                 parse_video_id, read_manifest_records,
+                                                 read_manifest_text)
 
 
 @MANIFEST_READERS.register("vggsound")
@@ -181,7 +181,7 @@ def read_generic(path: str, clip_seconds: float = DEFAULT_CLIP_SECONDS,
     """CSV (with header) or Parquet of ``url|path, start, end, labels, split[, video_id]``."""
     out = RowCollector(path, skip_malformed)
     if path.endswith(".parquet"):
-        records = read_parquet(path).to_pylist()
+        records = read_manifest_records(path)
         rows = [(i + 1, r) for i, r in enumerate(records)]
         where_prefix = "row "
     else:

@@ -121,6 +121,16 @@ def test_a_directory_or_non_utf8_manifest_is_a_manifest_error(tmp_path):
         read_manifest(str(latin), "vggsound")
 
 
+def test_a_missing_or_corrupt_parquet_manifest_is_a_manifest_error(tmp_path):
+    with pytest.raises(ManifestError, match="none.parquet: manifest file not found"):
+        read_manifest(str(tmp_path / "none.parquet"), "generic")
+    bad = tmp_path / "cut.parquet"
+    pq.write_table(pa.table({"url": ["a.mp4"], "start": [0.0]}), bad)
+    bad.write_bytes(bad.read_bytes()[:-20])  # a truncated upload
+    with pytest.raises(ManifestError, match="cut.parquet: not a readable Parquet file"):
+        read_manifest(str(bad), "generic")
+
+
 def test_ave_annotations_with_splits_from_the_file_name(tmp_path):
     lines = ("Category&VideoID&Quality&StartTime&EndTime\n"
              "Church bell&RUhOCu3LNXM&good&0&10\n"
