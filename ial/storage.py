@@ -187,8 +187,9 @@ def read_parquet(url: str, columns: list[str] | None = None):
     (``use_threads=False``): a process that exits soon after a threaded read aborts now and then
     with "terminate called without an active exception" (exit 134, after its work is done; Arrow's
     thread pool at exit, apache/arrow#34314). Measured with pyarrow 25 and 26: 20-37 of 100 short
-    processes reading three small files aborted, 0 of 100 with one thread. Errors are pyarrow's
-    (``ArrowInvalid``, ``OSError``); callers name the file.
+    processes reading three small files aborted, 0 of 100 with one thread here; one CI run still
+    saw one such process of 30 exit non-zero, so this makes the abort rare, not impossible.
+    Errors are pyarrow's (``ArrowInvalid``, ``OSError``); callers name the file.
     """
     import pyarrow.parquet as pq
 
