@@ -104,4 +104,3 @@ def test_orphan_temporaries_of_dead_processes_are_swept(tmp_path):
         os.utime(p, (old, old))
     assert storage.sweep_orphan_temps(min_age=60, directory=str(tmp_path)) == 1
     assert sorted(os.listdir(tmp_path)) == sorted([mine.name, young.name, other.name])
-
