@@ -8,8 +8,17 @@ Each subcommand lives in ``ial/cli/<name>.py`` as a click command named ``comman
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
+
+# Prefect defaults for every `ial` command (and `python -m ial.evaluate`, which imports this
+# package first), set before anything imports Prefect; the Makefile exports the same. Offline, the
+# server's telemetry logs "Failed to send telemetry" on every run, and on a fresh PREFECT_HOME its
+# heartbeat races the migrations ("database is locked") and prints tracebacks above the `Error:`
+# line. setdefault: a user who exports either variable keeps their value.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 SUBCOMMANDS = {
     "demo": ("ial.cli.demo", "Generate the demo corpus and run all four stages end to end."),
