@@ -48,7 +48,17 @@ def import_deepspeed(backend: str):
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    from deepspeed.utils import logger
+
+    logger.addFilter(_not_warmup_start_warning)  # once: a Logger keeps one copy of a filter
     return deepspeed
+
+
+def _not_warmup_start_warning(record) -> bool:
+    """False for the warning DeepSpeed 0.19's ``WarmupLR.__init__`` logs by calling its own
+    ``get_lr()`` before the first step ("... before it has started"): on every run with a
+    warm-up, twice, and harmless (the start lr it then returns is the intended one)."""
+    return "before it has started" not in record.getMessage()
 
 
 def vectorize_scalar_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -78,3 +78,21 @@ def test_infonce_that_would_keep_fewer_than_two_negatives_is_refused():
     assert load_train_config("configs/train/default.yaml",
                              ["batch_size=8", "method.lambda_av=0"]).batch_size == 8
     TrainConfig(batch_size=4)  # plain construction is not validated; loading is
+
+
+def test_a_warm_up_schedule_starts_without_deepspeed_s_spurious_warning(deepspeed):
+    import logging
+
+    from deepspeed.utils import logger
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # sees what passes the logger's own filters
+    logger.addHandler(handler)
+    try:
+        _, sep, _ = _engines(deepspeed, "configs/train/demo.yaml", "backend=gloo",
+                             "deepspeed=configs/deepspeed/realistic.json")
+    finally:
+        logger.removeHandler(handler)
+    assert type(sep.lr_scheduler).__name__ == "WarmupLR"
+    assert not [r.getMessage() for r in records if "scheduler" in r.getMessage()]
