@@ -78,6 +78,9 @@ class MethodConfig:
     # --lambda_independence_incresing_step 8000 16000 24000: 0.01/1000 at first, ×10 after each).
     lambda_ind_schedule: Literal["constant", "linear", "step10"] = "step10"
     lambda_ind_steps: list[int] = field(default_factory=lambda: [8000, 16000, 24000])
+    # Weight of an auxiliary cross-entropy on the visual queries' class logits (the model's
+    # n_classes head; supervised mode). Not in the paper (docs/model.md): 0, off.
+    lambda_cls: float = 0.0
     # Train the critic every `critic_every` batches (authors' train_critics_interval: 1).
     critic_every: int = 1
     # Update the separator (separation + L_av + the adversarial term) every `separator_every`
@@ -98,7 +101,7 @@ class MethodConfig:
             raise ConfigError("n_mix", "supervised mixing uses 2 or 3 sources")
         if self.mode == "unsupervised" and self.n_mix < 2:
             raise ConfigError("n_mix", "unsupervised mixing needs at least 2 duets")
-        for name in ("lambda_ind", "lambda_av"):
+        for name in ("lambda_ind", "lambda_av", "lambda_cls"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, "loss weights must be >= 0")
         for name in ("lambda_ind", "lambda_av"):
@@ -111,6 +114,8 @@ class MethodConfig:
         for name in ("critic_every", "separator_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "intervals must be >= 1")
+        if self.lambda_cls > 0 and self.mode != "supervised":
+            raise ConfigError("lambda_cls", "needs supervised mode (one label per visual query)")
         if self.drop_hardest < 0:
             raise ConfigError("drop_hardest", "must be >= 0")
         if self.temperature <= 0:

@@ -4,8 +4,9 @@
 (``IndependencyCritic``, which owns the memory bank ``.critic.bank`` = ``.bank``) and computes:
 
 - ``separator_loss(mix, step)`` → (loss, logs, components): separation loss (−SI-SNR capped at
-  30 dB, or weighted BCE for ``sop``) + λ_av(step) · L_av + λ_ind(step) · (mean s_ind − mean
-  s_dep), the last term whenever λ_ind(step) > 0. ``components`` (B, N, 256, T) are the separated
+  30 dB, or weighted BCE for ``sop``) + λ_av(step) · L_av [+ λ_cls · class cross-entropy of the
+  visual queries, an option, off by default] + λ_ind(step) · (mean s_ind − mean s_dep), the last
+  term whenever λ_ind(step) > 0. ``components`` (B, N, 256, T) are the separated
   magnitudes on the log grid, DETACHED — pass them to ``critic_loss``.
 - ``critic_loss(components, step)`` → (loss, logs): Geometric-GAN hinge loss on dependent pairs
   (same mixture) vs independent pairs (bank). It then PUSHES the components into the bank (so
@@ -44,6 +45,7 @@ import torch
 from torch import nn
 
 from ial import signal
+from ial.config import ConfigError
 from ial.method.config import MethodConfig, lambda_av_at, lambda_ind_at
 from ial.method.critic import IndependencyCritic, critic_hinge_loss, separator_adversarial_loss
 from ial.method.losses import av_infonce, binary_masks, si_snr, sop_weight
@@ -65,6 +67,9 @@ class IALMethod(nn.Module):
         if loss == "auto":
             loss = "weighted_bce" if model_cfg.name == "sop" else "si_snr"
         self.loss_kind = loss
+        if method_cfg.lambda_cls > 0 and model_cfg.n_classes < 1:
+            raise ConfigError("n_classes", f"lambda_cls {method_cfg.lambda_cls} needs the model's "
+                                           "class head: set it to the dataset's class count")
 
     @property
     def bank(self):
@@ -190,6 +195,10 @@ class IALMethod(nn.Module):
             loss = loss + lam_av * loss_av
             logs["loss_av"] = float(loss_av.detach())
             logs["lambda_av"] = lam_av
+        if cfg.lambda_cls > 0:
+            loss_cls = self.class_loss(out, mix)
+            loss = loss + cfg.lambda_cls * loss_cls
+            logs["loss_cls"] = float(loss_cls.detach())
         lam = self.lambda_ind(step)
         logs["lambda_ind"] = lam
         if self.adversary_due(step):
@@ -200,6 +209,15 @@ class IALMethod(nn.Module):
             logs["loss_ind"] = float(loss_ind.detach())
         logs["loss"] = float(loss.detach())
         return loss, logs, components.detach()
+
+    def class_loss(self, out: SeparationOutput, mix: MixBatch) -> torch.Tensor:
+        """Auxiliary cross-entropy of each visual query's class logits (B, N, n_classes) against
+        its source's label ``mix.labels`` (B, S), S = N in supervised mode. Shape: → ()."""
+        n_classes = out.class_logits.shape[-1]
+        if int(mix.labels.max()) >= n_classes:
+            raise ConfigError("n_classes", f"is {n_classes}, but the data has label id "
+                                           f"{int(mix.labels.max())}: set the dataset's class count")
+        return nn.functional.cross_entropy(out.class_logits.flatten(0, 1), mix.labels.flatten())
 
     def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None
                     ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -26,6 +26,7 @@ class SeparationOutput:
     visual_embedding: (B, N, D, H, W) L2-normalised visual map in the common space, or None.
     audio_embedding: (B, N, D) L2-normalised audio embedding of each separated source, or None.
     localization: (B, N, H, W) sounding-object map (A→V attention), or None.
+    class_logits: (B, N, n_classes) class scores of each visual query (``n_classes`` > 0), or None.
     """
 
     mask: torch.Tensor
@@ -33,6 +34,7 @@ class SeparationOutput:
     visual_embedding: torch.Tensor | None = None
     audio_embedding: torch.Tensor | None = None
     localization: torch.Tensor | None = None
+    class_logits: torch.Tensor | None = None
 
 
 class VisualFrontend(nn.Module):

@@ -55,6 +55,10 @@ class ModelConfig:
     # w, b (authors' ParamSigmoid: w = 1, b = −0.2).
     loc_sigmoid_weight: float = 1.0
     loc_sigmoid_bias: float = -0.2
+    # ial_cms: > 0 adds a linear class head on the max-pooled visual embedding, (B, N, D) →
+    # (B, N, n_classes), for the method's auxiliary lambda_cls loss; the dataset's class count.
+    # Not in the paper (docs/model.md); unused at inference. 0: no head.
+    n_classes: int = 0
 
     # sop: base width (ngf) of the 7-level audio U-Net (SoP: 64).
     sop_ngf: int = 64
@@ -87,5 +91,7 @@ class ModelConfig:
         for name in ("visual_channels", "embed_dim", "common_hidden", "sop_ngf", "sop_k"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, "must be positive")
+        if self.n_classes < 0:
+            raise ConfigError("n_classes", "must be >= 0 (0: no class head)")
         if not 2 <= self.sop_levels <= 8:
             raise ConfigError("sop_levels", "must be between 2 and 8")

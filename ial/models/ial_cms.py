@@ -40,6 +40,12 @@ from ial.models.registry import MODELS
 from ial.models.visual_heads import build_visual_head
 
 
+# The class head's input scale (``ModelConfig.n_classes``): the pooled embedding is unit-length, so
+# at scale 1 the logits stay within ±‖w‖ and, at lr 1e-3, the cross-entropy barely fell in 600
+# steps (2.08 → 1.63); 10 is the usual scale of a normalised-softmax ("cosine") classifier.
+CLASS_LOGIT_SCALE = 10.0
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block (LeakyReLU 0.2) with a projection shortcut when the shape changes.
 
@@ -190,6 +196,7 @@ class IALCMS(Separator):
         self.out = nn.Conv2d(outs[-1] + skips[-1], 1, 3, 1, 1)
         self.score_scale = nn.Parameter(torch.ones(1))
         self.score_bias = nn.Parameter(torch.zeros(1))
+        self.class_head = nn.Linear(d, cfg.n_classes) if cfg.n_classes > 0 else None
 
     def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:
         B = mix_mag.shape[0]
@@ -214,8 +221,12 @@ class IALCMS(Separator):
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=True)
         logits = self.out(y) * self.score_scale + self.score_bias
         logits = logits[..., :T].reshape(B, N, x.shape[-2], T)
+        classes = None
+        if self.class_head is not None:  # a cosine classifier (unit input × CLASS_LOGIT_SCALE)
+            pooled = F.normalize(fv.amax(dim=(-2, -1)), dim=1) * CLASS_LOGIT_SCALE
+            classes = self.class_head(pooled).reshape(B, N, -1)
         return SeparationOutput(
             mask=torch.sigmoid(logits), logits=logits,
             visual_embedding=fv.reshape(B, N, *fv.shape[1:]),
             audio_embedding=audio_emb.reshape(B, N, -1),
-            localization=loc.reshape(B, N, *loc.shape[1:]))
+            localization=loc.reshape(B, N, *loc.shape[1:]), class_logits=classes)

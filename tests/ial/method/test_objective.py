@@ -165,6 +165,41 @@ def test_configs_and_validation():
         from_dict(MethodConfig, {"separator_every": 0})
 
 
+def test_the_optional_visual_class_loss_trains_the_class_head_and_the_visual_head():
+    torch.manual_seed(0)
+    m = IALMethod(ModelConfig(**SMALL, n_classes=4),
+                  MethodConfig(lambda_ind=0, lambda_av=0, lambda_cls=1.0, **CRITIC))
+    mix = m.mixtures(tone_clips(), torch.Generator().manual_seed(0))
+    loss, logs, _ = m.separator_loss(mix, step=0)
+    out = m.separate(mix)[0]
+    assert out.class_logits.shape == (2, 2, 4)
+    expected = torch.nn.functional.cross_entropy(out.class_logits.flatten(0, 1),
+                                                 mix.labels.flatten())
+    assert logs["loss_cls"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    # only through the visual queries: the audio encoder gets none of the class loss
+    m.separator.zero_grad(set_to_none=True)
+    m.class_loss(out, mix).backward()
+    sep = m.separator
+    assert all(p.grad is not None for p in sep.class_head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sep.visual_head.parameters())
+    assert all(p.grad is None for p in sep.stem.parameters())
+    # off by default: no head, no logits, no loss
+    m0 = method()
+    assert m0.separator.class_head is None and "loss_cls" not in m0.separator_loss(mix, 0)[1]
+
+
+def test_the_visual_class_loss_names_what_is_missing():
+    with pytest.raises(ConfigError, match="n_classes"):  # no class head to train
+        IALMethod(ModelConfig(**SMALL), MethodConfig(lambda_cls=0.5, **CRITIC))
+    with pytest.raises(ConfigError, match="lambda_cls"):  # a duet has no label per query
+        from_dict(MethodConfig, {"lambda_cls": 0.5, "mode": "unsupervised"})
+    torch.manual_seed(0)
+    m = IALMethod(ModelConfig(**SMALL, n_classes=2), MethodConfig(lambda_cls=1.0, **CRITIC))
+    mix = m.mixtures(tone_clips(), torch.Generator().manual_seed(0))  # labels 0..3
+    with pytest.raises(ConfigError, match="n_classes.*label id 3"):
+        m.separator_loss(mix, step=0)
+
+
 def test_critic_state_resumes_exactly():
     m = method()
     mix = m.mixtures(tone_clips(), torch.Generator().manual_seed(0))
