@@ -67,9 +67,11 @@ class IALMethod(nn.Module):
         if loss == "auto":
             loss = "weighted_bce" if model_cfg.name == "sop" else "si_snr"
         self.loss_kind = loss
-        if method_cfg.lambda_cls > 0 and model_cfg.n_classes < 1:
-            raise ConfigError("n_classes", f"lambda_cls {method_cfg.lambda_cls} needs the model's "
-                                           "class head: set it to the dataset's class count")
+        if method_cfg.lambda_cls > 0 and getattr(self.separator, "class_head", None) is None:
+            raise ConfigError("n_classes", f"lambda_cls {method_cfg.lambda_cls} needs a class head: "
+                                           "model ial_cms with n_classes = the dataset's class "
+                                           f"count (model {model_cfg.name!r}, n_classes "
+                                           f"{model_cfg.n_classes})")
 
     @property
     def bank(self):

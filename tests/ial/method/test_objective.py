@@ -191,6 +191,9 @@ def test_the_optional_visual_class_loss_trains_the_class_head_and_the_visual_hea
 def test_the_visual_class_loss_names_what_is_missing():
     with pytest.raises(ConfigError, match="n_classes"):  # no class head to train
         IALMethod(ModelConfig(**SMALL), MethodConfig(lambda_cls=0.5, **CRITIC))
+    with pytest.raises(ConfigError, match="model 'sop'"):  # sop has none
+        IALMethod(ModelConfig(name="sop", n_classes=4, **SMALL),
+                  MethodConfig(lambda_cls=0.5, lambda_ind=0, **CRITIC))
     with pytest.raises(ConfigError, match="lambda_cls"):  # a duet has no label per query
         from_dict(MethodConfig, {"lambda_cls": 0.5, "mode": "unsupervised"})
     torch.manual_seed(0)
