@@ -68,10 +68,10 @@ class IALMethod(nn.Module):
             loss = "weighted_bce" if model_cfg.name == "sop" else "si_snr"
         self.loss_kind = loss
         if method_cfg.lambda_cls > 0 and getattr(self.separator, "class_head", None) is None:
-            raise ConfigError("n_classes", f"lambda_cls {method_cfg.lambda_cls} needs a class head: "
-                                           "model ial_cms with n_classes = the dataset's class "
-                                           f"count (model {model_cfg.name!r}, n_classes "
-                                           f"{model_cfg.n_classes})")
+            raise ConfigError("model.n_classes",
+                              f"lambda_cls {method_cfg.lambda_cls} needs a class head: model "
+                              f"ial_cms with n_classes = the dataset's class count (model "
+                              f"{model_cfg.name!r}, n_classes {model_cfg.n_classes})")
 
     @property
     def bank(self):
@@ -217,7 +217,7 @@ class IALMethod(nn.Module):
         its source's label ``mix.labels`` (B, S), S = N in supervised mode. Shape: → ()."""
         n_classes = out.class_logits.shape[-1]
         if int(mix.labels.max()) >= n_classes:
-            raise ConfigError("n_classes", f"is {n_classes}, but the data has label id "
+            raise ConfigError("model.n_classes", f"is {n_classes}, but the data has label id "
                                            f"{int(mix.labels.max())}: set the dataset's class count")
         return nn.functional.cross_entropy(out.class_logits.flatten(0, 1), mix.labels.flatten())
 
