@@ -218,7 +218,8 @@ class IALMethod(nn.Module):
         n_classes = out.class_logits.shape[-1]
         if int(mix.labels.max()) >= n_classes:
             raise ConfigError("model.n_classes", f"is {n_classes}, but the data has label id "
-                                           f"{int(mix.labels.max())}: set the dataset's class count")
+                                                 f"{int(mix.labels.max())}: set the dataset's "
+                                                 "class count")
         return nn.functional.cross_entropy(out.class_logits.flatten(0, 1), mix.labels.flatten())
 
     def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None
