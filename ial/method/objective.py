@@ -215,11 +215,10 @@ class IALMethod(nn.Module):
     def class_loss(self, out: SeparationOutput, mix: MixBatch) -> torch.Tensor:
         """Auxiliary cross-entropy of each visual query's class logits (B, N, n_classes) against
         its source's label ``mix.labels`` (B, S), S = N in supervised mode. Shape: → ()."""
-        n_classes = out.class_logits.shape[-1]
-        if int(mix.labels.max()) >= n_classes:
+        n_classes, top = out.class_logits.shape[-1], int(mix.labels.max())
+        if top >= n_classes:
             raise ConfigError("model.n_classes", f"is {n_classes}, but the data has label id "
-                                                 f"{int(mix.labels.max())}: set the dataset's "
-                                                 "class count")
+                                                 f"{top}: set the dataset's class count")
         return nn.functional.cross_entropy(out.class_logits.flatten(0, 1), mix.labels.flatten())
 
     def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None
