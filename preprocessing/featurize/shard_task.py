@@ -79,8 +79,8 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
         return {**json.loads(read_text(marker)), "skipped": True}
     start = time.perf_counter()
     backbone, weights = prepare_worker(cfg)
-    if weights.startswith("none"):
-        log.warning("%s %s", shard_name(job.shard), RANDOM_INIT_WARNING)
+    if weights.startswith("none"):  # info: the run warns once; each shard records it (meta, stats)
+        log.info("%s %s", shard_name(job.shard), RANDOM_INIT_WARNING)
     schema = with_metadata(SHARD_SCHEMA, shard_file_metadata(cfg, cfg_hash, weights, job.shard))
     clip_ids: list[str] = []
     failed = [{"clip_id": c, "reason": "no longer status ok in the clip index"} for c in job.missing]

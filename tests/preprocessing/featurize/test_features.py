@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import os
 import shutil
@@ -187,6 +188,21 @@ def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos, dask_
     assert third["shards_written"] == 1 and third["rows_written"] == 2
     assert {u: os.path.getmtime(u) for u in urls} == mtimes
     assert read_dataset_index(root, "toy")["rows"] == len(more)
+
+
+def test_a_shard_records_random_weights_without_warning_again(tmp_path, source_videos, caplog):
+    """The run warns once about random visual weights; each shard task records it in its stats
+    and logs it at INFO only (9 shards used to print 9 more warnings from the workers)."""
+    from preprocessing.featurize.shard_task import featurize_shard
+
+    make_clip_root(str(tmp_path), source_videos, n_good=2, corrupt=False)
+    cfg = small_config(tmp_path)
+    plan = plan_shards(cfg)
+    with caplog.at_level(logging.INFO, logger="ial.featurize"):
+        stats = featurize_shard(cfg, plan.jobs[0], plan.config_hash)
+    assert stats["rows"] == 2 and "RANDOMLY INITIALISED" in stats["visual_weights_warning"]
+    said = [r for r in caplog.records if "RANDOMLY INITIALISED" in r.getMessage()]
+    assert said and all(r.levelno == logging.INFO for r in said)
 
 
 def test_config_mismatch_refused(tmp_path, source_videos, dask_client):
