@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ial.config import ConfigError
 from ial.evaluate.metrics import CLAMP_DB, SILENT_DB
+from ial.signal import N_FFT
 
 
 @dataclass
@@ -26,10 +27,13 @@ class EvalConfig:
     out: str | None = None  # report dir (local or s3://); None: <root>/reports/<run name>/
     num_examples: int = 3  # mixtures with spectrogram/mask figures and WAV stems in the report
     batch_size: int = 4  # mixtures separated together
-    # Sliding window over the 10-s clips (65535-sample windows): hop in samples (the authors'
-    # 2205; null: half a window, 4x faster) and whether overlaps are cross-faded with a Hann taper
-    # (ours) or averaged (the authors'). On the demo's validation split hop 2205 gave +0.17 dB
-    # SDR over half a window, the taper +0.09 dB more (docs/model.md).
+    # Sliding window over the 10-s clips: its length in samples (None: the window the checkpoint
+    # was trained on, ``ial.separate.waveforms.training_window``; 65535, the authors', for an
+    # export that does not record it), hop in samples (the authors' 2205; null: half a window,
+    # 4x faster) and whether overlaps are cross-faded with a Hann taper (ours) or averaged (the
+    # authors'). On the demo's validation split hop 2205 gave +0.17 dB SDR over half a window,
+    # the taper +0.09 dB more (docs/model.md).
+    window: int | None = None
     window_hop: int | None = 2205
     window_taper: bool = True
     device: str = "auto"  # torch device of the model: auto (CUDA when visible), cpu, cuda:1
@@ -45,6 +49,9 @@ class EvalConfig:
             raise ConfigError("data", "is required (a shards dataset dir, e.g. ./data/shards/demo)")
         if self.mix < 2:
             raise ConfigError("mix", f"must be >= 2 sources per mixture, got {self.mix}")
+        if self.window is not None and self.window < N_FFT:
+            raise ConfigError("window", f"must be >= {N_FFT} samples (one STFT frame), or null: "
+                              "the checkpoint's training window")
         if self.window_hop is not None and self.window_hop < 1:
             raise ConfigError("window_hop", "must be >= 1 sample (or null: half a window)")
         for name in ("n_per_combination", "batch_size"):

@@ -2,8 +2,8 @@
 
 Steps: load the model export (``ial.models.export.load_model``) → list the test clips of the shards
 (``preprocessing.shards``) → the protocol's mixtures (``protocol.build_mixtures``) → separate each
-full 10 s mixture with the sliding window (``ial.separate.waveforms.separate_waveforms``, one visual query
-per source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
+full 10 s mixture with a sliding window, by default the checkpoint's training window
+(``ial.separate.waveforms``: ``separate_waveforms``, ``training_window``; one visual query per source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
 → tables and report (``report.write_report``), uploaded to ``cfg.out``.
 
 The returned dict (also ``results.json``, minus the per-mixture scores) — keys others rely on:
@@ -39,6 +39,7 @@ from ial.evaluate.metrics import score_mixture, silent_sources
 from ial.evaluate.oracle import oracle_estimates
 from ial.evaluate.protocol import MixtureSpec, build_mixtures, mix_sources
 from ial.evaluate.report import METRICS, Example, write_report
+from ial.separate.waveforms import separate_waveforms, training_window
 from ial.signal import CLIP_SECONDS, SAMPLE_RATE
 from ial.storage import DEFAULT_ROOT, Storage, exists, is_remote, join, upload_file
 
@@ -176,14 +177,14 @@ def default_out(checkpoint: str, meta: dict) -> str:
 
 # ------------------------------------------------------------------------------ scoring
 
-def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], cfg: EvalConfig) -> np.ndarray:
-    """Shape: B × (mixture (L,), visual (N, K, C, H, W)) → estimates (B, N, L) float64."""
-    from ial.separate.waveforms import separate_waveforms
-
+def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], cfg: EvalConfig,
+              window: int) -> np.ndarray:
+    """``window`` in samples. Shape: B × (mixture (L,), visual (N, K, C, H, W)) → estimates
+    (B, N, L) float64."""
     mixture = torch.from_numpy(np.stack([m for m, _ in batch])).to(cfg.device)
     visual = torch.from_numpy(np.stack([v for _, v in batch])).to(cfg.device)
     with torch.no_grad():
-        est = separate_waveforms(model, mixture, visual, hop=cfg.window_hop,
+        est = separate_waveforms(model, mixture, visual, window=window, hop=cfg.window_hop,
                                  taper=cfg.window_taper)
     return est.detach().to("cpu", torch.float64).numpy()
 
@@ -256,6 +257,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     clips = load_clips({c for s in specs for c in s.clip_ids}, where)
     check_visual(meta, next(iter(clips.values())))
     visual_input = getattr(meta.get("model_cfg"), "visual_input", "features")
+    window = cfg.window or training_window(meta)
     out = (cfg.out or default_out(cfg.checkpoint, meta)).rstrip("/")
     if not is_remote(out):
         out = Storage(out).root
@@ -282,7 +284,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             prepared.append((spec, record, refs, mixture, visual))
         if not prepared:
             continue
-        model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg)
+        model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg, window)
         for (spec, record, refs, mixture, _), est in zip(prepared, model_est):
             oracles = oracle_estimates(list(cfg.oracles), refs, mixture)
             estimates = {MODEL_ROW: est, **{n: e for n, (e, _) in oracles.items()}}
@@ -311,6 +313,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                      "seed": cfg.seed, "max_mixtures": cfg.max_mixtures,
                      "combinations": len({s.labels for s in specs}),
                      "clip_seconds": CLIP_SECONDS, "sample_rate": SAMPLE_RATE,
+                     "window_samples": window, "window_hop": cfg.window_hop,
                      "mixing": "reference_i = clip_i; mixture = sum of references"},
         "metric": {"implementation": "bss_eval_sources v3 (fast_bss_eval 0.1.4 algorithm, "
                                      "float64, 512-tap filter), cross-checked against mir_eval",

@@ -152,7 +152,7 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     import soundfile as sf
 
     from ial.models.export import load_model
-    from ial.separate.waveforms import separate_waveforms
+    from ial.separate.waveforms import separate_waveforms, training_window
     from preprocessing.featurize.features import featurize_clip, load_backbone
 
     if not paths:
@@ -182,7 +182,8 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     visual = np.stack([_visual(c, model_cfg) for c in clips])[None]
     with torch.no_grad():
         est = separate_waveforms(model, torch.from_numpy(mixture)[None].to(device),
-                                 torch.from_numpy(visual).to(device))[0].cpu().numpy()
+                                 torch.from_numpy(visual).to(device),
+                                 window=training_window(meta))[0].cpu().numpy()
     names = _stem_names(paths)
     stems = {n: est[i] for i, n in enumerate(names)}
     mode = "per-video" if len(paths) > 1 else "single"

@@ -1,6 +1,6 @@
 """Separate waveforms with a trained separator (evaluation and ``ial separate``).
 
-Each 65535-sample window: STFT → warped magnitude → separator mask → unwarp, mixture phase, iSTFT;
+Each window (by default the one the separator was trained on, ``training_window``): STFT → warped magnitude → separator mask → unwarp, mixture phase, iSTFT;
 windows slide with half overlap and overlapping estimates are averaged (``ial.signal.separate_long``).
 """
 
@@ -9,6 +9,19 @@ from __future__ import annotations
 import torch
 
 from ial import signal
+
+
+def training_window(meta: dict) -> int:
+    """The window (samples) a separator export was trained on: its training config's
+    ``segment_samples`` (lineage), or ``signal.SEGMENT_SAMPLES`` (65535, the authors' training
+    and separation window) for an export that does not record it.
+
+    Separation slides this window over longer audio, as the authors slide their training length:
+    the separator's normalisations see a window's statistics, and a model trained on 16383-sample
+    windows lost ~1 dB SDRi when applied to 32767-sample ones (docs/model.md).
+    """
+    train = ((meta.get("lineage") or {}).get("configs") or {}).get("train") or {}
+    return int(train.get("segment_samples") or signal.SEGMENT_SAMPLES)
 
 
 @torch.no_grad()

@@ -21,10 +21,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from ial.config import ConfigError
 from ial.evaluate import EvalConfig, EvaluationError, evaluate, format_table
 from ial.evaluate.pipeline import pair_sdri
 from ial.evaluate.protocol import ProtocolError, build_mixtures
-from ial.signal import CLIP_SAMPLES, SAMPLE_RATE, log_magnitude
+from ial.separate.waveforms import separate_waveforms
+from ial.signal import CLIP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, log_magnitude
 from ial.storage import Storage, read_text, upload_file, write_bytes, write_text
 from preprocessing.shard_schema import SHARD_SCHEMA, encode_row
 
@@ -80,14 +82,14 @@ def class_clips(classes=CLASSES, per_class: int = 2, channels: int = 8, silent_c
     return clips
 
 
-def export_tiny(url: str, run: str = "tiny", **overrides) -> str:
+def export_tiny(url: str, run: str = "tiny", lineage: dict | None = None, **overrides) -> str:
     from ial.models import ModelConfig, build_model
     from ial.models.export import export_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(**{**TINY, **overrides})
-    return export_model(url, build_model(cfg), cfg, lineage={"run": run, "step": 0},
-                        metrics={})
+    return export_model(url, build_model(cfg), cfg,
+                        lineage={"run": run, "step": 0, **(lineage or {})}, metrics={})
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,8 @@ def test_evaluate_local_writes_report(local_setup):
     results = evaluate(cfg, progress=False)
 
     assert results["report_dir"] == os.path.join(root, "reports", "tiny")  # default out
+    # the export records no training window: the authors' 65535 samples
+    assert results["protocol"]["window_samples"] == SEGMENT_SAMPLES
     assert list(results["rows"]) == ["model", "oracle_irm", "oracle_ibm", "mixture"]
     counts = results["counts"]
     # 4 classes → 6 pairs × 2 draws; the 3 pairs with the silent class are skipped, counted.
@@ -173,6 +177,32 @@ def test_evaluate_local_writes_report(local_setup):
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary files left
     table = format_table(results)
     assert "oracle_irm" in table and "6 of 12" in table
+
+
+def test_the_checkpoint_is_applied_with_its_training_window(local_setup, tmp_path, monkeypatch):
+    """window null: the window the export was trained on (its lineage's segment_samples; 65535
+    when it does not say), recorded in the protocol; an explicit window wins."""
+    import ial.evaluate.pipeline as pipeline
+
+    root, data, _ = local_setup
+    used = []
+
+    def spy(*args, **kwargs):
+        used.append(kwargs["window"])
+        return separate_waveforms(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "separate_waveforms", spy)
+    trained = export_tiny(str(tmp_path / "short" / "model.pt"), run="short",
+                          lineage={"configs": {"train": {"segment_samples": 16383}}})
+    for window, expected in ((None, 16383), (32767, 32767)):
+        used.clear()
+        cfg = EvalConfig(checkpoint=trained, data=data, mix=2, n_per_combination=1,
+                         num_examples=0, max_mixtures=2, window=window,
+                         out=str(tmp_path / f"report-{window}"))
+        results = evaluate(cfg, progress=False)
+        assert results["protocol"]["window_samples"] == expected and set(used) == {expected}
+    with pytest.raises(ConfigError, match="window"):
+        EvalConfig(checkpoint=trained, data=data, window=512).validate()
 
 
 def test_evaluate_cli_on_s3(local_setup, s3_root, tmp_path):

@@ -7,7 +7,7 @@ from torch import nn
 
 from ial import signal
 from ial.models import ModelConfig, SeparationOutput, build_model
-from ial.separate.waveforms import separate_waveforms
+from ial.separate.waveforms import separate_waveforms, training_window
 
 
 def sdr(est: torch.Tensor, ref: torch.Tensor) -> float:
@@ -109,3 +109,12 @@ def test_tapered_overlaps_have_no_seams():
     assert tapered.diff(dim=-1).abs().max() < 0.01
     # where one window alone covers a sample, both give that window's estimate exactly
     assert float(tapered[0, 0, 0]) == float(averaged[0, 0, 0]) == 0.0
+
+
+def test_training_window_comes_from_the_export_lineage():
+    """The window a separator is applied with: its training config's segment_samples, else the
+    authors' 65535 (an export that does not record it)."""
+    trained = {"lineage": {"configs": {"train": {"segment_samples": 16383}}}}
+    assert training_window(trained) == 16383
+    assert training_window({"lineage": {"run": "old"}}) == signal.SEGMENT_SAMPLES
+    assert training_window({}) == signal.SEGMENT_SAMPLES

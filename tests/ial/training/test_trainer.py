@@ -16,6 +16,7 @@ import torch
 
 from ial.config import save_config
 from ial.data.synthetic import write_synthetic_shards as write_shards
+from ial.separate.waveforms import training_window
 from ial.storage import Storage, exists, read_text
 from ial.training.config import TrainConfig
 from ial.training.engines import single_process_env
@@ -101,6 +102,7 @@ def test_one_process_run_writes_everything(uninterrupted, shards_root):
     meta = torch.load(res["checkpoint"], weights_only=True)
     assert meta["lineage"]["step"] == 8 and meta["lineage"]["shards"]
     assert meta["lineage"]["configs"]["train"]["run_name"] == "full"
+    assert training_window(meta) == 4095  # evaluation and `ial separate` slide this window
     assert "val_sdr" in meta["metrics"]
 
 
