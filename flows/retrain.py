@@ -8,7 +8,8 @@
    fingerprint, recorded in ``promotions/``), stop here: nothing new to learn, no duplicate work;
 4. **train**, resuming from the champion checkpoint (``champion.json``; from scratch the first night);
 5. **evaluate** the challenger on the fixed held-out set (and the champion too, when its stored
-   score was measured on a different version of that set);
+   score was measured on a different version of that set or under another evaluation protocol,
+   ``ial.training.promotion.scoring_fingerprint``);
 6. **promote** the challenger only if it beats the champion's SDR (``ial.training.promotion``: the pointer is
    replaced atomically, the decision and both scores recorded under ``promotions/``);
 7. a markdown **artifact** summarising the night (also written to ``retrain/<timestamp>.md``).
@@ -31,7 +32,7 @@ from flows.api import fail_on_user_error
 from ial.config import ConfigError, load_config, save_config, to_dict
 from ial.storage import Storage, write_text
 from ial.training.promotion import (list_promotions, promote_if_better, read_champion,
-                                    tree_fingerprint)
+                                    scoring_fingerprint, tree_fingerprint)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,18 +225,20 @@ def retrain_flow(
     summary["challenger"] = challenger
 
     # 5. Score both on the same held-out set.
-    eval_fingerprint = tree_fingerprint(eval_data, suffix=".parquet")
     evaluated = evaluate_flow(
         checkpoint=challenger, data=eval_data, mix=cfg.eval_mix,
         out=store.url("reports", run_name), config=cfg.eval_config, overrides=cfg.eval_overrides,
     )
     challenger_sdr = overall_sdr(evaluated)
+    eval_fingerprint = scoring_fingerprint(tree_fingerprint(eval_data, suffix=".parquet"),
+                                           evaluated.get("protocol") or {})
     champion_sdr = None
     if champion is not None:
         if champion.get("eval_fingerprint") == eval_fingerprint and champion.get("sdr") is not None:
             champion_sdr = float(champion["sdr"])
         else:
-            logger.info("Held-out set changed since the champion was scored: re-scoring it.")
+            logger.info("Held-out set or evaluation protocol changed since the champion was "
+                        "scored: re-scoring it.")
             rescored = evaluate_flow(
                 checkpoint=champion["checkpoint"], data=eval_data, mix=cfg.eval_mix,
                 out=store.url("reports", f"{run_name}-champion"), config=cfg.eval_config,

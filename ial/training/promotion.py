@@ -124,6 +124,16 @@ def tree_fingerprint(url: str, suffix: str = "") -> str | None:
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
+def scoring_fingerprint(data_fingerprint: str | None, protocol: dict) -> str:
+    """A short hash of what a score was measured on: the held-out files (``tree_fingerprint``)
+    and the evaluation protocol (``ial.evaluate``'s ``results["protocol"]``: split, mixtures,
+    seed, window, ...). A champion's stored SDR is compared with a challenger's only when the two
+    are equal; otherwise the nightly scores the champion again."""
+    blob = json.dumps({"data": data_fingerprint, "protocol": protocol}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _timestamp(now: dt.datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%S.%fZ")
 

@@ -99,3 +99,15 @@ def test_tree_fingerprint_changes_with_the_files_only(tmp_path):
     (tmp_path / "shards" / "_stats" / "shard-00001.json").write_text("{}")
     assert tree_fingerprint(str(tmp_path / "shards")) not in (None, first)
     assert tree_fingerprint(str(tmp_path / "shards"), suffix=".parquet") == first
+
+
+def test_scoring_fingerprint_changes_with_the_data_or_the_protocol():
+    """A stored champion score is reused only for the same held-out files and protocol: a new
+    evaluation rule (e.g. the window the model is applied with) makes the nightly re-score it."""
+    from ial.training.promotion import scoring_fingerprint
+
+    protocol = {"split": "test", "mix": 2, "seed": 1234, "window_samples": 65535}
+    first = scoring_fingerprint("abc", protocol)
+    assert scoring_fingerprint("abc", dict(protocol)) == first
+    assert scoring_fingerprint("abd", protocol) != first
+    assert scoring_fingerprint("abc", {**protocol, "window_samples": 16383}) != first
