@@ -3,7 +3,8 @@
 Steps: load the model export (``ial.models.export.load_model``) → list the test clips of the shards
 (``preprocessing.shards``) → the protocol's mixtures (``protocol.build_mixtures``) → separate each
 full 10 s mixture with a sliding window, by default the checkpoint's training window
-(``ial.separate.waveforms``: ``separate_waveforms``, ``training_window``; one visual query per source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
+(``ial.separate.waveforms``: ``separate_waveforms``, ``training_window``; one visual query per
+source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
 → tables and report (``report.write_report``), uploaded to ``cfg.out``.
 
 The returned dict (also ``results.json``, minus the per-mixture scores) — keys others rely on:
