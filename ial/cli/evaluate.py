@@ -31,7 +31,8 @@ def command(checkpoint, data, mix, n_per_combination, out, device, no_progress, 
 
     \b
     Every combination of --mix distinct test classes × --n mixtures (fixed seed) of full 10 s
-    clips is separated with the sliding window, one visual query per source, and scored with
+    clips is separated with a sliding window as long as the checkpoint's training window
+    (--set window=SAMPLES to change it), one visual query per source, and scored with
     BSS Eval v3 (bss_eval_sources-compatible, float64, fixed assignment) beside the oracle
     masks (IRM/IBM on the model's log-frequency grid) and the mixture itself.
     Writes results.json, results.csv, report.html, PNG figures and WAV stems of a few examples
