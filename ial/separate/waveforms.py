@@ -1,6 +1,8 @@
 """Separate waveforms with a trained separator (evaluation and ``ial separate``).
 
-Each window (by default the one the separator was trained on, ``training_window``): STFT → warped magnitude → separator mask → unwarp, mixture phase, iSTFT;
+Each window (65535 samples unless the caller passes one; evaluation and ``ial separate`` pass
+the separator's own, ``training_window``): STFT → warped magnitude → separator mask → unwarp,
+mixture phase, iSTFT;
 windows slide with half overlap and overlapping estimates are averaged (``ial.signal.separate_long``).
 """
 
