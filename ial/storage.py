@@ -180,23 +180,6 @@ def read_text(url: str) -> str:
     return read_bytes(url).decode("utf-8")
 
 
-def read_parquet(url: str, columns: list[str] | None = None):
-    """The Parquet file at ``url`` as a ``pyarrow.Table`` (all columns, or only ``columns``).
-
-    The one way the project reads a whole Parquet file. Decoding runs on the calling thread
-    (``use_threads=False``): a process that exits soon after a threaded read aborts now and then
-    with "terminate called without an active exception" (exit 134, after its work is done; Arrow's
-    thread pool at exit, apache/arrow#34314). Measured with pyarrow 25 and 26: 20-37 of 100 short
-    processes reading three small files aborted, 0 of 100 with one thread here; one CI run still
-    saw one such process of 30 exit non-zero, so this makes the abort rare, not impossible.
-    Errors are pyarrow's (``ArrowInvalid``, ``OSError``); callers name the file.
-    """
-    import pyarrow.parquet as pq
-
-    with open_url(url) as f:
-        return pq.read_table(f, columns=columns, use_threads=False, pre_buffer=False)
-
-
 def remove(url: str, recursive: bool = False) -> None:
     fs, path = filesystem(url)
     if fs.exists(path):

@@ -114,7 +114,8 @@ def write_clip_index_part(root, dataset: str, batch_id: str, rows: list[dict]) -
 def read_clip_index(root, dataset: str) -> pa.Table:
     """The clip index of ``dataset``: all batch parts, validated, one row per clip_id (the most
     recently updated). An empty table (with the schema) when nothing was ingested yet."""
-    from ial.storage import listdir, read_parquet
+    from ial.parquet_reading import read_parquet
+    from ial.storage import listdir
 
     tables = []
     for url in listdir(clip_index_dir(root, dataset)):

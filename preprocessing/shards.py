@@ -21,10 +21,9 @@ import posixpath
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ial.storage import (Storage, filesystem, listdir, open_url, read_parquet, read_text,
-                         write_text)
+from ial.parquet_reading import iter_parquet_row_groups, read_parquet, read_parquet_schema
+from ial.storage import Storage, filesystem, listdir, read_text, write_text
 from preprocessing.clip_index import SchemaError
 from preprocessing.shard_schema import SHARD_SCHEMA, shard_metadata, validate_shard
 
@@ -109,8 +108,7 @@ def _check_schema(schema: pa.Schema, url: str) -> None:
 def read_shard_metadata(url: str) -> dict:
     """The featurizer's metadata of a shard (version, config hash, config, visual weights), read
     from the Parquet footer only; {} for a file written without it."""
-    with open_url(url) as f:
-        return shard_metadata(pq.read_schema(f))
+    return shard_metadata(read_parquet_schema(url))
 
 
 def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
@@ -128,18 +126,14 @@ def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
 def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict]:
     """Rows of a shard as dicts, streaming one row group at a time (bounded memory). The file's
     schema is validated first (SchemaError names ``url``)."""
-    with open_url(url) as f:
-        try:
-            pf = pq.ParquetFile(f)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
-        _check_schema(pf.schema_arrow, url)
-        wanted = columns or SHARD_SCHEMA.names
-        for i in range(pf.num_row_groups):
-            # one thread, as in ``read_parquet`` (Arrow's pool can abort a process at exit)
-            group = pf.read_row_group(i, columns=wanted, use_threads=False)
-            group = group.cast(pa.schema([SHARD_SCHEMA.field(n) for n in wanted]))
-            yield from group.to_pylist()
+    try:
+        schema = read_parquet_schema(url)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
+    _check_schema(schema, url)
+    wanted = columns or SHARD_SCHEMA.names
+    for group in iter_parquet_row_groups(url, columns=wanted):
+        yield from group.cast(pa.schema([SHARD_SCHEMA.field(n) for n in wanted])).to_pylist()
 
 
 def build_dataset_index(dataset: str, stats: list[dict]) -> dict:

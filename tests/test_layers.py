@@ -18,7 +18,7 @@ LAYERS = {
     "ial": "foundation",  # ial/__init__ and the foundation modules listed below
     "ial.config": "foundation", "ial.registry": "foundation", "ial.storage": "foundation",
     "ial.media": "foundation", "ial.signal": "foundation", "ial.native": "foundation",
-    "ial.errors": "foundation", "ial.runtime": "foundation",
+    "ial.errors": "foundation", "ial.runtime": "foundation", "ial.parquet_reading": "foundation",
     "ial.models": "models",
     "preprocessing": "contracts",  # preprocessing/__init__, clip_index, shard_schema, shards
     "preprocessing.ingest": "ingest",

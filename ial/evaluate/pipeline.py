@@ -82,7 +82,7 @@ def scan_clips(data: str, split: str) -> tuple[dict[str, list[str]], dict[str, t
     Reads only the clip_id/label/split columns. Raises EvaluationError naming the data URL (or
     the shard) when nothing usable is there.
     """
-    from ial.storage import read_parquet
+    from ial.parquet_reading import read_parquet
     from preprocessing.shards import list_shards
 
     root, dataset = split_data_url(data)

@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ial.errors import UserError
-from ial.storage import (Storage, atomic_write, exists, is_remote, read_parquet, read_text,
-                         sweep_orphan_temps)
+from ial.parquet_reading import read_parquet
+from ial.storage import Storage, atomic_write, exists, is_remote, read_text, sweep_orphan_temps
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
 from preprocessing.featurize.shard_task import ShardJob

@@ -55,7 +55,7 @@ def plan_batches(entries: list[ManifestEntry], batch_size: int, prefix: str = "b
 
 
 def _read_batch_part(storage: Storage, dataset: str, batch_id: str) -> dict[str, dict]:
-    from ial.storage import read_parquet
+    from ial.parquet_reading import read_parquet
     from preprocessing.clip_index import clip_index_dir, validate_clip_index
 
     url = f"{clip_index_dir(storage, dataset)}/{batch_id}.parquet"

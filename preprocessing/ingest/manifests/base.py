@@ -13,8 +13,9 @@ import re
 from typing import Callable, Iterable
 
 from ial.errors import UserError
+from ial.parquet_reading import read_parquet
 from ial.registry import Registry
-from ial.storage import open_url, read_parquet
+from ial.storage import open_url
 from preprocessing.clip_index import clip_id
 
 DEFAULT_CLIP_SECONDS = 10.0

@@ -16,6 +16,7 @@ import pytest
 from ial.demo.corpus import make_class_video, truncate_file
 from ial.demo.video_server import VideoServer
 from ial.media import probe_media
+from ial.parquet_reading import read_parquet
 from ial.storage import Storage, filesystem, read_bytes, sha256
 from preprocessing.clip_index import read_clip_index
 from preprocessing.ingest.batch import plan_batches, reason_code
@@ -210,9 +211,7 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
     mp4s = sorted(p.name for p in clips.iterdir() if p.suffix == ".mp4" and not p.name.startswith("."))
     assert mp4s == sorted(f"{cid}.mp4" for cid in rows)
     parts = list((clips / "index").glob("*.parquet"))
-    import pyarrow.parquet as pq
-
-    all_ids = [cid for p in parts for cid in pq.read_table(p)["clip_id"].to_pylist()]
+    all_ids = [cid for p in parts for cid in read_parquet(str(p))["clip_id"].to_pylist()]
     assert len(all_ids) == len(set(all_ids)) == 6
 
 
@@ -293,7 +292,6 @@ def test_batches_as_tasks_on_a_dask_client(site, tmp_path):
 
 
 def test_same_clips_under_another_manifest_name_keep_one_row_and_relabel(site, tmp_path):
-    import pyarrow.parquet as pq
 
     d, ids = site
     first = tmp_path / "vggsound_train.csv"
@@ -305,7 +303,7 @@ def test_same_clips_under_another_manifest_name_keep_one_row_and_relabel(site, t
         ingest(_cfg(root, first, srv.url_template), progress=False)
         again = ingest(_cfg(root, copy, srv.url_template), progress=False)
     parts = sorted((root / "clips" / "t" / "index").glob("*.parquet"))
-    raw = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    raw = [r for p in parts for r in read_parquet(str(p)).to_pylist()]
     assert len(raw) == 2 and {r["batch"] for r in raw} == {"vggsound_train-00000"}  # one row each
     assert {r["clip_id"]: r["label"] for r in raw}[f"{ids[1]}_1000"] == "piccolo"  # applied
     assert (again["indexed_by_other_manifests"], again["relabeled"], again["ok"]) == (2, 1, 2)
