@@ -15,10 +15,11 @@ counts them), so there is nothing left to abort.
 What is held in memory:
 - a local file is memory-mapped by Python (``mmap``): pages are read from disk as Arrow touches
   them, nothing is copied;
-- a remote file is fetched in parts: its footer, then only the byte ranges of the requested
-  column chunks (and row groups), each placed at its own offset in an anonymous map of the file's
-  size. Pages that are never written take no memory, so reading three small columns of a 130 MB
-  shard on S3 fetches and holds about those columns only.
+- a remote file read whole is fetched in one request; a read of some columns (or row groups)
+  fetches the footer once per ``ParquetReader``, then only the byte ranges of the requested
+  column chunks, each placed at its own offset in an anonymous map of the file's size. Pages that
+  are never written take no memory, so reading three small columns of a 130 MB shard on S3
+  fetches and holds about those columns only.
 
 Errors are pyarrow's (``ArrowInvalid``, ``OSError``) or the filesystem's; callers name the file.
 """
@@ -41,22 +42,96 @@ MERGE_GAP = 64 * 1024  # remote column chunks closer than this are fetched in on
 def read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
     """The Parquet file at ``url`` as a table (all columns, or only ``columns``; schema metadata
     kept)."""
-    return _open(parquet_buffer(url, columns=columns), columns).read(columns=columns,
-                                                                     use_threads=False)
+    return ParquetReader(url).read(columns)
 
 
 def read_parquet_schema(url: str) -> pa.Schema:
     """The Arrow schema (with its metadata) of the Parquet file at ``url``, from its footer only."""
-    return pq.read_schema(parquet_buffer(url, columns=[]))
+    return ParquetReader(url).schema()
 
 
 def iter_parquet_row_groups(url: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The row groups of the Parquet file at ``url`` as tables, one at a time (all columns, or
     only ``columns``). A remote file is fetched one row group at a time: memory stays bounded."""
-    footer = parquet_buffer(url, columns=[])
-    for i in range(_open(footer, columns).num_row_groups):
-        source = parquet_buffer(url, columns, [i]) if is_remote(url) else footer
-        yield pq.ParquetFile(source).read_row_group(i, columns=columns, use_threads=False)
+    return ParquetReader(url).iter_row_groups(columns)
+
+
+class ParquetReader:
+    """One Parquet file (local path or ``s3://`` URL). Nothing is read until asked; a remote
+    file's size and footer are fetched once and reused by every later read of this reader (the
+    schema, then each row group, costs one footer request, not one per read)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._fs, self._path = filesystem(url)
+        self._remote = is_remote(url)
+        self._local: pa.Buffer | None = None
+        self._size: int | None = None
+        self._tail = b""  # a remote file's last bytes, at least its whole footer when valid
+
+    def schema(self) -> pa.Schema:
+        """The Arrow schema with its metadata, from the footer only."""
+        return pq.read_schema(self.buffer(columns=[]))
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """The whole file (all columns, or only ``columns``) as a table."""
+        return _open(self.buffer(columns), columns).read(columns=columns, use_threads=False)
+
+    def iter_row_groups(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The row groups as tables, one at a time (remote: each fetched when it is reached)."""
+        for i in range(_open(self.buffer(columns=[]), columns).num_row_groups):
+            yield pq.ParquetFile(self.buffer(columns, [i])).read_row_group(
+                i, columns=columns, use_threads=False)
+
+    def buffer(self, columns: list[str] | None = None,
+               row_groups: list[int] | None = None) -> pa.BufferReader:
+        """An in-memory Arrow file with what reading ``columns`` (all if None, only the footer if
+        ``[]``) of ``row_groups`` (all if None) needs: the mmapped local file, a remote file's
+        bytes in one request when all of it is wanted, otherwise a sparse map of the file's size
+        holding the footer and the requested column chunks at their offsets."""
+        if not self._remote:
+            return pa.BufferReader(self._local_file())
+        if columns is None and row_groups is None:
+            return pa.BufferReader(self._fs.cat_file(self._path))
+        tail = self._footer()
+        size = self._size
+        if size < 12:  # shorter than the magic bytes and footer length: let Arrow name the problem
+            return pa.BufferReader(tail)
+        sparse = mmap.mmap(-1, size)
+        sparse[size - len(tail):] = tail
+        if columns != [] and tail[-4:] == b"PAR1":
+            meta = pq.read_metadata(pa.BufferReader(pa.py_buffer(sparse)))
+            ranges = _merge(_chunk_ranges(meta, columns, row_groups))
+            if ranges:
+                starts, ends = zip(*ranges)
+                for start, data in zip(starts, self._fs.cat_ranges([self._path] * len(ranges),
+                                                                   starts, ends)):
+                    sparse[start:start + len(data)] = data
+        return pa.BufferReader(pa.py_buffer(sparse))
+
+    def _local_file(self) -> pa.Buffer:
+        """The local file, memory-mapped once (empty: an empty buffer, Arrow names it)."""
+        if self._local is None:
+            with open(self._path, "rb") as f:
+                empty = os.fstat(f.fileno()).st_size == 0
+                self._local = pa.py_buffer(
+                    b"" if empty else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        return self._local
+
+    def _footer(self) -> bytes:
+        """A remote file's last bytes including its whole footer (fetched once: the size, a
+        ``FOOTER_SAMPLE`` from the end, and the rest of a longer footer)."""
+        if self._size is None:
+            size = self._fs.size(self._path)
+            if size < 12:  # no room for a footer: the whole (short) file
+                self._size, self._tail = size, self._fs.cat_file(self._path)
+                return self._tail
+            tail = self._fs.cat_file(self._path, start=max(0, size - FOOTER_SAMPLE), end=size)
+            footer_len = int.from_bytes(tail[-8:-4], "little") + 8
+            if tail[-4:] == b"PAR1" and len(tail) < footer_len <= size:
+                tail = self._fs.cat_file(self._path, start=size - footer_len, end=size)
+            self._size, self._tail = size, tail
+        return self._tail
 
 
 def _open(source: pa.BufferReader, columns: list[str] | None) -> pq.ParquetFile:
@@ -68,35 +143,6 @@ def _open(source: pa.BufferReader, columns: list[str] | None) -> pq.ParquetFile:
         raise pa.ArrowInvalid(f"no column {', '.join(map(repr, missing))} in the file (it has "
                               f"{', '.join(file.schema_arrow.names)})")
     return file
-
-
-def parquet_buffer(url: str, columns: list[str] | None = None,
-                   row_groups: list[int] | None = None) -> pa.BufferReader:
-    """An in-memory Arrow file with what reading ``columns`` (all if None, only the footer if
-    ``[]``) of ``row_groups`` (all if None) of the Parquet file at ``url`` needs."""
-    fs, path = filesystem(url)
-    if not is_remote(url):
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return pa.BufferReader(b"")  # Arrow raises its own "file size is 0 bytes"
-            return pa.BufferReader(pa.py_buffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)))
-    size = fs.size(path)
-    if size < 12:  # shorter than the magic bytes and footer length: let Arrow name the problem
-        return pa.BufferReader(fs.cat_file(path))
-    sparse = mmap.mmap(-1, size)
-    tail = fs.cat_file(path, start=max(0, size - FOOTER_SAMPLE), end=size)
-    footer_len = int.from_bytes(tail[-8:-4], "little") + 8
-    if tail[-4:] == b"PAR1" and len(tail) < footer_len <= size:
-        tail = fs.cat_file(path, start=size - footer_len, end=size)
-    sparse[size - len(tail):] = tail
-    if columns != [] and tail[-4:] == b"PAR1":
-        ranges = _merge(_chunk_ranges(pq.read_metadata(pa.BufferReader(pa.py_buffer(sparse))),
-                                      columns, row_groups))
-        if ranges:
-            starts, ends = zip(*ranges)
-            for start, data in zip(starts, fs.cat_ranges([path] * len(ranges), starts, ends)):
-                sparse[start:start + len(data)] = data
-    return pa.BufferReader(pa.py_buffer(sparse))
 
 
 def _chunk_ranges(meta: pq.FileMetaData, columns: list[str] | None,

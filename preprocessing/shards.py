@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from ial.parquet_reading import iter_parquet_row_groups, read_parquet, read_parquet_schema
+from ial.parquet_reading import ParquetReader, read_parquet, read_parquet_schema
 from ial.storage import Storage, filesystem, listdir, read_text, write_text
 from preprocessing.clip_index import SchemaError
 from preprocessing.shard_schema import SHARD_SCHEMA, shard_metadata, validate_shard
@@ -126,13 +126,14 @@ def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
 def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict]:
     """Rows of a shard as dicts, streaming one row group at a time (bounded memory). The file's
     schema is validated first (SchemaError names ``url``)."""
+    reader = ParquetReader(url)  # one footer request for the schema and every row group
     try:
-        schema = read_parquet_schema(url)
+        schema = reader.schema()
     except (pa.ArrowInvalid, OSError) as exc:
         raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
     _check_schema(schema, url)
     wanted = columns or SHARD_SCHEMA.names
-    for group in iter_parquet_row_groups(url, columns=wanted):
+    for group in reader.iter_row_groups(columns=wanted):
         yield from group.cast(pa.schema([SHARD_SCHEMA.field(n) for n in wanted])).to_pylist()
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ial.parquet_reading import (iter_parquet_row_groups, parquet_buffer, read_parquet,
+from ial.parquet_reading import (ParquetReader, iter_parquet_row_groups, read_parquet,
                                  read_parquet_schema)
 from ial.storage import filesystem, upload_file
 from tests.conftest import REPO
@@ -71,6 +71,35 @@ def test_s3_reads_fetch_only_the_requested_columns(parquet_file, s3_root, monkey
     assert 0 < sum(fetched) < size / 10  # the list column ("spec") is most of the file
 
 
+@pytest.mark.slow
+def test_s3_footer_is_fetched_once_per_reader_and_a_whole_file_in_one_request(
+        parquet_file, s3_root, monkeypatch):
+    url = f"{s3_root}/t.parquet"
+    upload_file(str(parquet_file), url)
+    expected = pq.read_table(parquet_file)
+    fs, _ = filesystem(url)
+    requests = []  # the filesystem methods called, in order
+    for name in ("cat_file", "cat_ranges", "size"):
+        real = getattr(fs, name)
+
+        def counting(*args, _name=name, _real=real, **kw):
+            requests.append(_name)
+            return _real(*args, **kw)
+        monkeypatch.setattr(fs, name, counting)
+
+    reader = ParquetReader(url)
+    assert reader.schema().equals(expected.schema, check_metadata=True)
+    groups = list(reader.iter_row_groups(columns=["gain"]))
+    assert pa.concat_tables(groups).equals(expected.select(["gain"]))
+    # size + footer once, then one ranged request per row group (5 of them)
+    assert requests.count("size") == 1 and requests.count("cat_file") == 1
+    assert requests.count("cat_ranges") == len(groups) == 5
+
+    requests.clear()
+    assert read_parquet(url).equals(expected)
+    assert requests == ["cat_file"]
+
+
 def test_truncated_and_empty_files_raise_arrows_error(tmp_path, parquet_file):
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(parquet_file.read_bytes()[:-100])
@@ -82,12 +111,15 @@ def test_truncated_and_empty_files_raise_arrows_error(tmp_path, parquet_file):
 
 
 @pytest.mark.slow
-def test_truncated_s3_file_raises_arrows_error(parquet_file, s3_root):
+def test_truncated_empty_and_tiny_s3_files_raise_arrows_error(parquet_file, s3_root):
     url = f"{s3_root}/cut.parquet"
     fs, path = filesystem(url)
-    fs.pipe_file(path, parquet_file.read_bytes()[:-100])
-    with pytest.raises(pa.ArrowInvalid):
-        read_parquet(url, columns=["label"])
+    for data in (parquet_file.read_bytes()[:-100], b"", b"PAR1"):
+        fs.pipe_file(path, data)
+        for read in (lambda: read_parquet(url, columns=["label"]), lambda: read_parquet(url),
+                     lambda: read_parquet_schema(url)):
+            with pytest.raises(pa.ArrowInvalid):
+                read()
 
 
 def test_reads_start_no_arrow_thread(parquet_file):
@@ -108,7 +140,7 @@ print(before, threads())
     assert out.returncode == 0, out.stderr
     before, after = map(int, out.stdout.split())
     assert after == before
-    assert parquet_buffer(str(parquet_file)).size() == parquet_file.stat().st_size
+    assert ParquetReader(str(parquet_file)).buffer().size() == parquet_file.stat().st_size
 
 
 def test_a_missing_column_is_named(parquet_file):
