@@ -7,6 +7,7 @@ Stage-specific fixtures live in the conftest.py of the test folder that needs th
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -121,6 +122,10 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+        # Leaving the harness logs "Stopping temporary server" at INFO to Prefect's console
+        # handler, whose stream pytest has closed by then ("--- Logging error ---" after the
+        # summary). Only that line is lost.
+        logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
