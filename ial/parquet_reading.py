@@ -62,12 +62,12 @@ class ParquetReader:
     schema, then each row group, costs one footer request, not one per read)."""
 
     def __init__(self, url: str):
-        self.url = url
         self._fs, self._path = filesystem(url)
         self._remote = is_remote(url)
         self._local: pa.Buffer | None = None
         self._size: int | None = None
         self._tail = b""  # a remote file's last bytes, at least its whole footer when valid
+        self._meta: pq.FileMetaData | None = None  # parsed from _tail once
 
     def schema(self) -> pa.Schema:
         """The Arrow schema with its metadata, from the footer only."""
@@ -100,8 +100,7 @@ class ParquetReader:
         sparse = mmap.mmap(-1, size)
         sparse[size - len(tail):] = tail
         if columns != [] and tail[-4:] == b"PAR1":
-            meta = pq.read_metadata(pa.BufferReader(pa.py_buffer(sparse)))
-            ranges = _merge(_chunk_ranges(meta, columns, row_groups))
+            ranges = _merge(_chunk_ranges(self._metadata(), columns, row_groups))
             if ranges:
                 starts, ends = zip(*ranges)
                 for start, data in zip(starts, self._fs.cat_ranges([self._path] * len(ranges),
@@ -117,6 +116,12 @@ class ParquetReader:
                 self._local = pa.py_buffer(
                     b"" if empty else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         return self._local
+
+    def _metadata(self) -> pq.FileMetaData:
+        """A remote file's footer, parsed once (not once per row group read)."""
+        if self._meta is None:
+            self._meta = pq.read_metadata(pa.BufferReader(self._footer()))
+        return self._meta
 
     def _footer(self) -> bytes:
         """A remote file's last bytes including its whole footer (fetched once: the size, a
