@@ -15,11 +15,12 @@ Each model trains for the same wall time (``--minutes``, default 20, on this mac
 it on an otherwise idle machine), one after the other; the best checkpoint by validation SDR (5 %
 of the train videos, held out by video id; never the test split) is evaluated on every pair of
 test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes). A rerun
-reuses a finished training of exactly the same config (an unfinished one starts over). Prints
-the training step's clips/s before and after the channels-last change (measured side by
-side, ``step_throughput``), the table with the oracle and mixture rows, the steps each model
-reached and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored
-sources) of the SDR differences. Last lines::
+reuses a finished training of exactly the same config (an unfinished one starts over; for
+``cms`` the critic's fields are not compared: it trains no critic). Prints the training step's
+clips/s before and after the channels-last change (measured side by side, ``step_throughput``),
+the table with the oracle and mixture rows, the steps each model reached and its training
+clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
+differences. Last lines::
 
     RESULT ial_sdr=<dB> target>=6
     RESULT ial_minus_sop_sdr=<dB> target>=2
@@ -185,14 +186,32 @@ def step_throughput(quick: bool) -> dict[str, float]:
 
 
 def finished_training(run_dir: Path, cfg) -> dict | None:
-    """The result of a finished training of exactly ``cfg`` in ``run_dir`` (its saved
-    config.yaml is ``cfg``'s and result.json exists), else None."""
+    """The result of a finished training of exactly ``cfg`` in ``run_dir`` (result.json exists
+    and its saved config.yaml is ``cfg``'s), else None. For a model without the adversary
+    (λ_ind = 0) the fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not
+    compared: they do not change its training."""
+    import yaml
+
     from ial.config import dump_yaml
 
     saved, result = run_dir / "config.yaml", run_dir / "result.json"
-    if result.exists() and saved.exists() and saved.read_text() == dump_yaml(cfg):
-        return json.loads(result.read_text())
-    return None
+    if not (result.exists() and saved.exists()):
+        return None
+    if training_identity(yaml.safe_load(saved.read_text())) != training_identity(
+            yaml.safe_load(dump_yaml(cfg))):
+        return None
+    return json.loads(result.read_text())
+
+
+def training_identity(config: dict) -> dict:
+    """A saved train config without what does not change the training: the critic's fields
+    when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``)."""
+    from ial.method.config import CRITIC_ONLY_FIELDS
+
+    method = dict(config.get("method") or {})
+    if method.get("lambda_ind") == 0:
+        method = {k: v for k, v in method.items() if k not in CRITIC_ONLY_FIELDS}
+    return {**config, "method": method}
 
 
 def per_source_sdr(report: dict, row: str) -> dict[tuple, float]:

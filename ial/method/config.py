@@ -131,6 +131,15 @@ class MethodConfig:
         return self.n_mix * (2 if self.mode == "unsupervised" else 1)
 
 
+# The fields that only configure the critic and the adversarial term. With lambda_ind = 0 nothing
+# reads them during training: the critic is built after the separator, the RNGs are re-seeded
+# after both (ial.training.trainer), and it is never trained or scored. So a run without the
+# adversary is the same training whatever they hold (used by the realistic benchmark to reuse
+# a finished `cms` run when only the critic of `ial` changed).
+CRITIC_ONLY_FIELDS = ("lambda_ind_schedule", "lambda_ind_steps", "critic_every", "bank_size",
+                      "critic_ndf", "critic_input_size", "critic_hinge_c")
+
+
 def lambda_ind_at(cfg: MethodConfig, batch: int) -> float:
     """λ_ind at batch ``batch`` (0-based)."""
     if cfg.lambda_ind == 0:

@@ -37,6 +37,34 @@ def test_per_source_sdr_reads_the_report_rows():
     assert bench.per_source_sdr(report, "model") == {(0, 0): 1.0, (0, 1): 2.0}
 
 
+def test_a_finished_training_is_reused_only_for_the_same_training(tmp_path):
+    from ial.config import dump_yaml
+    from ial.training.config import load_train_config
+
+    def config(*overrides):
+        return load_train_config(str(REPO / "configs/train/realistic.yaml"), list(overrides),
+                                 root=str(tmp_path), run_name="run")
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert bench.finished_training(run, config()) is None  # nothing there
+    (run / "config.yaml").write_text(dump_yaml(config("method.lambda_ind=0")))
+    assert bench.finished_training(run, config("method.lambda_ind=0")) is None  # unfinished
+    (run / "result.json").write_text('{"step": 7}')
+    # cms trains no critic: a change of the critic alone is the same training ...
+    assert bench.finished_training(run, config("method.lambda_ind=0",
+                                               "method.critic_input_size=[64, 32]",
+                                               "method.critic_ndf=8")) == {"step": 7}
+    # ... anything else is not
+    assert bench.finished_training(run, config("method.lambda_ind=0", "batch_size=16")) is None
+    assert bench.finished_training(run, config("method.lambda_ind=0",
+                                               "method.lambda_cls=0.5")) is None
+    # with the adversary on, the critic is part of the training
+    (run / "config.yaml").write_text(dump_yaml(config()))
+    assert bench.finished_training(run, config()) == {"step": 7}
+    assert bench.finished_training(run, config("method.critic_ndf=8")) is None
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
 def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_path):
