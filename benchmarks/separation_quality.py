@@ -29,8 +29,13 @@ differences. Last lines::
 ``--quick``: a tiny corpus and seconds of training: a smoke run of the same path (under a minute
 on 2 cores once the corpus tools are installed; ``--setup`` installs them).
 
-Usage: ``python benchmarks/separation_quality.py [--minutes 20] [--seed 0] [--work DIR]
-[--quick] [--setup] [--prepare-only]``.
+``--steps N`` trains each model for exactly N steps instead: the runs are then reproducible (the
+same config and seed give the same checkpoints, where a wall-time budget's runs differ with the
+machine's speed: two 20-minute runs of one config reached different steps and ~0.4 dB apart on
+test), at the price of equal time: the model with the critic takes longer.
+
+Usage: ``python benchmarks/separation_quality.py [--minutes 20 | --steps N] [--seed 0]
+[--work DIR] [--quick] [--setup] [--prepare-only]``.
 """
 
 from __future__ import annotations
@@ -96,19 +101,22 @@ def prepare_data(work: Path, corpus_seed: int, quick: bool) -> tuple[str, dict]:
 
 
 def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: float, seed: int,
-                       quick: bool) -> dict:
-    """One model: train for ``minutes``, evaluate its best checkpoint. Returns the summary."""
+                       quick: bool, steps: int = 0) -> dict:
+    """One model: train for ``minutes`` (or exactly ``steps`` steps when > 0), evaluate its best
+    checkpoint. Returns the summary."""
     from ial.config import load_config
     from ial.evaluate import EvalConfig, evaluate
     from ial.storage import Storage
     from ial.training.config import load_train_config
     from ial.training.launcher import launch
 
-    run = f"{name}-s{seed}"
+    # a step budget gets its own run folder, so it never replaces a wall-time run's
+    run = f"{name}-s{seed}" + (f"-{steps}steps" if steps else "")
     run_dir = Path(Storage(root).url("checkpoints", run))
     extra = ["val_every=5", "checkpoint_every=10", "log_every=2"] if quick else []
+    budget = [f"steps={steps}", "max_minutes=0"] if steps else [f"max_minutes={minutes}"]
     cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"),
-                            [*overrides, *extra, f"seed={seed}", f"max_minutes={minutes}"],
+                            [*overrides, *extra, f"seed={seed}", *budget],
                             root=root, run_name=run)
     t0 = time.perf_counter()
     result = finished_training(run_dir, cfg)
@@ -236,6 +244,11 @@ def paired_ci(a: dict, b: dict, seed: int = 0, n: int = 10000) -> tuple[float, f
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0, help="training wall time per model")
+    p.add_argument("--steps", type=int, default=0,
+                   help="train each model for exactly this many steps instead (the lr decay "
+                        "follows the steps): reproducible — the same config and seed give the "
+                        "same checkpoints — where a wall-time budget depends on the machine's "
+                        "speed during the run; runs are kept as <model>-s<seed>-<N>steps")
     p.add_argument("--seed", type=int, default=0,
                    help="training seed (the corpus has --corpus-seed)")
     p.add_argument("--corpus-seed", type=int, default=0)
@@ -254,12 +267,14 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(a.work or REPO / "data" / ("bench-quality-quick" if a.quick else "bench-quality"))
     if work.exists() and not work.is_dir():
         sys.exit(f"Error: --work {work} is not a directory")
+    if a.steps < 0:
+        sys.exit(f"Error: --steps {a.steps}: must be >= 1 (or 0: the --minutes budget)")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     root, _ = prepare_data(work, a.corpus_seed, a.quick)
     if a.prepare_only:
         return {}
     throughput = step_throughput(a.quick)
-    results = {name: train_and_evaluate(root, name, overrides, minutes, a.seed, a.quick)
+    results = {name: train_and_evaluate(root, name, overrides, minutes, a.seed, a.quick, a.steps)
                for name, overrides in RUNS.items()}
     ial = results["ial"]["report"]
     print(f"\n{'row':14s} {'SDR':>7s} {'SIR':>7s} {'SAR':>7s} {'SDRi':>7s} {'n':>5s} "
@@ -277,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
     diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], a.seed),
              "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], a.seed)}
-    print(f"\n({minutes:g} min of training each, seed {a.seed}; evaluation: "
+    budget = f"{a.steps} steps" if a.steps else f"{minutes:g} min"
+    print(f"\n({budget} of training each, seed {a.seed}; evaluation: "
           f"every pair of {ial['counts']['classes']} test classes, "
           f"{ial['counts']['evaluated']} mixtures, {ial['counts']['sources']} sources; "
           "best checkpoints by validation SDR)")

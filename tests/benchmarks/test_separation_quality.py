@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 
@@ -83,6 +84,29 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     assert "95 % paired bootstrap CI" in run.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
+def test_a_step_budget_trains_the_same_models_again(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--quick", "--steps", "6", "--work", str(tmp_path)]
+
+    def run() -> list[str]:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "(6 steps of training each, seed 0;" in proc.stdout
+        # the table's model rows (less the clips/s column, a speed) and the RESULT lines
+        rows = [x.split()[:7] + x.split()[8:] for x in proc.stdout.splitlines()
+                if re.match(r"(ial|cms|sop)\s+-?\d", x)]
+        assert [r[6] for r in rows] == ["6", "6", "6"]  # steps
+        return rows + [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+
+    first = run()
+    checkpoints = tmp_path / "root" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "cms-s0-6steps", "ial-s0-6steps", "sop-s0-6steps"]
+    shutil.rmtree(checkpoints)  # train all three again from scratch
+    assert run() == first
+
+
 def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):
     work = tmp_path / "not-a-folder"
     work.write_text("x")
@@ -90,3 +114,7 @@ def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"Error: --work {work} is not a directory"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--steps", "-3", "--work",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: --steps -3: must be >= 1 (or 0: the --minutes budget)"
