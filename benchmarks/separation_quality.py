@@ -259,16 +259,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--prepare-only", action="store_true",
                    help="build the corpus, ingest and featurize it, then stop")
     a = p.parse_args(argv)
-    if a.setup:
-        from ial.demo.realistic_corpus import install_tools
-
-        install_tools()
     minutes = 0.1 if a.quick else a.minutes
     work = Path(a.work or REPO / "data" / ("bench-quality-quick" if a.quick else "bench-quality"))
     if work.exists() and not work.is_dir():
         sys.exit(f"Error: --work {work} is not a directory")
     if a.steps < 0:
         sys.exit(f"Error: --steps {a.steps}: must be >= 1 (or 0: the --minutes budget)")
+    if not a.steps and minutes <= 0:
+        sys.exit(f"Error: --minutes {a.minutes:g}: must be > 0 (or give --steps N)")
+    if a.setup:  # after the checks: a bad value costs no installation
+        from ial.demo.realistic_corpus import install_tools
+
+        install_tools()
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     root, _ = prepare_data(work, a.corpus_seed, a.quick)
     if a.prepare_only:

@@ -78,10 +78,14 @@ class ParquetReader:
         return _open(self.buffer(columns), columns).read(columns=columns, use_threads=False)
 
     def iter_row_groups(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
-        """The row groups as tables, one at a time (remote: each fetched when it is reached)."""
-        for i in range(_open(self.buffer(columns=[]), columns).num_row_groups):
-            yield pq.ParquetFile(self.buffer(columns, [i])).read_row_group(
-                i, columns=columns, use_threads=False)
+        """The row groups as tables, one at a time (remote: each fetched when it is reached,
+        into a ``ParquetFile`` given the footer Arrow parsed at the first open, not parsing it
+        again per row group)."""
+        file = _open(self.buffer(columns=[] if self._remote else None), columns)
+        for i in range(file.num_row_groups):
+            if self._remote:
+                file = pq.ParquetFile(self.buffer(columns, [i]), metadata=file.metadata)
+            yield file.read_row_group(i, columns=columns, use_threads=False)
 
     def buffer(self, columns: list[str] | None = None,
                row_groups: list[int] | None = None) -> pa.BufferReader:

@@ -118,3 +118,16 @@ def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "Error: --steps -3: must be >= 1 (or 0: the --minutes budget)"
+
+
+def test_bad_values_are_refused_before_anything_is_installed(tmp_path, monkeypatch):
+    import ial.demo.realistic_corpus as corpus
+
+    installs = []
+    monkeypatch.setattr(corpus, "install_tools", lambda: installs.append(1))
+    for argv, line in [(["--steps", "-3"], "--steps -3: must be >= 1 (or 0: the --minutes budget)"),
+                       (["--minutes", "0"], "--minutes 0: must be > 0 (or give --steps N)")]:
+        with pytest.raises(SystemExit) as exc:
+            bench.main([*argv, "--setup", "--work", str(tmp_path)])
+        assert str(exc.value) == f"Error: {line}"
+    assert installs == []

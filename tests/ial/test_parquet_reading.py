@@ -87,9 +87,15 @@ def test_s3_footer_is_fetched_once_per_reader_and_a_whole_file_in_one_request(
             return _real(*args, **kw)
         monkeypatch.setattr(fs, name, counting)
 
+    opened = []  # whether each ParquetFile Arrow opens parses a footer (no metadata given)
+    real_open = pq.ParquetFile
+    monkeypatch.setattr(pq, "ParquetFile", lambda source, metadata=None, **kw: (
+        opened.append(metadata is None), real_open(source, metadata=metadata, **kw))[1])
+
     reader = ParquetReader(url)
     assert reader.schema().equals(expected.schema, check_metadata=True)
     groups = list(reader.iter_row_groups(columns=["gain"]))
+    assert opened == [True] + [False] * 5  # Arrow parses the footer once, not per row group
     assert pa.concat_tables(groups).equals(expected.select(["gain"]))
     # size + footer once, then one ranged request per row group (5 of them)
     assert requests.count("size") == 1 and requests.count("cat_file") == 1
