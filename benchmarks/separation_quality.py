@@ -34,7 +34,12 @@ same config and seed give the same checkpoints, where a wall-time budget's runs 
 machine's speed: two 20-minute runs of one config reached different steps and ~0.4 dB apart on
 test), at the price of equal time: the model with the critic takes longer.
 
-Usage: ``python benchmarks/separation_quality.py [--minutes 20 | --steps N] [--seed 0]
+``--seed 0 1 2`` trains every model once per seed (reusing finished ones) and prints each seed's
+table, then the means over the seeds with two-level bootstrap intervals (``across_seeds_ci``:
+trainings, then test sources), which cover the spread between trainings that a single seed's
+paired CIs do not; the RESULT lines are then those means.
+
+Usage: ``python benchmarks/separation_quality.py [--minutes 20 | --steps N] [--seed 0 [1 ...]]
 [--work DIR] [--quick] [--setup] [--prepare-only]``.
 """
 
@@ -241,6 +246,22 @@ def paired_ci(a: dict, b: dict, seed: int = 0, n: int = 10000) -> tuple[float, f
     return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
+def across_seeds_ci(a: list[dict], b: list[dict], seed: int = 0,
+                    n: int = 10000) -> tuple[float, float, float]:
+    """Several trainings (one per seed) of two models: the mean over trainings of the mean
+    a − b over the sources both scored, and its 95 % two-level bootstrap interval. Each draw
+    resamples the trainings, then each chosen training's sources, so the interval covers the
+    spread between trainings of one config as well as between test sources (``paired_ci``
+    covers only the latter). With few trainings it is wide, as it should be."""
+    diffs = [np.array([x[k] - y[k] for k in sorted(set(x) & set(y))]) for x, y in zip(a, b)]
+    rng = np.random.default_rng(seed)
+    inner = np.stack([d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1) for d in diffs])
+    picks = rng.integers(0, len(diffs), (n, len(diffs)))
+    boots = inner[picks, rng.integers(0, n, (n, len(diffs)))].mean(axis=1)
+    return (float(np.mean([d.mean() for d in diffs])), float(np.percentile(boots, 2.5)),
+            float(np.percentile(boots, 97.5)))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0, help="training wall time per model")
@@ -249,8 +270,11 @@ def main(argv: list[str] | None = None) -> dict:
                         "follows the steps): reproducible — the same config and seed give the "
                         "same checkpoints — where a wall-time budget depends on the machine's "
                         "speed during the run; runs are kept as <model>-s<seed>-<N>steps")
-    p.add_argument("--seed", type=int, default=0,
-                   help="training seed (the corpus has --corpus-seed)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="training seed (the corpus has --corpus-seed); several (--seed 0 1 2) "
+                        "train every model once per seed, print each seed's table, then the "
+                        "means over the seeds with intervals that cover the spread between "
+                        "trainings too; the RESULT lines are then those means")
     p.add_argument("--corpus-seed", type=int, default=0)
     p.add_argument("--work", default=None, help="working folder (default: ./data/bench-quality"
                    "[-quick]; corpus, clips and shards are kept and reused)")
@@ -267,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"Error: --steps {a.steps}: must be >= 1 (or 0: the --minutes budget)")
     if not a.steps and minutes <= 0:
         sys.exit(f"Error: --minutes {a.minutes:g}: must be > 0 (or give --steps N)")
+    if len(set(a.seed)) < len(a.seed):
+        sys.exit(f"Error: --seed {' '.join(map(str, a.seed))}: a seed is given twice")
     if a.setup:  # after the checks: a bad value costs no installation
         from ial.demo.realistic_corpus import install_tools
 
@@ -276,7 +302,36 @@ def main(argv: list[str] | None = None) -> dict:
     if a.prepare_only:
         return {}
     throughput = step_throughput(a.quick)
-    results = {name: train_and_evaluate(root, name, overrides, minutes, a.seed, a.quick, a.steps)
+    budget = f"{a.steps} steps" if a.steps else f"{minutes:g} min"
+    runs = {seed: compare_models(root, seed, minutes, a.steps, a.quick, budget)
+            for seed in a.seed}
+    ial_sdrs = [r["results"]["ial"]["report"]["rows"]["model"]["sdr"] for r in runs.values()]
+    ial_sdr = float(np.mean(ial_sdrs))
+    if len(runs) == 1:
+        diffs = next(iter(runs.values()))["diffs"]
+    else:
+        diffs = {key: across_seeds_ci([r["sdr"]["ial"] for r in runs.values()],
+                                      [r["sdr"][other] for r in runs.values()])
+                 for key, other in (("ial_minus_sop", "sop"), ("ial_minus_cms", "cms"))}
+        print(f"\nover seeds {', '.join(map(str, runs))} ({len(runs)} trainings of each model, "
+              f"{budget} each; the intervals resample the trainings, then each one's test "
+              "sources, so they cover the spread between trainings):")
+        print(f"ial SDR: {', '.join(f'{x:.2f}' for x in ial_sdrs)} → mean {ial_sdr:.2f}")
+        for key, (mean, lo, hi) in diffs.items():
+            per_seed = ", ".join(f"{r['diffs'][key][0]:+.2f}" for r in runs.values())
+            print(f"{key.replace('_', ' ')}: {per_seed} → mean {mean:+.2f} dB SDR, 95 % "
+                  f"two-level bootstrap CI [{lo:+.2f}, {hi:+.2f}]")
+    print(f"RESULT ial_sdr={ial_sdr:.2f} target>=6")
+    print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
+    print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
+    return {"runs": runs, "diffs": diffs, "step_clips_per_s": throughput}
+
+
+def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool,
+                   budget: str) -> dict:
+    """Train (or reuse) and evaluate the three models with ``seed``; print their table and the
+    paired CIs of the differences. Returns {"results", "sdr": per-source SDRs, "diffs"}."""
+    results = {name: train_and_evaluate(root, name, overrides, minutes, seed, quick, steps)
                for name, overrides in RUNS.items()}
     ial = results["ial"]["report"]
     print(f"\n{'row':14s} {'SDR':>7s} {'SIR':>7s} {'SAR':>7s} {'SDRi':>7s} {'n':>5s} "
@@ -292,20 +347,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{row_name:14s} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
               f"{row['sdri']:7.2f} {row['n']:5d}")
     sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
-    diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], a.seed),
-             "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], a.seed)}
-    budget = f"{a.steps} steps" if a.steps else f"{minutes:g} min"
-    print(f"\n({budget} of training each, seed {a.seed}; evaluation: "
+    diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], seed),
+             "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], seed)}
+    print(f"\n({budget} of training each, seed {seed}; evaluation: "
           f"every pair of {ial['counts']['classes']} test classes, "
           f"{ial['counts']['evaluated']} mixtures, {ial['counts']['sources']} sources; "
           "best checkpoints by validation SDR)")
     for key, (mean, lo, hi) in diffs.items():
         print(f"{key.replace('_', ' ')}: {mean:+.2f} dB SDR, 95 % paired bootstrap CI "
               f"[{lo:+.2f}, {hi:+.2f}]")
-    print(f"RESULT ial_sdr={ial['rows']['model']['sdr']:.2f} target>=6")
-    print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
-    print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
-    return {"results": results, "diffs": diffs, "step_clips_per_s": throughput}
+    return {"results": results, "sdr": sdr, "diffs": diffs}
 
 
 if __name__ == "__main__":

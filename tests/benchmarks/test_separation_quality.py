@@ -32,6 +32,23 @@ def test_paired_ci_is_deterministic_and_brackets_the_mean():
         np.mean([a[k] - only_shared[k] for k in only_shared]))
 
 
+def test_across_seeds_ci_covers_the_spread_between_trainings():
+    rng = np.random.default_rng(0)
+    keys = [(i, 0) for i in range(200)]
+    b = {k: float(rng.normal(3.0, 1.0)) for k in keys}
+    # two trainings of "a", each a steady 0.2 or 1.0 dB above b: every paired CI is narrow
+    a = [{k: v + shift + float(rng.normal(0, 0.1)) for k, v in b.items()} for shift in (0.2, 1.0)]
+    mean, lo, hi = bench.across_seeds_ci(a, [b, b], seed=1)
+    assert (mean, lo, hi) == bench.across_seeds_ci(a, [b, b], seed=1)
+    assert mean == pytest.approx(np.mean([bench.paired_ci(x, b)[0] for x in a]))
+    assert lo < 0.25 and hi > 0.95  # the interval spans both trainings ...
+    for x in a:
+        single = bench.paired_ci(x, b)
+        assert single[2] - single[1] < 0.1  # ... where each one's paired CI does not
+    one = bench.across_seeds_ci(a[:1], [b], seed=1)  # one training: sources only
+    assert one[0] == pytest.approx(bench.paired_ci(a[0], b)[0]) and one[2] - one[1] < 0.1
+
+
 def test_per_source_sdr_reads_the_report_rows():
     report = {"mixtures": [{"index": 0, "scores": {"model": {"sdr": [1.0, 2.0]}}},
                            {"index": 1, "scores": {}}]}  # a skipped (silent) mixture
@@ -89,15 +106,17 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
 def test_a_step_budget_trains_the_same_models_again(tmp_path):
     command = [sys.executable, str(SCRIPT), "--quick", "--steps", "6", "--work", str(tmp_path)]
 
-    def run() -> list[str]:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    def run(*seeds: str) -> list[str]:
+        proc = subprocess.run(command + ["--seed", *(seeds or ["0"])], capture_output=True,
+                              text=True, timeout=600, cwd=REPO)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "(6 steps of training each, seed 0;" in proc.stdout
         # the table's model rows (less the clips/s column, a speed) and the RESULT lines
         rows = [x.split()[:7] + x.split()[8:] for x in proc.stdout.splitlines()
                 if re.match(r"(ial|cms|sop)\s+-?\d", x)]
-        assert [r[6] for r in rows] == ["6", "6", "6"]  # steps
-        return rows + [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        assert [r[6] for r in rows] == ["6", "6", "6"] * max(1, len(seeds))  # steps
+        return rows + [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")
+                       or x.startswith("over seeds") or "two-level" in x]
 
     first = run()
     checkpoints = tmp_path / "root" / "checkpoints"
@@ -105,6 +124,17 @@ def test_a_step_budget_trains_the_same_models_again(tmp_path):
         "cms-s0-6steps", "ial-s0-6steps", "sop-s0-6steps"]
     shutil.rmtree(checkpoints)  # train all three again from scratch
     assert run() == first
+
+    # two seeds: seed 0 reused as it was, seed 1 trained; the RESULT lines are the means
+    both = run("0", "1")
+    assert both[:3] == first[:3]
+    assert sorted(p.name for p in checkpoints.iterdir() if "-s1-" in p.name) == [
+        "cms-s1-6steps", "ial-s1-6steps", "sop-s1-6steps"]
+    assert both[6].startswith("over seeds 0, 1 (2 trainings of each model")
+    assert [x.split(":")[0] for x in both[7:9]] == ["ial minus sop", "ial minus cms"]
+    mean_of_rows = np.mean([float(both[0][1]), float(both[3][1])])  # the rows are rounded
+    assert both[9].startswith("RESULT ial_sdr=") and both[9].endswith(" target>=6")
+    assert abs(float(both[9].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
 
 
 def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):
@@ -126,7 +156,8 @@ def test_bad_values_are_refused_before_anything_is_installed(tmp_path, monkeypat
     installs = []
     monkeypatch.setattr(corpus, "install_tools", lambda: installs.append(1))
     for argv, line in [(["--steps", "-3"], "--steps -3: must be >= 1 (or 0: the --minutes budget)"),
-                       (["--minutes", "0"], "--minutes 0: must be > 0 (or give --steps N)")]:
+                       (["--minutes", "0"], "--minutes 0: must be > 0 (or give --steps N)"),
+                       (["--seed", "1", "0", "1"], "--seed 1 0 1: a seed is given twice")]:
         with pytest.raises(SystemExit) as exc:
             bench.main([*argv, "--setup", "--work", str(tmp_path)])
         assert str(exc.value) == f"Error: {line}"
