@@ -237,10 +237,14 @@ def per_source_sdr(report: dict, row: str) -> dict[tuple, float]:
     return out
 
 
+def source_differences(a: dict, b: dict) -> np.ndarray:
+    """a − b per source, over the sources both scored (sorted by key). Shape: (sources,), dB."""
+    return np.array([a[k] - b[k] for k in sorted(set(a) & set(b))])
+
+
 def paired_ci(a: dict, b: dict, seed: int = 0, n: int = 10000) -> tuple[float, float, float]:
     """Mean of a − b over the sources both scored, and its 95 % paired bootstrap interval."""
-    keys = sorted(set(a) & set(b))
-    d = np.array([a[k] - b[k] for k in keys])
+    d = source_differences(a, b)
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1)
     return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
@@ -253,7 +257,7 @@ def across_seeds_ci(a: list[dict], b: list[dict], seed: int = 0,
     resamples the trainings, then each chosen training's sources, so the interval covers the
     spread between trainings of one config as well as between test sources (``paired_ci``
     covers only the latter). With few trainings it is wide, as it should be."""
-    diffs = [np.array([x[k] - y[k] for k in sorted(set(x) & set(y))]) for x, y in zip(a, b)]
+    diffs = [source_differences(x, y) for x, y in zip(a, b)]
     rng = np.random.default_rng(seed)
     inner = np.stack([d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1) for d in diffs])
     picks = rng.integers(0, len(diffs), (n, len(diffs)))

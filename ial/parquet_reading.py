@@ -81,7 +81,7 @@ class ParquetReader:
         """The row groups as tables, one at a time (remote: each fetched when it is reached,
         into a ``ParquetFile`` given the footer Arrow parsed at the first open, not parsing it
         again per row group)."""
-        file = _open(self.buffer(columns=[] if self._remote else None), columns)
+        file = _open(self.buffer(columns=[]), columns)  # local: the whole mmapped file
         for i in range(file.num_row_groups):
             if self._remote:
                 file = pq.ParquetFile(self.buffer(columns, [i]), metadata=file.metadata)

@@ -89,8 +89,11 @@ def test_s3_footer_is_fetched_once_per_reader_and_a_whole_file_in_one_request(
 
     opened = []  # whether each ParquetFile Arrow opens parses a footer (no metadata given)
     real_open = pq.ParquetFile
-    monkeypatch.setattr(pq, "ParquetFile", lambda source, metadata=None, **kw: (
-        opened.append(metadata is None), real_open(source, metadata=metadata, **kw))[1])
+
+    def recording_open(source, metadata=None, **kw):
+        opened.append(metadata is None)
+        return real_open(source, metadata=metadata, **kw)
+    monkeypatch.setattr(pq, "ParquetFile", recording_open)
 
     reader = ParquetReader(url)
     assert reader.schema().equals(expected.schema, check_metadata=True)
