@@ -79,12 +79,12 @@ class ParquetReader:
 
     def iter_row_groups(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """The row groups as tables, one at a time (remote: each fetched when it is reached,
-        into a ``ParquetFile`` given the footer Arrow parsed at the first open, not parsing it
-        again per row group)."""
-        file = _open(self.buffer(columns=[]), columns)  # local: the whole mmapped file
+        into a ``ParquetFile`` given the footer this reader parsed once, never parsed again)."""
+        meta = self._metadata() if self._remote else None
+        file = _open(self.buffer(columns=[]), columns, meta)  # local: the whole mmapped file
         for i in range(file.num_row_groups):
             if self._remote:
-                file = pq.ParquetFile(self.buffer(columns, [i]), metadata=file.metadata)
+                file = pq.ParquetFile(self.buffer(columns, [i]), metadata=meta)
             yield file.read_row_group(i, columns=columns, use_threads=False)
 
     def buffer(self, columns: list[str] | None = None,
@@ -143,10 +143,11 @@ class ParquetReader:
         return self._tail
 
 
-def _open(source: pa.BufferReader, columns: list[str] | None) -> pq.ParquetFile:
-    """``ParquetFile`` of ``source``; ArrowInvalid naming the columns it lacks (a ``ParquetFile``
-    read would silently leave them out)."""
-    file = pq.ParquetFile(source)
+def _open(source: pa.BufferReader, columns: list[str] | None,
+          metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
+    """``ParquetFile`` of ``source`` (its footer parsed by Arrow, or ``metadata`` when given);
+    ArrowInvalid naming the columns it lacks (a ``ParquetFile`` read would leave them out)."""
+    file = pq.ParquetFile(source, metadata=metadata)
     missing = [c for c in columns or [] if c not in file.schema_arrow.names]
     if missing:
         raise pa.ArrowInvalid(f"no column {', '.join(map(repr, missing))} in the file (it has "

@@ -87,18 +87,25 @@ def test_s3_footer_is_fetched_once_per_reader_and_a_whole_file_in_one_request(
             return _real(*args, **kw)
         monkeypatch.setattr(fs, name, counting)
 
-    opened = []  # whether each ParquetFile Arrow opens parses a footer (no metadata given)
-    real_open = pq.ParquetFile
+    parses = []  # every footer parse: ours (read_metadata), or a ParquetFile given no metadata
+    real_open, real_read_metadata = pq.ParquetFile, pq.read_metadata
 
     def recording_open(source, metadata=None, **kw):
-        opened.append(metadata is None)
+        if metadata is None:
+            parses.append("ParquetFile")
         return real_open(source, metadata=metadata, **kw)
+
+    def recording_read_metadata(*args, **kw):
+        parses.append("read_metadata")
+        return real_read_metadata(*args, **kw)
     monkeypatch.setattr(pq, "ParquetFile", recording_open)
+    monkeypatch.setattr(pq, "read_metadata", recording_read_metadata)
 
     reader = ParquetReader(url)
     assert reader.schema().equals(expected.schema, check_metadata=True)
+    parses.clear()
     groups = list(reader.iter_row_groups(columns=["gain"]))
-    assert opened == [True] + [False] * 5  # Arrow parses the footer once, not per row group
+    assert parses == ["read_metadata"]  # the footer is parsed once, not per row group
     assert pa.concat_tables(groups).equals(expected.select(["gain"]))
     # size + footer once, then one ranged request per row group (5 of them)
     assert requests.count("size") == 1 and requests.count("cat_file") == 1
@@ -126,7 +133,8 @@ def test_truncated_empty_and_tiny_s3_files_raise_arrows_error(parquet_file, s3_r
     for data in (parquet_file.read_bytes()[:-100], b"", b"PAR1"):
         fs.pipe_file(path, data)
         for read in (lambda: read_parquet(url, columns=["label"]), lambda: read_parquet(url),
-                     lambda: read_parquet_schema(url)):
+                     lambda: read_parquet_schema(url),
+                     lambda: list(iter_parquet_row_groups(url, columns=["label"]))):
             with pytest.raises(pa.ArrowInvalid):
                 read()
 
