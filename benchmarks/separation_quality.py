@@ -142,9 +142,13 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
                        checkpoint=ckpt, data=Storage(root).url("shards", "realistic"), mix=2,
                        out=Storage(root).url("reports", run))
     t0 = time.perf_counter()
-    report = evaluate(ecfg, progress=False)
-    report["mixtures"] = json.loads(Path(report["report_dir"], "results.json").read_text())[
-        "mixtures"]
+    report = stored_report(ecfg, ckpt)
+    if report is None:
+        report = evaluate(ecfg, progress=False)
+        report["mixtures"] = json.loads(Path(report["report_dir"], "results.json").read_text())[
+            "mixtures"]
+    else:
+        print(f"{run}: reusing its evaluation of exactly this checkpoint ({ecfg.out})")
     return {"name": name, "steps": result["step"], "train_s": train_s,
             "eval_s": time.perf_counter() - t0, "best_val_sdr": result.get("best_val_sdr"),
             "clips_per_s": float(np.median(rates)) if rates else None, "report": report}
@@ -214,6 +218,28 @@ def finished_training(run_dir: Path, cfg) -> dict | None:
             yaml.safe_load(dump_yaml(cfg))):
         return None
     return json.loads(result.read_text())
+
+
+def stored_report(ecfg, checkpoint: str) -> dict | None:
+    """The stored report (``results.json`` in ``ecfg.out``) of exactly this evaluation: the same
+    eval config (its device resolved as ``evaluate`` resolves it) of the same checkpoint bytes
+    (sha256), else None."""
+    import dataclasses
+
+    from ial.config import to_dict
+    from ial.runtime import torch_device
+    from ial.storage import sha256
+
+    path = Path(ecfg.out, "results.json")
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(to_dict(dataclasses.replace(
+        ecfg, device=torch_device(ecfg.device)))))
+    if stored.get("config") != wanted or \
+            stored.get("checkpoint", {}).get("sha256") != sha256(checkpoint):
+        return None
+    return stored
 
 
 def training_identity(config: dict) -> dict:

@@ -18,7 +18,8 @@ The returned dict (also ``results.json``, minus the per-mixture scores) — keys
   sources in the mixtures that also hold the other class (which pairs it cannot tell apart);
 - ``counts``: ``mixtures``, ``evaluated``, ``skipped_silent``, ``sources``, ``classes``,
   ``test_clips``; ``skipped``: the skipped mixtures and why;
-- ``protocol``, ``metric``, ``checkpoint`` (url, model_name, run, step, lineage), ``data``,
+- ``protocol``, ``metric``, ``checkpoint`` (url, sha256 of the file scored, model_name, run,
+  step, lineage), ``data``,
   ``report_dir``, ``files``, ``config``, ``seconds``.
 """
 
@@ -320,7 +321,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                      "float64, 512-tap filter), cross-checked against mir_eval",
                    "permutation": "fixed (estimate i = visual query of source i)",
                    "silent_db": cfg.silent_db, "clamp_db": cfg.clamp_db},
-        "checkpoint": {"url": cfg.checkpoint, "model_name": meta.get("model_name"),
+        "checkpoint": {"url": cfg.checkpoint, "sha256": meta.get("sha256"),
+                       "model_name": meta.get("model_name"),
                        "run": run_name(cfg.checkpoint, meta), "step": lineage.get("step"),
                        "lineage": lineage, "metrics": meta.get("metrics")},
         "data": cfg.data,

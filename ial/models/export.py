@@ -12,12 +12,16 @@
       "metrics": {"val_sdr": ..., ...},      # validation metrics at export time
     }
 
+Read back (``read_export``, ``load_model``'s meta), it also has ``sha256``: the digest of the file's
+bytes, so a report can say which exact file it scored.
+
 ``load_model(url)`` rebuilds it with nothing else: ``model, meta = load_model("…/model.pt")``.
 The DeepSpeed state for exact resume lives beside it (``deepspeed/``), not in this file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import platform
 from importlib import metadata
@@ -77,13 +81,14 @@ def export_model(url: str, model: torch.nn.Module, model_cfg: Any, lineage: dict
 
 
 def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
-    """The raw export dict of ``url``, checked to be an IAL model export."""
+    """The raw export dict of ``url``, checked to be an IAL model export, plus ``sha256``: the
+    hex digest of the bytes read (which exact file a report scored)."""
     url = str(url)
     if not exists(url):
         raise CheckpointError(f"{url}: no such checkpoint file")
+    data = read_bytes(url)
     try:
-        payload = torch.load(io.BytesIO(read_bytes(url)), map_location=map_location,
-                             weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise CheckpointError(f"{url}: not an IAL model export (cannot be read by torch.load: "
                               f"{type(exc).__name__}: {exc})") from None
@@ -93,6 +98,7 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{url}: export format {payload['format_version']} is newer than "
                               f"this code reads ({FORMAT_VERSION}); upgrade ial")
+    payload["sha256"] = hashlib.sha256(data).hexdigest()
     return payload
 
 

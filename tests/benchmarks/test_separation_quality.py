@@ -101,15 +101,45 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     assert "95 % paired bootstrap CI" in run.stdout
 
 
+def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file(tmp_path):
+    import dataclasses
+    import hashlib
+    import json
+
+    from ial.config import load_config, to_dict
+    from ial.evaluate import EvalConfig
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+
+    def config(*overrides):
+        return load_config(EvalConfig, REPO / "configs/eval/default.yaml", list(overrides),
+                           checkpoint=str(checkpoint), data=str(tmp_path / "shards" / "x"),
+                           out=str(tmp_path / "report"))
+
+    assert bench.stored_report(config(), str(checkpoint)) is None  # nothing there
+    (tmp_path / "report").mkdir()
+    stored = {"config": to_dict(dataclasses.replace(config(), device="cpu")),  # as evaluated
+              "checkpoint": {"sha256": hashlib.sha256(b"weights").hexdigest()}, "mixtures": []}
+    (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
+    assert bench.stored_report(config(), str(checkpoint)) == stored
+    assert bench.stored_report(config("n_per_combination=2"), str(checkpoint)) is None
+    checkpoint.write_bytes(b"other weights")  # the run's best checkpoint changed since
+    assert bench.stored_report(config(), str(checkpoint)) is None
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
 def test_a_step_budget_trains_the_same_models_again(tmp_path):
     command = [sys.executable, str(SCRIPT), "--quick", "--steps", "6", "--work", str(tmp_path)]
 
+    outputs = []
+
     def run(*seeds: str) -> list[str]:
         proc = subprocess.run(command + ["--seed", *(seeds or ["0"])], capture_output=True,
                               text=True, timeout=600, cwd=REPO)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outputs.append(proc.stdout)
         assert "(6 steps of training each, seed 0;" in proc.stdout
         # the table's model rows (less the clips/s column, a speed) and the RESULT lines
         rows = [x.split()[:7] + x.split()[8:] for x in proc.stdout.splitlines()
@@ -128,6 +158,9 @@ def test_a_step_budget_trains_the_same_models_again(tmp_path):
     # two seeds: seed 0 reused as it was, seed 1 trained; the RESULT lines are the means
     both = run("0", "1")
     assert both[:3] == first[:3]
+    reused = re.findall(r"^(\S+): reusing its evaluation of exactly this checkpoint", outputs[-1],
+                        re.M)
+    assert reused == ["ial-s0-6steps", "cms-s0-6steps", "sop-s0-6steps"]  # not seed 1's
     assert sorted(p.name for p in checkpoints.iterdir() if "-s1-" in p.name) == [
         "cms-s1-6steps", "ial-s1-6steps", "sop-s1-6steps"]
     assert both[6].startswith("over seeds 0, 1 (2 trainings of each model")

@@ -27,7 +27,7 @@ from ial.evaluate.pipeline import pair_sdri
 from ial.evaluate.protocol import ProtocolError, build_mixtures
 from ial.separate.waveforms import separate_waveforms
 from ial.signal import CLIP_SAMPLES, SAMPLE_RATE, SEGMENT_SAMPLES, log_magnitude
-from ial.storage import Storage, read_text, upload_file, write_bytes, write_text
+from ial.storage import Storage, read_text, sha256, upload_file, write_bytes, write_text
 from preprocessing.shard_schema import SHARD_SCHEMA, encode_row
 
 CLASSES = ("bass", "flute", "violin")
@@ -169,6 +169,7 @@ def test_evaluate_local_writes_report(local_setup):
     assert sr == SAMPLE_RATE and wave.shape == (CLIP_SAMPLES,)
     saved = json.loads(read_text(os.path.join(out, "results.json")))
     assert saved["rows"] == results["rows"] and len(saved["mixtures"]) == 12
+    assert saved["checkpoint"]["sha256"] == sha256(ckpt)  # which exact file was scored
     with open(os.path.join(out, "results.csv")) as f:
         lines = list(csv.DictReader(f))
     assert len(lines) == 6 * 2 * 4  # scored mixtures × sources × rows

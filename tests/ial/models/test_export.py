@@ -9,7 +9,7 @@ import torch
 
 from ial.models import ModelConfig, build_model
 from ial.models.export import CheckpointError, export_model, load_model
-from ial.storage import write_bytes
+from ial.storage import sha256, write_bytes
 
 TINY = ModelConfig(visual_channels=8, embed_dim=8, audio_channels=[4, 4, 4, 4], common_hidden=8)
 
@@ -31,6 +31,7 @@ def test_export_loads_with_nothing_else(tmp_path, request, where):
     assert meta["model_name"] == "ial_cms" and meta["model_cfg"] == TINY
     assert meta["lineage"]["step"] == 7 and meta["metrics"] == {"val_sdr": 1.5}
     assert set(meta["versions"]) == {"ial", "torch", "deepspeed", "python"}
+    assert meta["sha256"] == sha256(url)  # of the bytes read, not saved in the file
     assert not loaded.training
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
