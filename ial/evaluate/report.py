@@ -268,7 +268,8 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
         "<h1>IAL evaluation report</h1>",
         f"<p>Checkpoint <code>{html.escape(str(ck.get('url')))}</code> (model "
         f"{html.escape(str(ck.get('model_name')))}, run {html.escape(str(ck.get('run')))}, step "
-        f"{html.escape(str(ck.get('step')))}); data <code>{html.escape(str(results['data']))}</code>"
+        f"{html.escape(str(ck.get('step')))}, sha256 "
+        f"<code>{html.escape(str(ck.get('sha256'))[:16])}</code>); data <code>{html.escape(str(results['data']))}</code>"
         f" split {html.escape(proto['split'])}.</p>",
         f"<p>Protocol: all {proto['combinations']} combinations of {proto['mix']} distinct classes"
         f" × up to {proto['n_per_combination']} mixtures (seed {proto['seed']}); full "
