@@ -63,7 +63,7 @@ RUNS = {
     "cms": ["method.lambda_ind=0"],
     # Sound of Pixels keeps its paper's constant lr (it divides it by 10 only after 40 epochs):
     # under the recipe's cosine decay its best validation SDR fell from 1.52 to 0.13 (seed 0,
-    # docs/model.md), and the baseline should not be weakened by a schedule made for IAL.
+    # docs/experiments.md), and the baseline should not be weakened by a schedule made for IAL.
     # Its window stays at the 32767 samples all its earlier results used: the 16383 of the
     # recipe was chosen on IAL's validation runs, not SoP's.
     "sop": ["model=configs/model/sop_realistic.yaml", "method=configs/method/sop.yaml",

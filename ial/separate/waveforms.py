@@ -20,7 +20,8 @@ def training_window(meta: dict) -> int:
 
     Separation slides this window over longer audio, as the authors slide their training length:
     the separator's normalisations see a window's statistics, and a model trained on 16383-sample
-    windows lost ~1 dB SDRi when applied to 32767-sample ones (docs/model.md).
+    windows lost ~1 dB SDRi when applied to 32767-sample ones (docs/experiments.md, "Shorter
+    training windows").
     """
     train = ((meta.get("lineage") or {}).get("configs") or {}).get("train") or {}
     return int(train.get("segment_samples") or signal.SEGMENT_SAMPLES)
