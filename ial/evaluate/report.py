@@ -269,8 +269,9 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
         f"<p>Checkpoint <code>{html.escape(str(ck.get('url')))}</code> (model "
         f"{html.escape(str(ck.get('model_name')))}, run {html.escape(str(ck.get('run')))}, step "
         f"{html.escape(str(ck.get('step')))}, sha256 "
-        f"<code>{html.escape(str(ck.get('sha256'))[:16])}</code>); data <code>{html.escape(str(results['data']))}</code>"
-        f" split {html.escape(proto['split'])}.</p>",
+        f"<code>{html.escape(str(ck.get('sha256'))[:16])}</code>); data "
+        f"<code>{html.escape(str(results['data']))}</code> split "
+        f"{html.escape(proto['split'])}.</p>",
         f"<p>Protocol: all {proto['combinations']} combinations of {proto['mix']} distinct classes"
         f" × up to {proto['n_per_combination']} mixtures (seed {proto['seed']}); full "
         f"{proto['clip_seconds']:.0f} s clips, model applied with a sliding window. "

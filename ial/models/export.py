@@ -12,8 +12,8 @@
       "metrics": {"val_sdr": ..., ...},      # validation metrics at export time
     }
 
-Read back (``read_export``, ``load_model``'s meta), it also has ``sha256``: the digest of the file's
-bytes, so a report can say which exact file it scored.
+Read back (``read_export``, ``load_model``'s meta), it also has ``sha256``: the digest of the
+file's bytes, so a report can say which exact file it scored.
 
 ``load_model(url)`` rebuilds it with nothing else: ``model, meta = load_model("…/model.pt")``.
 The DeepSpeed state for exact resume lives beside it (``deepspeed/``), not in this file.
