@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import platform
+import zipfile
 from importlib import metadata
 from typing import Any
 
@@ -87,11 +88,14 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
     if not exists(url):
         raise CheckpointError(f"{url}: no such checkpoint file")
     data = read_bytes(url)
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise CheckpointError(f"{url}: not an IAL model export (not a torch.save archive: "
+                              f"{len(data)} bytes, truncated or another kind of file)")
     try:
         payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise CheckpointError(f"{url}: not an IAL model export (cannot be read by torch.load: "
-                              f"{type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{url}: not an IAL model export (torch.load cannot read it: "
+                              f"{load_failure(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{url}: not an IAL model export (no 'format: {FORMAT}' entry; "
                               "a DeepSpeed state directory is not an export — use its model.pt)")
@@ -100,6 +104,17 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
                               f"this code reads ({FORMAT_VERSION}); upgrade ial")
     payload["sha256"] = hashlib.sha256(data).hexdigest()
     return payload
+
+
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in one line: its messages run to a dozen lines of advice (for a
+    file holding Python objects: to load it with ``weights_only=False``, which runs its code)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    return f"{type(exc).__name__}: {line.split('. ')[0][:200]}"
 
 
 def load_model(url: str, map_location: str | torch.device = "cpu"):

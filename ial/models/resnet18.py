@@ -123,11 +123,16 @@ def load_torchvision_weights(model: ResNet18Trunk, path: str) -> str:
     trunk parameter is missing, a key is unexpected, or a shape differs. Returns a description
     ``"<file name> sha256:<first 12 hex>"`` for stats and shard metadata.
     """
+    from ial.models.export import load_failure
     from ial.storage import local_copy, sha256
 
     with local_copy(str(path)) as local:
         digest = sha256(local)[:12]
-        state = torch.load(local, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(local, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ValueError(f"{path}: not a torchvision resnet18 weights file (torch.load cannot "
+                             f"read it: {load_failure(exc)})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if key in state and isinstance(state[key], dict):

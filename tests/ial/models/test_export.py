@@ -37,6 +37,10 @@ def test_export_loads_with_nothing_else(tmp_path, request, where):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+class NotPlainData:
+    """An object ``torch.load(weights_only=True)`` refuses to unpickle."""
+
+
 def test_clear_errors_name_the_file(tmp_path):
     missing = str(tmp_path / "nope" / "model.pt")
     with pytest.raises(CheckpointError, match="nope/model.pt: no such checkpoint"):
@@ -44,8 +48,24 @@ def test_clear_errors_name_the_file(tmp_path):
 
     junk = str(tmp_path / "junk.pt")
     write_bytes(junk, b"not a torch file")
-    with pytest.raises(CheckpointError, match="junk.pt: not an IAL model export"):
+    with pytest.raises(CheckpointError, match="junk.pt: not an IAL model export "
+                       r"\(not a torch.save archive: 16 bytes, truncated or another"):
         load_model(junk)
+
+    objects = str(tmp_path / "objects.pt")
+    buf = io.BytesIO()
+    torch.save({"format": "ial-model", "thing": NotPlainData()}, buf)
+    write_bytes(objects, buf.getvalue())
+    write_bytes(junk, buf.getvalue()[:-40])  # truncated
+    messages = []
+    for bad in (objects, junk):
+        with pytest.raises(CheckpointError) as exc:
+            load_model(bad)
+        messages.append(str(exc.value))
+    # one line each, without torch's advice to load with weights_only=False (which runs its code)
+    assert not [m for m in messages if "\n" in m or "weights_only" in m]
+    assert "torch.load cannot read it: UnpicklingError: Unsupported global: GLOBAL" in messages[0]
+    assert "junk.pt: not an IAL model export (not a torch.save archive" in messages[1]
 
     plain = str(tmp_path / "plain.pt")
     buf = io.BytesIO()

@@ -75,6 +75,12 @@ def test_load_errors_name_file_and_keys(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError, match="conv1.weight has shape"):
         load_torchvision_weights(ResNet18Trunk(), str(path))
+    path.write_bytes(b"<html>404 Not Found</html>")  # a failed download saved as the weights
+    with pytest.raises(ValueError) as exc:
+        load_torchvision_weights(ResNet18Trunk(), str(path))
+    assert str(exc.value).startswith(f"{path}: not a torchvision resnet18 weights file (torch.load "
+                                     "cannot read it: ")
+    assert "\n" not in str(exc.value)  # one line, not torch's paragraphs of advice
 
 
 def test_imagenet_normalize():
