@@ -58,7 +58,7 @@ def plain_step(method, opt_sep, opt_critic, mix, step: int, clip: float) -> None
     opt_sep.step()
     opt_sep.zero_grad(set_to_none=True)
     if method.critic_due(step):
-        c_loss, _ = method.critic_loss(components, step)
+        c_loss, _ = method.critic_loss(components, step, labels=method.component_labels(mix))
         c_loss.backward()
         torch.nn.utils.clip_grad_norm_(method.critic.parameters(), clip)
         opt_critic.step()

@@ -95,6 +95,11 @@ class MethodConfig:
     critic_input_size: list[int] = field(default_factory=lambda: [256, 256])
     # Hinge margin weight C of the Geometric-GAN critic loss (authors: 1).
     critic_hinge_c: float = 1.0
+    # How a component's independent partner is drawn from the bank: "any" entry (authors'), or
+    # "label_matched", an entry of the class of its dependent partner (our option, supervised
+    # mode). Mixtures join clips of different classes, so with "any" the class alone separates
+    # the two kinds of pair (ial.method.critic.IndependencyCritic.make_pairs).
+    critic_pairs: Literal["any", "label_matched"] = "any"
 
     def validate(self) -> None:
         if self.mode == "supervised" and self.n_mix not in (2, 3):
@@ -124,6 +129,9 @@ class MethodConfig:
             raise ConfigError("critic_input_size", "must be [bins, frames], each >= 8")
         if self.bank_size < 1:
             raise ConfigError("bank_size", "must be >= 1")
+        if self.critic_pairs == "label_matched" and self.mode != "supervised":
+            raise ConfigError("critic_pairs", "label_matched needs supervised mode (one label "
+                                              "per component)")
 
     @property
     def components_per_mixture(self) -> int:
@@ -137,7 +145,7 @@ class MethodConfig:
 # adversary is the same training whatever they hold (used by the realistic benchmark to reuse
 # a finished `cms` run when only the critic of `ial` changed).
 CRITIC_ONLY_FIELDS = ("lambda_ind_schedule", "lambda_ind_steps", "critic_every", "bank_size",
-                      "critic_ndf", "critic_input_size", "critic_hinge_c")
+                      "critic_ndf", "critic_input_size", "critic_hinge_c", "critic_pairs")
 
 
 def lambda_ind_at(cfg: MethodConfig, batch: int) -> float:

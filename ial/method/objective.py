@@ -62,7 +62,8 @@ class IALMethod(nn.Module):
         self.cfg = method_cfg
         self.separator = build_model(model_cfg)
         self.critic = IndependencyCritic(tuple(method_cfg.critic_input_size),
-                                         method_cfg.critic_ndf, method_cfg.bank_size)
+                                         method_cfg.critic_ndf, method_cfg.bank_size,
+                                         method_cfg.critic_pairs)
         loss = method_cfg.separation_loss
         if loss == "auto":
             loss = "weighted_bce" if model_cfg.name == "sop" else "si_snr"
@@ -205,7 +206,8 @@ class IALMethod(nn.Module):
         logs["lambda_ind"] = lam
         if self.adversary_due(step):
             score = critic or self.critic
-            dependent, independent = self.critic.make_pairs(self.critic.prepare(components))
+            dependent, independent = self.critic.make_pairs(
+                self.critic.prepare(components), labels=self.component_labels(mix))
             loss_ind = separator_adversarial_loss(score(dependent), score(independent))
             loss = loss + lam * loss_ind
             logs["loss_ind"] = float(loss_ind.detach())
@@ -221,19 +223,27 @@ class IALMethod(nn.Module):
                                                  f"{top}: set the dataset's class count")
         return nn.functional.cross_entropy(out.class_logits.flatten(0, 1), mix.labels.flatten())
 
-    def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    @staticmethod
+    def component_labels(mix: MixBatch) -> torch.Tensor:
+        """Each component's class id: its target's label. Shape: → (B, N) int64."""
+        return mix.labels[:, mix.component_source.to(mix.labels.device)]
+
+    def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None,
+                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Critic objective on the (detached) components of one separator step; then pushes
         them into the memory bank. ``step`` is unused by the loss itself (kept for schedules).
+        ``labels``: the components' class ids (``component_labels``), needed by
+        ``critic_pairs: label_matched``.
 
-        Shape: components (B, N, 256, T) → (loss (), logs).
+        Shape: components (B, N, 256, T), labels (B, N) → (loss (), logs).
         """
         score = critic or self.critic
         x = self.critic.prepare(components.detach())
-        dependent, independent = self.critic.make_pairs(x)
+        dependent, independent = self.critic.make_pairs(x, labels=labels)
         s_dep, s_ind = score(dependent), score(independent)
         loss = critic_hinge_loss(self.critic, s_dep, s_ind, self.cfg.critic_hinge_c)
-        self.bank.push(x.flatten(0, 1))
+        matched = self.cfg.critic_pairs == "label_matched"
+        self.bank.push(x.flatten(0, 1), labels.flatten() if matched else None)
         acc = 0.5 * (float((s_ind > 0).float().mean()) + float((s_dep < 0).float().mean()))
         logs = {"critic_loss": float(loss.detach()),
                 "critic_distance": float((s_ind.mean() - s_dep.mean()).detach()),

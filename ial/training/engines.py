@@ -157,7 +157,8 @@ def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, f
     if method.critic_due(step):
         if components is None:
             components = method.components(mix)
-        c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine)
+        c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine,
+                                            labels=method.component_labels(mix))
         critic_engine.backward(c_loss)
         critic_engine.step()
         logs.update(c_logs)

@@ -1,5 +1,6 @@
 """Independency critic, memory bank, hinge losses — and the adversary doing its job on a toy."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -156,3 +157,36 @@ def test_adversarial_term_lowers_dependence_of_separated_components():
     # and the adversary did it by shrinking the leak (or swapping, equally independent)
     leak = torch.sigmoid(sep1.theta)
     assert bool(((leak < 0.15) | (leak > 0.85)).all()), leak
+
+
+def test_labelled_bank_samples_the_asked_class_and_keeps_labels_in_its_state():
+    bank = MemoryBank(6, 2, 3, labelled=True)
+    bank.push(torch.arange(4).float().view(4, 1, 1).expand(4, 2, 3), torch.tensor([0, 1, 0, 2]))
+    g = torch.Generator().manual_seed(0)
+    drawn = bank.sample(40, g, torch.tensor([0, 1, 2, 7] * 10))[:, 0, 0].view(10, 4)
+    assert set(drawn[:, 0].tolist()) == {0.0, 2.0}  # the two entries of class 0
+    assert set(drawn[:, 1].tolist()) == {1.0} and set(drawn[:, 2].tolist()) == {3.0}
+    assert len(set(drawn[:, 3].tolist())) > 1  # no entry of class 7: any entry
+    assert "labels" in bank.state_dict() and "labels" not in MemoryBank(6, 2, 3).state_dict()
+    fresh = MemoryBank(6, 2, 3, labelled=True)
+    fresh.load_state_dict(bank.state_dict())
+    assert fresh.labels[:4].tolist() == [0, 1, 0, 2]
+    with pytest.raises(ValueError, match="labelled bank"):
+        bank.push(torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="labelled bank"):
+        MemoryBank(6, 2, 3).push(torch.zeros(1, 2, 3), torch.zeros(1))
+
+
+def test_label_matched_pairs_give_the_bank_partner_the_dependent_partners_class():
+    critic = IndependencyCritic((8, 8), ndf=4, bank_size=16, pairs="label_matched")
+    # bank entries carry their class id as value
+    critic.bank.push(torch.arange(4).float().view(4, 1, 1).expand(4, 8, 8).repeat(2, 1, 1),
+                     torch.arange(4).repeat(2))
+    labels = torch.tensor([[0, 1], [2, 3], [1, 2]])
+    x = (10 + labels).float().view(3, 2, 1, 1).expand(3, 2, 8, 8)  # component: 10 + its class
+    dep, ind = critic.make_pairs(x, labels=labels)
+    assert torch.equal(ind[:, 0], dep[:, 0])
+    assert torch.equal(ind[:, 1], dep[:, 1] - 10)  # same class as the dependent partner
+    with pytest.raises(ValueError, match="labels"):
+        critic.make_pairs(x)
+

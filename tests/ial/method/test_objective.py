@@ -269,3 +269,20 @@ def test_overfits_a_tiny_batch(name, mode, steps, lr):
     else:
         assert history[-1]["si_snr_db"] > history[0]["si_snr_db"] + 10, (history[0], history[-1])
         assert history[-1]["si_snr_db"] > 15
+
+
+def test_label_matched_critic_pairs_carry_the_mixtures_labels_into_the_bank():
+    with pytest.raises(ConfigError, match="critic_pairs"):  # a duet's components share a label
+        from_dict(MethodConfig, {"critic_pairs": "label_matched", "mode": "unsupervised"})
+    m = method(critic_pairs="label_matched")
+    mix = m.mixtures(tone_clips(), torch.Generator().manual_seed(0))
+    labels = m.component_labels(mix)
+    assert torch.equal(labels, mix.labels)  # supervised: one component per target
+    loss, logs, comps = m.separator_loss(mix, step=0)  # the adversarial term pairs with labels
+    assert "loss_ind" in logs and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="labels"):
+        m.critic_loss(comps, step=0)
+    m.critic_loss(comps, step=0, labels=labels)
+    assert m.bank.labels[:len(m.bank)].tolist() == labels.flatten().tolist()
+    assert "bank.labels" in m.critic.state_dict()
+    assert "bank.labels" not in method().critic.state_dict()  # "any" (authors'): as before
