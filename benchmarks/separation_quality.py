@@ -206,18 +206,20 @@ def finished_training(run_dir: Path, cfg) -> dict | None:
     """The result of a finished training of exactly ``cfg`` in ``run_dir`` (result.json exists
     and its saved config.yaml is ``cfg``'s), else None. For a model without the adversary
     (λ_ind = 0) the fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not
-    compared: they do not change its training."""
+    compared: they do not change its training. A field added since the run was saved compares
+    at its default (the earlier behaviour); a field that no longer exists: not reusable."""
     import yaml
 
-    from ial.config import dump_yaml
-
+    from ial.config import ConfigError, from_dict, to_dict
     saved, result = run_dir / "config.yaml", run_dir / "result.json"
     if not (result.exists() and saved.exists()):
         return None
-    if training_identity(yaml.safe_load(saved.read_text())) != training_identity(
-            yaml.safe_load(dump_yaml(cfg))):
+    try:
+        then = to_dict(from_dict(type(cfg), yaml.safe_load(saved.read_text())))
+    except ConfigError:
         return None
-    return json.loads(result.read_text())
+    same = training_identity(then) == training_identity(to_dict(cfg))
+    return json.loads(result.read_text()) if same else None
 
 
 def stored_report(ecfg, checkpoint: str) -> dict | None:

@@ -56,6 +56,8 @@ def test_per_source_sdr_reads_the_report_rows():
 
 
 def test_a_finished_training_is_reused_only_for_the_same_training(tmp_path):
+    import yaml
+
     from ial.config import dump_yaml
     from ial.training.config import load_train_config
 
@@ -81,6 +83,15 @@ def test_a_finished_training_is_reused_only_for_the_same_training(tmp_path):
     (run / "config.yaml").write_text(dump_yaml(config()))
     assert bench.finished_training(run, config()) == {"step": 7}
     assert bench.finished_training(run, config("method.critic_ndf=8")) is None
+    # saved before a field existed: the field compares at its default (the earlier behaviour)
+    saved = yaml.safe_load(dump_yaml(config()))
+    del saved["method"]["critic_pairs"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert bench.finished_training(run, config()) == {"step": 7}
+    assert bench.finished_training(run, config("method.critic_pairs=label_matched")) is None
+    saved["method"]["gone"] = 1  # a field that no longer exists: not the same training
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert bench.finished_training(run, config()) is None
 
 
 @pytest.mark.slow
