@@ -128,6 +128,12 @@ class IndependencyCritic(nn.Module):
         x = F.adaptive_avg_pool2d(x, self.input_size)
         return x.reshape(B, N, *self.input_size)
 
+    def remember(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Push prepared components into the bank, with their class ids when pairs are
+        label-matched (which needs them). Shape: x (B, N, F', T'), labels (B, N)."""
+        matched = self.pairs == "label_matched" and labels is not None
+        self.bank.push(x.flatten(0, 1), labels.flatten() if matched else None)
+
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         P = pairs.shape[0]
         feats = self.g(pairs.flatten(0, 1).unsqueeze(1)).reshape(P, -1)  # (P, 2C)

@@ -242,8 +242,7 @@ class IALMethod(nn.Module):
         dependent, independent = self.critic.make_pairs(x, labels=labels)
         s_dep, s_ind = score(dependent), score(independent)
         loss = critic_hinge_loss(self.critic, s_dep, s_ind, self.cfg.critic_hinge_c)
-        matched = self.cfg.critic_pairs == "label_matched"
-        self.bank.push(x.flatten(0, 1), labels.flatten() if matched else None)
+        self.critic.remember(x, labels)
         acc = 0.5 * (float((s_ind > 0).float().mean()) + float((s_dep < 0).float().mean()))
         logs = {"critic_loss": float(loss.detach()),
                 "critic_distance": float((s_ind.mean() - s_dep.mean()).detach()),

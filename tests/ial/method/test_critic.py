@@ -189,4 +189,3 @@ def test_label_matched_pairs_give_the_bank_partner_the_dependent_partners_class(
     assert torch.equal(ind[:, 1], dep[:, 1] - 10)  # same class as the dependent partner
     with pytest.raises(ValueError, match="labels"):
         critic.make_pairs(x)
-
