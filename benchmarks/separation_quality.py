@@ -16,7 +16,9 @@ it on an otherwise idle machine), one after the other; the best checkpoint by va
 of the train videos, held out by video id; never the test split) is evaluated on every pair of
 test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes). A rerun
 reuses a finished training of exactly the same config (an unfinished one starts over; for
-``cms`` the critic's fields are not compared: it trains no critic). Prints the training step's
+``cms`` the critic's fields are not compared: it trains no critic); one of another config is set
+aside beside its folder, never deleted, and moved back when that config returns
+(``benchmarks/run_reuse.py``). Prints the training step's
 clips/s before and after the channels-last change (measured side by side, ``step_throughput``),
 the table with the oracle and mixture rows, the steps each model reached and its training
 clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
@@ -48,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.run_reuse import claim_run, stored_report  # noqa: E402
 
 RUNS = {
     "ial": [],
@@ -123,10 +125,10 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
     cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"),
                             [*overrides, *extra, f"seed={seed}", *budget],
                             root=root, run_name=run)
+    report_dir = Storage(root).url("reports", run)
     t0 = time.perf_counter()
-    result = finished_training(run_dir, cfg)
-    if result is None:  # a budgeted run cannot resume exactly: an unfinished one starts over
-        shutil.rmtree(run_dir, ignore_errors=True)
+    result = claim_run(run_dir, Path(report_dir), cfg)
+    if result is None:
         result = launch(cfg, in_process=True, progress=False)
     else:
         print(f"{run}: reusing its finished training of exactly this config ({run_dir})")
@@ -140,7 +142,7 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
                        ["num_examples=0"] + (["n_per_combination=2"] if quick else
                                              ["n_per_combination=4"]),
                        checkpoint=ckpt, data=Storage(root).url("shards", "realistic"), mix=2,
-                       out=Storage(root).url("reports", run))
+                       out=report_dir)
     t0 = time.perf_counter()
     report = stored_report(ecfg, ckpt)
     if report is None:
@@ -200,59 +202,6 @@ def step_throughput(quick: bool) -> dict[str, float]:
           f"before (NCHW) {rates['before']:.1f} clips/s, after (channels_last) "
           f"{rates['after']:.1f} clips/s (x{rates['after'] / rates['before']:.2f})")
     return rates
-
-
-def finished_training(run_dir: Path, cfg) -> dict | None:
-    """The result of a finished training of exactly ``cfg`` in ``run_dir`` (result.json exists
-    and its saved config.yaml is ``cfg``'s), else None. For a model without the adversary
-    (λ_ind = 0) the fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not
-    compared: they do not change its training. A field added since the run was saved compares
-    at its default (the earlier behaviour); a field that no longer exists: not reusable."""
-    import yaml
-
-    from ial.config import ConfigError, from_dict, to_dict
-    saved, result = run_dir / "config.yaml", run_dir / "result.json"
-    if not (result.exists() and saved.exists()):
-        return None
-    try:
-        then = to_dict(from_dict(type(cfg), yaml.safe_load(saved.read_text())))
-    except ConfigError:
-        return None
-    same = training_identity(then) == training_identity(to_dict(cfg))
-    return json.loads(result.read_text()) if same else None
-
-
-def stored_report(ecfg, checkpoint: str) -> dict | None:
-    """The stored report (``results.json`` in ``ecfg.out``) of exactly this evaluation: the same
-    eval config (its device resolved as ``evaluate`` resolves it) of the same checkpoint bytes
-    (sha256), else None."""
-    import dataclasses
-
-    from ial.config import to_dict
-    from ial.runtime import torch_device
-    from ial.storage import sha256
-
-    path = Path(ecfg.out, "results.json")
-    if not path.exists():
-        return None
-    stored = json.loads(path.read_text())
-    wanted = json.loads(json.dumps(to_dict(dataclasses.replace(
-        ecfg, device=torch_device(ecfg.device)))))
-    if stored.get("config") != wanted or \
-            stored.get("checkpoint", {}).get("sha256") != sha256(checkpoint):
-        return None
-    return stored
-
-
-def training_identity(config: dict) -> dict:
-    """A saved train config without what does not change the training: the critic's fields
-    when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``)."""
-    from ial.method.config import CRITIC_ONLY_FIELDS
-
-    method = dict(config.get("method") or {})
-    if method.get("lambda_ind") == 0:
-        method = {k: v for k, v in method.items() if k not in CRITIC_ONLY_FIELDS}
-    return {**config, "method": method}
 
 
 def per_source_sdr(report: dict, row: str) -> dict[tuple, float]:

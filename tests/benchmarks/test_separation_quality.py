@@ -55,45 +55,6 @@ def test_per_source_sdr_reads_the_report_rows():
     assert bench.per_source_sdr(report, "model") == {(0, 0): 1.0, (0, 1): 2.0}
 
 
-def test_a_finished_training_is_reused_only_for_the_same_training(tmp_path):
-    import yaml
-
-    from ial.config import dump_yaml
-    from ial.training.config import load_train_config
-
-    def config(*overrides):
-        return load_train_config(str(REPO / "configs/train/realistic.yaml"), list(overrides),
-                                 root=str(tmp_path), run_name="run")
-
-    run = tmp_path / "run"
-    run.mkdir()
-    assert bench.finished_training(run, config()) is None  # nothing there
-    (run / "config.yaml").write_text(dump_yaml(config("method.lambda_ind=0")))
-    assert bench.finished_training(run, config("method.lambda_ind=0")) is None  # unfinished
-    (run / "result.json").write_text('{"step": 7}')
-    # cms trains no critic: a change of the critic alone is the same training ...
-    assert bench.finished_training(run, config("method.lambda_ind=0",
-                                               "method.critic_input_size=[64, 32]",
-                                               "method.critic_ndf=8")) == {"step": 7}
-    # ... anything else is not
-    assert bench.finished_training(run, config("method.lambda_ind=0", "batch_size=16")) is None
-    assert bench.finished_training(run, config("method.lambda_ind=0",
-                                               "method.lambda_cls=0.5")) is None
-    # with the adversary on, the critic is part of the training
-    (run / "config.yaml").write_text(dump_yaml(config()))
-    assert bench.finished_training(run, config()) == {"step": 7}
-    assert bench.finished_training(run, config("method.critic_ndf=8")) is None
-    # saved before a field existed: the field compares at its default (the earlier behaviour)
-    saved = yaml.safe_load(dump_yaml(config()))
-    del saved["method"]["critic_pairs"]
-    (run / "config.yaml").write_text(yaml.safe_dump(saved))
-    assert bench.finished_training(run, config()) == {"step": 7}
-    assert bench.finished_training(run, config("method.critic_pairs=label_matched")) is None
-    saved["method"]["gone"] = 1  # a field that no longer exists: not the same training
-    (run / "config.yaml").write_text(yaml.safe_dump(saved))
-    assert bench.finished_training(run, config()) is None
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
 def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_path):
@@ -110,33 +71,6 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     names = [re.match(r"RESULT (\w+)=(-?[\d.]+) target", x).group(1) for x in lines[-3:]]
     assert names == ["ial_sdr", "ial_minus_sop_sdr", "ial_minus_cms_sdr"]
     assert "95 % paired bootstrap CI" in run.stdout
-
-
-def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file(tmp_path):
-    import dataclasses
-    import hashlib
-    import json
-
-    from ial.config import load_config, to_dict
-    from ial.evaluate import EvalConfig
-
-    checkpoint = tmp_path / "model.pt"
-    checkpoint.write_bytes(b"weights")
-
-    def config(*overrides):
-        return load_config(EvalConfig, REPO / "configs/eval/default.yaml", list(overrides),
-                           checkpoint=str(checkpoint), data=str(tmp_path / "shards" / "x"),
-                           out=str(tmp_path / "report"))
-
-    assert bench.stored_report(config(), str(checkpoint)) is None  # nothing there
-    (tmp_path / "report").mkdir()
-    stored = {"config": to_dict(dataclasses.replace(config(), device="cpu")),  # as evaluated
-              "checkpoint": {"sha256": hashlib.sha256(b"weights").hexdigest()}, "mixtures": []}
-    (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
-    assert bench.stored_report(config(), str(checkpoint)) == stored
-    assert bench.stored_report(config("n_per_combination=2"), str(checkpoint)) is None
-    checkpoint.write_bytes(b"other weights")  # the run's best checkpoint changed since
-    assert bench.stored_report(config(), str(checkpoint)) is None
 
 
 @pytest.mark.slow

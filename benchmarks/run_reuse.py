@@ -1,0 +1,138 @@
+"""Which trainings and evaluations a rerun of the quality benchmark can reuse, and where a finished
+training of another config goes (set aside beside its run folder, never deleted).
+
+A run folder ``checkpoints/<model>-s<seed>[-<N>steps]`` holds one training. Trying a variant of a
+model (say, another critic option) under the same seed trains into the same folder: the finished
+training already there, and its report ``reports/<run>``, move to ``<run>.set-aside-<digest>``,
+where ``<digest>`` names the config they were made with; switching back to that config moves them
+back instead of training again. Only an unfinished training is deleted: a step or wall-time
+budget cannot resume exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+
+def training_identity(config: dict) -> dict:
+    """A saved train config without what does not change the training: the critic's fields
+    when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``)."""
+    from ial.method.config import CRITIC_ONLY_FIELDS
+
+    method = dict(config.get("method") or {})
+    if method.get("lambda_ind") == 0:
+        method = {k: v for k, v in method.items() if k not in CRITIC_ONLY_FIELDS}
+    return {**config, "method": method}
+
+
+def saved_identity(run_dir: Path, config_type) -> dict | None:
+    """The training identity of the config saved in ``run_dir`` (read through ``config_type``:
+    a field added since it was saved takes its default, the earlier behaviour), or None when
+    there is none or it has a field that no longer exists."""
+    import yaml
+
+    from ial.config import ConfigError, from_dict, to_dict
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return None
+    try:
+        return training_identity(to_dict(from_dict(config_type, yaml.safe_load(saved.read_text()))))
+    except ConfigError:
+        return None
+
+
+def identity_digest(identity: dict) -> str:
+    """12 hex digits naming a training identity (its canonical JSON's sha256)."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def finished_training(run_dir: Path, cfg) -> dict | None:
+    """The result of a finished training of exactly ``cfg`` in ``run_dir`` (result.json exists
+    and its saved config.yaml is ``cfg``'s), else None. For a model without the adversary
+    (λ_ind = 0) the fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not
+    compared: they do not change its training. A field added since the run was saved compares
+    at its default (the earlier behaviour); a field that no longer exists: not reusable."""
+    from ial.config import to_dict
+
+    result = run_dir / "result.json"
+    if not result.exists():
+        return None
+    same = saved_identity(run_dir, type(cfg)) == training_identity(to_dict(cfg))
+    return json.loads(result.read_text()) if same else None
+
+
+def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
+    """Make ``run_dir`` the place of ``cfg``'s training; its result when that is finished.
+
+    - a finished training of ``cfg`` there: its result;
+    - one set aside earlier: moved back (with its report), its result;
+    - a finished training of another config there: set aside with its report, None;
+    - an unfinished training there: deleted, None.
+    """
+    from ial.config import to_dict
+
+    result = finished_training(run_dir, cfg)
+    if result is not None:
+        return result
+    if (run_dir / "result.json").exists():
+        set_aside(run_dir, report_dir, type(cfg))
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    suffix = ".set-aside-" + identity_digest(training_identity(to_dict(cfg)))
+    kept = run_dir.with_name(run_dir.name + suffix)
+    if finished_training(kept, cfg) is None:
+        return None
+    kept.rename(run_dir)
+    kept_report = report_dir.with_name(report_dir.name + suffix)
+    if kept_report.exists():
+        shutil.rmtree(report_dir, ignore_errors=True)
+        kept_report.rename(report_dir)
+    print(f"{run_dir.name}: moved back the finished training of this config set aside as "
+          f"{kept.name}")
+    return finished_training(run_dir, cfg)
+
+
+def set_aside(run_dir: Path, report_dir: Path, config_type) -> Path:
+    """Move a finished training and its report to ``<name>.set-aside-<digest>`` (the digest of
+    its saved config; an earlier one of the same config there is replaced). Returns where the
+    training went."""
+    identity = saved_identity(run_dir, config_type)
+    if identity is not None:
+        digest = identity_digest(identity)
+    else:  # no config, or one of fields that no longer exist: named by its bytes
+        saved = next(f for f in (run_dir / "config.yaml", run_dir / "result.json") if f.exists())
+        digest = hashlib.sha256(saved.read_bytes()).hexdigest()[:12]
+    for src in (run_dir, report_dir):
+        dst = src.with_name(f"{src.name}.set-aside-{digest}")
+        if src.exists():
+            shutil.rmtree(dst, ignore_errors=True)
+            src.rename(dst)
+    kept = run_dir.with_name(f"{run_dir.name}.set-aside-{digest}")
+    print(f"{run_dir.name}: a finished training of another config is there; set aside as "
+          f"{kept.name} (with its report), not deleted")
+    return kept
+
+
+def stored_report(ecfg, checkpoint: str) -> dict | None:
+    """The stored report (``results.json`` in ``ecfg.out``) of exactly this evaluation: the same
+    eval config (its device resolved as ``evaluate`` resolves it) of the same checkpoint bytes
+    (sha256), else None."""
+    from ial.config import to_dict
+    from ial.runtime import torch_device
+    from ial.storage import sha256
+
+    path = Path(ecfg.out, "results.json")
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(to_dict(dataclasses.replace(
+        ecfg, device=torch_device(ecfg.device)))))
+    if stored.get("config") != wanted or \
+            stored.get("checkpoint", {}).get("sha256") != sha256(checkpoint):
+        return None
+    return stored

@@ -1,0 +1,118 @@
+"""benchmarks/run_reuse.py: which finished trainings and reports a rerun reuses, and where one of
+another config goes (set aside, never deleted)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import yaml
+
+from benchmarks.run_reuse import claim_run, finished_training, stored_report
+from ial.config import dump_yaml, load_config, to_dict
+from ial.evaluate import EvalConfig
+from ial.training.config import load_train_config
+from tests.conftest import REPO
+
+
+def train_config(tmp_path, *overrides):
+    return load_train_config(str(REPO / "configs/train/realistic.yaml"), list(overrides),
+                             root=str(tmp_path), run_name="run")
+
+
+def finish(run, cfg, step):
+    """A finished training of ``cfg`` in ``run``, as the trainer leaves it (config, result,
+    weights)."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    (run / "model.pt").write_text(f"weights {step}")
+    (run / "result.json").write_text(json.dumps({"step": step}))
+
+
+def test_a_finished_training_is_reused_only_for_the_same_training(tmp_path):
+    def config(*overrides):
+        return train_config(tmp_path, *overrides)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert finished_training(run, config()) is None  # nothing there
+    (run / "config.yaml").write_text(dump_yaml(config("method.lambda_ind=0")))
+    assert finished_training(run, config("method.lambda_ind=0")) is None  # unfinished
+    (run / "result.json").write_text('{"step": 7}')
+    # cms trains no critic: a change of the critic alone is the same training ...
+    assert finished_training(run, config("method.lambda_ind=0",
+                                         "method.critic_input_size=[64, 32]",
+                                         "method.critic_ndf=8")) == {"step": 7}
+    # ... anything else is not
+    assert finished_training(run, config("method.lambda_ind=0", "batch_size=16")) is None
+    assert finished_training(run, config("method.lambda_ind=0", "method.lambda_cls=0.5")) is None
+    # with the adversary on, the critic is part of the training
+    (run / "config.yaml").write_text(dump_yaml(config()))
+    assert finished_training(run, config()) == {"step": 7}
+    assert finished_training(run, config("method.critic_ndf=8")) is None
+    # saved before a field existed: the field compares at its default (the earlier behaviour)
+    saved = yaml.safe_load(dump_yaml(config()))
+    del saved["method"]["critic_pairs"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert finished_training(run, config()) == {"step": 7}
+    assert finished_training(run, config("method.critic_pairs=label_matched")) is None
+    saved["method"]["gone"] = 1  # a field that no longer exists: not the same training
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert finished_training(run, config()) is None
+
+
+def test_a_finished_training_of_another_config_is_set_aside_and_moved_back(tmp_path):
+    ckpts, reports = tmp_path / "checkpoints", tmp_path / "reports"
+    run, report = ckpts / "run", reports / "run"
+    any_cfg = train_config(tmp_path)
+    matched = train_config(tmp_path, "method.critic_pairs=label_matched")
+    assert claim_run(run, report, any_cfg) is None  # nothing there: train
+    finish(run, any_cfg, 3000)
+    report.mkdir(parents=True)
+    (report / "results.json").write_text("report of any")
+    assert claim_run(run, report, any_cfg) == {"step": 3000}  # reused, nothing moved
+    assert sorted(p.name for p in ckpts.iterdir()) == ["run"]
+
+    # another config: the finished one goes aside with its report, the folder is free
+    assert claim_run(run, report, matched) is None
+    assert not run.exists() and not report.exists()
+    [aside] = ckpts.iterdir()
+    assert aside.name.startswith("run.set-aside-")
+    assert (aside / "model.pt").read_text() == "weights 3000"
+    assert (reports / aside.name / "results.json").read_text() == "report of any"
+    finish(run, matched, 2999)
+    report.mkdir()
+    (report / "results.json").write_text("report of label_matched")
+
+    # the first config again: swapped back, the second set aside in its turn
+    assert claim_run(run, report, any_cfg) == {"step": 3000}
+    assert (report / "results.json").read_text() == "report of any"
+    assert len(list(ckpts.iterdir())) == 2 and len(list(reports.iterdir())) == 2
+    assert claim_run(run, report, matched) == {"step": 2999}
+    assert (report / "results.json").read_text() == "report of label_matched"
+
+    # an unfinished training (killed) is deleted: a budget cannot resume exactly
+    (run / "result.json").unlink()
+    assert claim_run(run, report, matched) is None and not run.exists()
+    assert len(list(ckpts.iterdir())) == 1  # any's training is still set aside
+
+
+def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+
+    def config(*overrides):
+        return load_config(EvalConfig, REPO / "configs/eval/default.yaml", list(overrides),
+                           checkpoint=str(checkpoint), data=str(tmp_path / "shards" / "x"),
+                           out=str(tmp_path / "report"))
+
+    assert stored_report(config(), str(checkpoint)) is None  # nothing there
+    (tmp_path / "report").mkdir()
+    stored = {"config": to_dict(dataclasses.replace(config(), device="cpu")),  # as evaluated
+              "checkpoint": {"sha256": hashlib.sha256(b"weights").hexdigest()}, "mixtures": []}
+    (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
+    assert stored_report(config(), str(checkpoint)) == stored
+    assert stored_report(config("n_per_combination=2"), str(checkpoint)) is None
+    checkpoint.write_bytes(b"other weights")  # the run's best checkpoint changed since
+    assert stored_report(config(), str(checkpoint)) is None
