@@ -76,13 +76,13 @@ def plain_method(model_cfg, method_cfg, ds_sep: dict, ds_critic: dict, device="c
     """``(method, separator Adam, critic Adam)``: an ``IALMethod`` seeded 0 with the parameter
     shapes DeepSpeed's copy has, and the optimizers its DeepSpeed configs describe."""
     from ial.method.objective import IALMethod
-    from ial.training.engines import vectorize_scalar_parameters
+    from ial.training.engines import to_channels_last, vectorize_scalar_parameters
 
     torch.manual_seed(0)
     method = IALMethod(model_cfg, method_cfg).to(device)
     vectorize_scalar_parameters(method)
     if channels_last:
-        method.to(memory_format=torch.channels_last)
+        to_channels_last(method)
     return (method, adam_for(method.separator.parameters(), ds_sep),
             adam_for(method.critic.parameters(), ds_critic))
 

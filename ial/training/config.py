@@ -80,10 +80,10 @@ class TrainConfig:
     # Conv weights, activations and their gradients in channels-last (NHWC) memory: the same
     # arithmetic in another order (fp-rounding differences only), ×1.2–1.4 faster training steps
     # of the realistic recipe on CPU with oneDNN (measured side by side by
-    # benchmarks/separation_quality.py) and the layout GPU tensor cores prefer. OFF by default:
-    # with PyTorch 2.13 on CPU, ial_cms with audio_channels under 16 (e.g. gpu_check --quick's
-    # [4,4,4,4]) aborts with heap corruption ("free(): invalid next size") when it is on; widths
-    # of 16 and up (the realistic and paper models) trained without trouble.
+    # benchmarks/separation_quality.py) and the layout GPU tensor cores prefer. Narrow 1×1
+    # stride-2 convs, whose CPU backward corrupts the heap in PyTorch 2.13 when channels-last,
+    # run as a stride-1 conv of the subsampled input (ial.training.engines.to_channels_last).
+    # OFF by default: not measured on a GPU yet.
     # configs/train/realistic.yaml turns it on. Not applied under ZeRO (stage > 0, e.g.
     # configs/deepspeed/gpu_bf16_zero2.json): its optimizer owns flat parameter buffers.
     # Exports are plain state_dicts either way.

@@ -3,8 +3,8 @@
 - ``single_process_env`` / ``free_port``: what torch.distributed needs without a launcher;
 - ``import_deepspeed(backend)``: DeepSpeed without its first-use JIT builds on CPU;
 - ``build_engines(method, ds_sep, ds_critic, deepspeed, channels_last)``: the two engines
-  (channels-last conv weights when asked and possible; 0-dim parameters made
-  (1,) for DeepSpeed, ``scalar_shapes`` restores them around an export);
+  (channels-last conv weights when asked and possible, ``to_channels_last``; 0-dim parameters
+  made (1,) for DeepSpeed, ``scalar_shapes`` restores them around an export);
 - ``train_step(method, sep, critic, mix, step)``: separator update with the critic frozen, then
   the critic's update when due.
 """
@@ -130,8 +130,40 @@ def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_las
         # and copy back every gradient after each backward).
         sep.enable_backward_allreduce = critic.enable_backward_allreduce = False
     if channels_last and not sep.zero_optimization():
-        method.to(memory_format=torch.channels_last)
+        to_channels_last(method)
     return sep, critic, scalars
+
+
+def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """Conv weights, and with them the activations and gradients, in NHWC memory; returns
+    ``module``.
+
+    PyTorch 2.13's CPU convolution (oneDNN) corrupts the heap in the backward of a 1×1 conv with
+    stride > 1 and 2 to 15 input channels on a channels-last path: the process aborts with
+    ``free(): invalid next size`` (the shortcut of a narrow ResNet stage, e.g.
+    ``model.audio_channels=[4, 8, 16, 32]``; measured: 16 input channels and up, kernel 3, or
+    stride 1 are fine, in either layout). Such a conv (without padding) is run as what it
+    computes, the 1×1 stride-1 conv of its input's every stride-th row and column
+    (``_SubsampleInput``), which takes no such path.
+    """
+    module.to(memory_format=torch.channels_last)
+    for conv in module.modules():
+        if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) \
+                and conv.padding == (0, 0) and max(conv.stride) > 1 and conv.in_channels < 16:
+            conv.register_forward_pre_hook(_SubsampleInput(conv.stride))
+            conv.stride = (1, 1)
+    return module
+
+
+class _SubsampleInput:
+    """Forward pre-hook of ``to_channels_last``: every ``stride``-th row and column of the
+    conv's input. Shape: (B, C, H, W) → (B, C, ⌈H/s0⌉, ⌈W/s1⌉)."""
+
+    def __init__(self, stride: tuple[int, int]):
+        self.stride = tuple(stride)
+
+    def __call__(self, conv: torch.nn.Module, args: tuple) -> tuple:
+        return (args[0][:, :, ::self.stride[0], ::self.stride[1]], *args[1:])
 
 
 def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, float]:
