@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.api import fail_on_user_error
 from ial.config import load_config, save_config
+from ial.runtime import quiet_dask_shutdown
 from ial.storage import Storage
 from preprocessing.featurize.config import FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
@@ -34,6 +35,7 @@ def dask_task_runner(cfg: FeaturizeConfig):
     """DaskTaskRunner on ``cfg.dask_address``, or on a LocalCluster of ``cfg.n_workers``."""
     from prefect_dask import DaskTaskRunner
 
+    quiet_dask_shutdown()
     if cfg.dask_address:
         return DaskTaskRunner(address=cfg.dask_address)
     env = {"OMP_NUM_THREADS": str(cfg.torch_threads), "MKL_NUM_THREADS": str(cfg.torch_threads)}

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.api import fail_on_user_error
 from ial.config import load_config
+from ial.runtime import quiet_dask_shutdown
 from preprocessing.ingest.batch import Batch, run_batch
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.rate_limit import share
@@ -37,6 +38,7 @@ def ingest_batch_task(cfg: IngestConfig, batch: Batch, previous: dict, rate: flo
 def dask_task_runner(cfg: IngestConfig):
     from prefect_dask import DaskTaskRunner
 
+    quiet_dask_shutdown()
     if cfg.dask_address:
         return DaskTaskRunner(address=cfg.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",

@@ -1,7 +1,8 @@
-"""Where the current code runs, as stats and logs name it."""
+"""Where the current code runs, as stats and logs name it, and what its Dask cluster logs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -30,3 +31,15 @@ def torch_device(name: str, field: str = "device") -> str:
         raise UserError(f"{field}: {name!r} asked for, but no CUDA device is visible here "
                         "(use auto or cpu)")
     return name
+
+
+def quiet_dask_shutdown() -> None:
+    """Keep a cluster's ordinary shutdown from printing a traceback.
+
+    When a LocalCluster closes (at the end of every ingest and featurize run), its scheduler's
+    batched streams to the workers that are going away log ``Batched Comm Closed`` at INFO level
+    with the ``CommClosedError`` traceback (``distributed.batched``), which reads like a crash
+    in the middle of a run's output. Only that logger is set to WARNING; its real failure,
+    ``Error in batched write``, is logged at ERROR and still shows.
+    """
+    logging.getLogger("distributed.batched").setLevel(logging.WARNING)

@@ -29,6 +29,7 @@ import time
 
 from ial.config import save_config
 from ial.errors import UserError
+from ial.runtime import quiet_dask_shutdown
 from ial.storage import Storage
 from preprocessing.featurize.config import FEATURIZER_VERSION, FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
@@ -59,6 +60,7 @@ def dask_client(cfg: FeaturizeConfig, client=None):
     import dask
     from distributed import Client, LocalCluster
 
+    quiet_dask_shutdown()
     if cfg.dask_address:
         with Client(cfg.dask_address) as c:
             yield c

@@ -1,0 +1,37 @@
+"""ial.runtime: the device a config names, and the Dask logs a run shows."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ial.errors import UserError
+from ial.runtime import quiet_dask_shutdown, torch_device
+
+
+def test_auto_and_cpu_devices_and_a_missing_cuda_named_by_field():
+    import torch
+
+    assert torch_device("cpu") == "cpu"
+    assert torch_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="^eval.device: 'cuda:1' asked for"):
+            torch_device("cuda:1", field="eval.device")
+
+
+def test_a_closing_cluster_s_comm_closed_traceback_is_not_shown(caplog):
+    import distributed  # noqa: F401  (its import sets the distributed loggers' levels)
+
+    quiet_dask_shutdown()
+    batched = logging.getLogger("distributed.batched")
+    with caplog.at_level(logging.INFO, logger="distributed"):  # as distributed sets it
+        try:
+            raise ConnectionError("stream closed")
+        except ConnectionError:
+            # what distributed.batched logs when a LocalCluster's workers go away
+            batched.info("Batched Comm Closed %r", "<TCP (closed)>", exc_info=True)
+            batched.error("Error in batched write", exc_info=True)  # a real failure
+    assert [r.getMessage() for r in caplog.records if r.name == "distributed.batched"] == [
+        "Error in batched write"]
+    assert logging.getLogger("distributed.scheduler").isEnabledFor(logging.INFO)  # untouched
