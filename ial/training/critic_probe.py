@@ -1,0 +1,200 @@
+"""What a training run's independency critic tells apart, on its validation clips.
+
+The critic is trained to score dependent pairs (two components separated from one mixture) low
+and independent pairs (a component and a bank entry, i.e. a component of another mixture) high.
+It could do so by what the method wants, the traces one source leaves in the other's estimate,
+or by a shortcut. This probe scores, with the run's last committed critic:
+
+- ``dependent``: the two components of each mixture (classes a ≠ b: mixtures join different
+  classes), both orders;
+- independent pairs of a component (class a, partner class b) with a component of ANOTHER
+  mixture of class ``matched`` (b: the class make-up of a dependent pair), ``same`` (a: a make-up
+  only independent pairs have) or ``other`` (neither);
+
+and reports each kind's mean score and its AUC against the dependent pairs (the probability that
+an independent pair scores above a dependent one; 0.5: not told apart). ``components``:
+``model`` (the separator's), ``oracle`` (the true sources' magnitudes) or ``irm`` (the ideal
+ratio mask's components): a critic that reads leakage cannot tell the oracle's pairs apart.
+
+Usage: ``python -m ial.training.critic_probe RUN_DIR [--separator RUN_DIR] [--components
+model|oracle|irm] [--rounds 4]``. Only the validation split is read, never test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+
+from ial.errors import UserError
+
+COMPONENTS = ("model", "oracle", "irm")
+KINDS = ("matched", "same", "other")
+
+
+def load_run_state(run_dir: str, engine: str) -> tuple[object, dict]:
+    """(the run's TrainConfig, the ``engine`` module's state at its last committed tag)."""
+    import yaml
+
+    from ial.config import from_dict
+    from ial.storage import exists, join, open_url, read_text
+    from ial.training.config import TrainConfig
+
+    marker = join(run_dir, "deepspeed", "latest.json")
+    if not exists(join(run_dir, "config.yaml")) or not exists(marker):
+        raise UserError(f"{run_dir}: not a training run with a committed checkpoint (no "
+                        "config.yaml or deepspeed/latest.json)")
+    cfg = from_dict(TrainConfig, yaml.safe_load(read_text(join(run_dir, "config.yaml"))))
+    tag = json.loads(read_text(marker))["tag"]
+    with open_url(join(run_dir, "deepspeed", engine, tag, "mp_rank_00_model_states.pt")) as f:
+        state = torch.load(f, map_location="cpu", weights_only=False)["module"]
+    return cfg, state
+
+
+def probe_critic(run_dir: str, separator_run: str | None = None, components: str = "model",
+                 rounds: int = 4, batch_size: int = 32, seed: int = 0) -> dict:
+    """Scores and AUCs of the run's critic (see the module doc). ``separator_run``: take the
+    separator from this run instead (same model). Returns {"n_mixtures", "dependent": {"mean",
+    "n"}, "matched"/"same"/"other": {"mean", "n", "auc"}, "same_vs_matched_auc"}."""
+    from ial.data.loader import list_dataset_shards, split_train_val
+    from ial.method.objective import IALMethod
+    from ial.training.config import method_config, model_config
+    from ial.training.engines import vectorize_scalar_parameters
+
+    if components not in COMPONENTS:
+        raise UserError(f"--components {components!r}: one of {', '.join(COMPONENTS)}")
+    cfg, critic_state = load_run_state(run_dir, "critic")
+    model_cfg, method_cfg = model_config(cfg), method_config(cfg)
+    if method_cfg.lambda_ind == 0:
+        raise UserError(f"{run_dir}: method.lambda_ind is 0, the run trained no critic")
+    sep_cfg, sep_state = load_run_state(separator_run or run_dir, "separator")
+    if model_config(sep_cfg) != model_cfg:
+        raise UserError(f"--separator {separator_run}: its model config differs from {run_dir}'s")
+    method = IALMethod(model_cfg, method_cfg)
+    vectorize_scalar_parameters(method)  # the shapes DeepSpeed saved
+    method.separator.load_state_dict(sep_state)
+    method.critic.load_state_dict(critic_state)
+    method.eval()
+    splits = split_train_val(list_dataset_shards(cfg.root, cfg.dataset), cfg.val_fraction)
+    if not splits.val:
+        raise UserError(f"{run_dir}: dataset {cfg.dataset!r} has no validation clips to probe")
+    x, labels = prepared_components(method, splits, cfg, components, rounds, batch_size, seed)
+    return pair_scores(method.critic, x, labels, seed)
+
+
+@torch.no_grad()
+def prepared_components(method, splits, cfg, components: str, rounds: int, batch_size: int,
+                        seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic inputs of the two components of validation mixtures (``rounds`` passes over the
+    clips, random windows and pairings) and their class ids. Shape: → (M, 2, F', T'), (M, 2)."""
+    from ial import signal
+    from ial.data.loader import ShardEpoch
+
+    generator = torch.Generator().manual_seed(seed)
+    xs, labels = [], []
+    for rnd in range(rounds):
+        epoch = ShardEpoch(splits.val, splits.classes, epoch=rnd, seed=seed, rank=0,
+                           world_size=1, batch_size=batch_size, num_workers=0, train=True,
+                           drop_last=True, segment_samples=cfg.segment_samples,
+                           visual_input=method.model_cfg.visual_input)
+        for batch in epoch:
+            mix = method.mixtures(batch.clips(), generator)
+            if mix.n_components != 2 or mix.sources.shape[1] != 2:
+                raise UserError("the probe needs mixtures of two sources (method.n_mix: 2, "
+                                "supervised)")
+            out, _, mag = method.separate(mix)
+            sources = signal.log_warp(signal.stft(mix.sources).abs())  # (B, 2, 256, T)
+            est = {"model": lambda: out.mask * mag.unsqueeze(1),
+                   "oracle": lambda: sources,
+                   "irm": lambda: sources / sources.sum(1, keepdim=True).clamp_min(1e-8)
+                   * mag.unsqueeze(1)}[components]()
+            xs.append(method.critic.prepare(est))
+            labels.append(method.component_labels(mix))
+    if not xs:
+        raise UserError(f"fewer than {batch_size} validation clips: nothing to probe")
+    return torch.cat(xs), torch.cat(labels)
+
+
+@torch.no_grad()
+def pair_scores(critic, x: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+                per_component: int = 4) -> dict:
+    """Scores of dependent pairs and of ``per_component`` independent pairs of each kind per
+    component. Shape: x (M, 2, F', T'), labels (M, 2)."""
+    M = x.shape[0]
+    flat, flat_labels = x.flatten(0, 1), labels.flatten().numpy()
+    mixture_of = np.repeat(np.arange(M), 2)
+    rng = np.random.default_rng(seed)
+
+    def score(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        return torch.cat([critic(torch.stack([a[i:i + 256], b[i:i + 256]], 1))
+                          for i in range(0, len(a), 256)]).numpy()
+
+    dependent = np.concatenate([score(x[:, 0], x[:, 1]), score(x[:, 1], x[:, 0])])
+    out = {"n_mixtures": M, "dependent": {"mean": float(dependent.mean()), "n": len(dependent)}}
+    for kind in KINDS:
+        first, second = [], []
+        for m in range(M):
+            for i in range(2):
+                a, b = labels[m, i].item(), labels[m, 1 - i].item()
+                wanted = {"matched": flat_labels == b, "same": flat_labels == a,
+                          "other": (flat_labels != a) & (flat_labels != b)}[kind]
+                pool = np.flatnonzero(wanted & (mixture_of != m))
+                if len(pool):
+                    first += [2 * m + i] * per_component
+                    second += rng.choice(pool, per_component).tolist()
+        if first:
+            s = score(flat[first], flat[second])
+            out[kind] = {"mean": float(s.mean()), "n": len(s), "auc": auc(s, dependent),
+                         "scores": s}
+    if "same" in out and "matched" in out:  # > 0.5: a shared class reads as "independent"
+        out["same_vs_matched_auc"] = auc(out["same"]["scores"], out["matched"]["scores"])
+    for kind in KINDS:
+        out.get(kind, {}).pop("scores", None)
+    return out
+
+
+def auc(high: np.ndarray, low: np.ndarray) -> float:
+    """P(a score of ``high`` > a score of ``low``), ties counting half."""
+    diff = high[:, None] - low[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m ial.training.critic_probe",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", help="a training run (checkpoints/<run>) that trained a critic")
+    p.add_argument("--separator", default=None,
+                   help="take the separator from this run instead (the same model config)")
+    p.add_argument("--components", default="model", choices=COMPONENTS,
+                   help="what is paired: the separator's components, the true sources, or the "
+                        "ideal ratio mask's components")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="passes over the validation clips (random windows and pairings)")
+    a = p.parse_args(argv)
+    if a.rounds < 1:
+        sys.exit(f"Error: --rounds {a.rounds}: must be >= 1")
+    try:
+        res = probe_critic(a.run_dir, a.separator, a.components, a.rounds)
+    except UserError as exc:
+        sys.exit(f"Error: {exc}")
+    print(f"critic of {a.run_dir}, {a.components} components"
+          + (f" of {a.separator}'s separator" if a.separator else "")
+          + f", {res['n_mixtures']} validation mixtures:")
+    print(f"  dependent pairs        mean score {res['dependent']['mean']:+.3f}  "
+          f"(n={res['dependent']['n']})")
+    for kind in KINDS:
+        if kind in res:
+            r = res[kind]
+            print(f"  independent, {kind:7s}  mean score {r['mean']:+.3f}  (n={r['n']})  "
+                  f"AUC vs dependent {r['auc']:.3f}")
+    if "same_vs_matched_auc" in res:
+        print(f"  AUC same-class vs matched independent pairs {res['same_vs_matched_auc']:.3f} "
+              "(above 0.5: a shared class reads as 'independent', a shortcut)")
+    return res
+
+
+if __name__ == "__main__":
+    main()
