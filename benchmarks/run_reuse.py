@@ -5,8 +5,8 @@ A run folder ``checkpoints/<model>-s<seed>[-<N>steps]`` holds one training. Tryi
 model (say, another critic option) under the same seed trains into the same folder: the finished
 training already there, and its report ``reports/<run>``, move to ``<run>.set-aside-<digest>``,
 where ``<digest>`` names the config they were made with; switching back to that config moves them
-back instead of training again. Only an unfinished training is deleted: a step or wall-time
-budget cannot resume exactly.
+back instead of training again. A report whose training is gone is set aside too. Only an
+unfinished training is deleted: a step or wall-time budget cannot resume exactly.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
     - a finished training of ``cfg`` there: its result;
     - one set aside earlier: moved back (with its report), its result;
     - a finished training of another config there: set aside with its report, None;
-    - an unfinished training there: deleted, None.
+    - an unfinished training there: deleted, None; a report beside no finished training: set
+      aside (``set_aside_report``).
     """
     from ial.config import to_dict
 
@@ -83,6 +84,8 @@ def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
         set_aside(run_dir, report_dir, type(cfg))
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
+    if (report_dir / "results.json").exists():  # the report of a training no longer here
+        set_aside_report(report_dir)
     suffix = ".set-aside-" + identity_digest(training_identity(to_dict(cfg)))
     kept = run_dir.with_name(run_dir.name + suffix)
     if finished_training(kept, cfg) is None:
@@ -90,7 +93,7 @@ def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
     kept.rename(run_dir)
     kept_report = report_dir.with_name(report_dir.name + suffix)
     if kept_report.exists():
-        shutil.rmtree(report_dir, ignore_errors=True)
+        shutil.rmtree(report_dir, ignore_errors=True)  # at most an unfinished evaluation
         kept_report.rename(report_dir)
     print(f"{run_dir.name}: moved back the finished training of this config set aside as "
           f"{kept.name}")
@@ -115,6 +118,20 @@ def set_aside(run_dir: Path, report_dir: Path, config_type) -> Path:
     kept = run_dir.with_name(f"{run_dir.name}.set-aside-{digest}")
     print(f"{run_dir.name}: a finished training of another config is there; set aside as "
           f"{kept.name} (with its report), not deleted")
+    return kept
+
+
+def set_aside_report(report_dir: Path) -> Path:
+    """Move a report whose training is gone to ``<name>.set-aside-report-<sha>`` (the first 12
+    hex digits of the checkpoint it scored), so that evaluating a new training does not
+    overwrite it. Returns where it went."""
+    scored = json.loads((report_dir / "results.json").read_text()).get("checkpoint", {})
+    kept = report_dir.with_name(f"{report_dir.name}.set-aside-report-"
+                                f"{(scored.get('sha256') or 'unknown')[:12]}")
+    shutil.rmtree(kept, ignore_errors=True)
+    report_dir.rename(kept)
+    print(f"{report_dir.name}: the report of a training that is no longer there set aside as "
+          f"{kept.name}, not overwritten")
     return kept
 
 

@@ -92,10 +92,14 @@ def test_a_finished_training_of_another_config_is_set_aside_and_moved_back(tmp_p
     assert claim_run(run, report, matched) == {"step": 2999}
     assert (report / "results.json").read_text() == "report of label_matched"
 
-    # an unfinished training (killed) is deleted: a budget cannot resume exactly
+    # an unfinished training (killed) is deleted: a budget cannot resume exactly; the report
+    # beside it (of a training no longer there) is set aside, not overwritten
     (run / "result.json").unlink()
+    (report / "results.json").write_text(json.dumps({"checkpoint": {"sha256": "ab" * 32}}))
     assert claim_run(run, report, matched) is None and not run.exists()
     assert len(list(ckpts.iterdir())) == 1  # any's training is still set aside
+    assert not report.exists()
+    assert (reports / ("run.set-aside-report-" + "ab" * 6)).is_dir()
 
 
 def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file(tmp_path):
