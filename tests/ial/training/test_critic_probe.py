@@ -1,4 +1,4 @@
-"""``ial.training.critic_probe``: which pairs a run's critic tells apart, on its validation clips."""
+"""``ial.training.critic_probe``: which pairs a run's critic tells apart on its validation clips."""
 
 from __future__ import annotations
 
