@@ -327,12 +327,13 @@ class ShardStream:
         # Its own generator: a DataLoader iterator otherwise draws its base seed from the global
         # torch RNG, and a resumed run (which opens one more iterator) would drift from the
         # uninterrupted one. The loader itself needs no torch randomness.
-        # Workers start from a forkserver, not by forking this process: the trainer has threads
-        # (TensorBoard writer, Prefect's log shipper, gloo) and forking a threaded process can
-        # leave a worker dead on exit (seen as "DataLoader worker exited unexpectedly").
+        # Workers start from a forkserver and end with this process (ial.data.workers).
+        from ial.data.workers import worker_context, worker_init_for_this_process
+
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                          worker_init_fn=_worker_init if self.num_workers else None,
-                          multiprocessing_context=_worker_context() if self.num_workers else None,
+                          worker_init_fn=worker_init_for_this_process() if self.num_workers
+                          else None,
+                          multiprocessing_context=worker_context() if self.num_workers else None,
                           persistent_workers=False, generator=torch.Generator().manual_seed(0))
 
     def batches(self, position: LoaderPosition | None = None) -> Iterator[LoaderBatch]:
@@ -354,17 +355,3 @@ class ShardStream:
                 self.position = LoaderPosition(batch.epoch, batch.index + 1)
                 yield batch
             self.position = LoaderPosition(self.position.epoch + 1, 0)
-
-
-def _worker_context():
-    """A forkserver context that has imported this module (and torch) once, so each loader
-    worker forks from a clean, single-threaded process that needs no imports of its own."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
-def _worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)
