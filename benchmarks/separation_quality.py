@@ -12,10 +12,11 @@ own stages exactly as a user's data: ingest (yt-dlp + ffmpeg) → featurize (Das
   its SGD ``configs/deepspeed/sop.json``, its constant lr).
 
 Each model trains for the same wall time (``--minutes``, default 20, on this machine's CPUs: run
-it on an otherwise idle machine), one after the other; the best checkpoint by validation SDR (5 %
-of the train videos, held out by video id; never the test split) is evaluated on every pair of
-test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes). A rerun
-reuses a finished training of exactly the same config (an unfinished one starts over; for
+it on an otherwise idle machine), one after the other; the best checkpoint by validation SDR (the
+corpus's val split: 16 chorales heard neither in training nor in test; never the test split) is
+evaluated on every
+pair of test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes).
+A rerun reuses a finished training of exactly the same config (an unfinished one starts over; for
 ``cms`` the critic's fields are not compared: it trains no critic); one of another config is set
 aside beside its folder, never deleted, and moved back when that config returns
 (``benchmarks/run_reuse.py``). Prints the training step's

@@ -11,7 +11,9 @@ VGGSound CSV (``benchmarks/corpus_realistic.py``, ``benchmarks/separation_qualit
   textured background among 3 moving distractor shapes, so the visual net has to localise it.
 - **Size**: ``train_videos`` per class × ``video_seconds / section_seconds`` 10-s sections (72 × 4
   = 288 per class, 2304 in all by default) for training; test videos use other chorales (music)
-  and other renderings (recordings) than any training video.
+  and other renderings (recordings) than any training video. The train videos of
+  ``val_chorale_fraction`` of the train-side chorales are listed as ``val``: validation on music
+  the model never heard, as test is (a split carved by video id shares the chorales).
 - **Manifest**: VGGSound CSV (``youtube_id,start_seconds,label,split``, quoted labels with commas,
   11-character YouTube-like ids, shuffled rows); ``missing_fraction`` of the videos (~10 %) are
   listed but not served (they ingest as ``unavailable``).
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -34,10 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ial.demo.corpus import make_video, video_id, write_vggsound_csv
-
-SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-              "/usr/share/sounds/sf2/default-GM.sf2")
-DEBIAN_PACKAGES = ("fluidsynth", "timgm6mb-soundfont")
+from ial.demo.corpus_tools import default_soundfont, install_tools, missing_tools  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +78,9 @@ class RealisticCorpusConfig:
     sample_rate: int = 22050  # Hz
     chorales: int = 200  # the first N 4-voice Bach chorales of music21's corpus
     test_chorale_fraction: float = 0.2  # chorales kept for the test videos only
+    val_chorale_fraction: float = 0.1  # of the other chorales: their videos are the val split
     workers: int = 2
-    soundfont: str | None = None  # default: the first of SOUNDFONTS that exists
+    soundfont: str | None = None  # default: corpus_tools.default_soundfont()
 
 
 @dataclasses.dataclass
@@ -93,46 +92,6 @@ class RealisticCorpus:
     rows: list[tuple[str, float, str, str]]  # every CSV row (missing videos included)
     served: int  # videos written
     missing: int  # videos listed but not served
-
-
-def missing_tools(soundfont: str | None = None) -> list[str]:
-    """What this machine lacks to build the corpus (empty when everything is there)."""
-    missing = []
-    if shutil.which("fluidsynth") is None:
-        missing.append("fluidsynth (Debian package)")
-    if not (soundfont or _default_soundfont()):
-        missing.append("a General-MIDI soundfont (Debian package timgm6mb-soundfont)")
-    try:
-        import music21  # noqa: F401
-    except ImportError:
-        missing.append("music21 (pip)")
-    return missing
-
-
-def install_tools() -> None:
-    """Install what the corpus needs when missing: Debian's fluidsynth and timgm6mb-soundfont
-    (apt-get, needs root) and music21 (pip, into this Python). Raises RuntimeError naming what
-    could not be installed."""
-    import sys
-
-    missing = missing_tools()
-    if any("fluidsynth" in m or "soundfont" in m for m in missing):
-        if os.geteuid() != 0:
-            raise RuntimeError("installing " + " ".join(DEBIAN_PACKAGES) + " needs root "
-                               "(apt-get); run as root or install them yourself")
-        cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *DEBIAN_PACKAGES]
-        if subprocess.run(cmd, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            subprocess.run(cmd, check=True, capture_output=True)
-    if any("music21" in m for m in missing):
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "music21"], check=True)
-    still = missing_tools()
-    if still:
-        raise RuntimeError("still missing after set-up: " + ", ".join(still))
-
-
-def _default_soundfont() -> str | None:
-    return next((p for p in SOUNDFONTS if os.path.exists(p)), None)
 
 
 # ------------------------------------------------------------------------------- the music
@@ -324,7 +283,8 @@ def render_frames(icon: str, seconds: float, fps: int, size: tuple[int, int],
 # ------------------------------------------------------------------------------ the corpus
 
 def _plan(cfg: RealisticCorpusConfig, n_chorales: int) -> list[dict]:
-    """Every video to make (or to list as missing): id, class, split, chorale, voice, seed."""
+    """Every video to make (or to list as missing): id, class, split (train/val/test), chorale,
+    voice, seed."""
     rng = np.random.default_rng([cfg.seed, 0])
     order = rng.permutation(n_chorales)
     n_test = max(1, int(round(n_chorales * cfg.test_chorale_fraction)))
@@ -341,6 +301,11 @@ def _plan(cfg: RealisticCorpusConfig, n_chorales: int) -> list[dict]:
                              "chorale": int(pools[split][int(rng.integers(len(pools[split])))]),
                              "voice": int(rng.integers(4)), "seed": int(rng.integers(2**31)),
                              "missing": bool(rng.uniform() < cfg.missing_fraction)})
+    n_val = int(round(len(pools["train"]) * cfg.val_chorale_fraction))  # own generator: the
+    val = set(np.random.default_rng([cfg.seed, 2]).choice(pools["train"], n_val, replace=False)
+              .tolist())  # videos above stay those of a corpus without a val split
+    for j in jobs:
+        j["split"] = "val" if j["split"] == "train" and j["chorale"] in val else j["split"]
     return jobs
 
 
@@ -372,7 +337,7 @@ def generate_realistic_corpus(cfg: RealisticCorpusConfig, progress: bool = False
     if missing:
         raise RuntimeError("the realistic corpus needs " + ", ".join(missing) + "; run "
                            "`python benchmarks/corpus_realistic.py --setup` (root) first")
-    soundfont = cfg.soundfont or _default_soundfont()
+    soundfont = cfg.soundfont or default_soundfont()
     out = Path(cfg.out_dir)
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)

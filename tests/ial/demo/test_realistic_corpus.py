@@ -30,8 +30,15 @@ def test_plan_is_deterministic_and_keeps_test_chorales_out_of_training(tmp_path)
     assert len(jobs) == 4 * 13 and len({j["id"] for j in jobs}) == len(jobs)
     train = {j["chorale"] for j in jobs if j["split"] == "train"}
     test = {j["chorale"] for j in jobs if j["split"] == "test"}
+    val = {j["chorale"] for j in jobs if j["split"] == "val"}
     assert train and test and not train & test  # test music is never heard in training
+    assert val and not val & (train | test)  # nor validation music
     assert all(len(j["id"]) == 11 for j in jobs)
+    no_val = _plan(RealisticCorpusConfig(str(tmp_path), seed=3, classes=4, train_videos=10,
+                                         test_videos=3, val_chorale_fraction=0.0), 40)
+    assert {j["split"] for j in no_val} == {"train", "test"}
+    # the val split only relists train videos: the same videos, renderings and missing ones
+    assert [{**j, "split": "train" if j["split"] == "val" else j["split"]} for j in jobs] == no_val
 
 
 @needs_tools
