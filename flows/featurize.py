@@ -79,8 +79,9 @@ def featurize_flow(
     save_config(cfg, store.url("shards", cfg.dataset, "config.yaml"))
     if cfg.visual_weights is None:
         logger.warning(RANDOM_INIT_WARNING)
-    logger.info("%d ok clips; %d shards to write, %d complete (skipped)", plan.num_clips,
-                len(plan.jobs), len(plan.complete))
+    logger.info("%d ok clips; %d shards to write (%d of them relabeled since written), %d "
+                "complete (skipped)", plan.num_clips, len(plan.jobs), len(plan.stale),
+                len(plan.complete))
     results = []
     if plan.jobs:
         results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(cfg)

@@ -1,6 +1,8 @@
 """The shard plan: which ``ok`` clips of the clip index go to which shard (deterministic and
 append-only: new clip ids, sorted, fill new shards after the last one), and which shards are still
-to write."""
+to write: those not complete, and complete ones holding a clip whose label or split the clip
+index has changed since (a re-ingest of an edited manifest relabels clips: their shards are
+written again, or training would read the old split)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +20,8 @@ from ial.storage import Storage, atomic_write, exists, is_remote, read_text, swe
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
 from preprocessing.featurize.shard_task import ShardJob
-from preprocessing.shards import complete_shard_numbers, shards_dir, stats_url
+from preprocessing.shards import (complete_shard_numbers, iter_shard_rows, shard_url,
+                                  shards_dir, stats_url)
 
 CLIP_COLUMNS = ("clip_id", "dataset", "label", "labels", "split", "path")
 
@@ -27,8 +30,9 @@ CLIP_COLUMNS = ("clip_id", "dataset", "label", "labels", "split", "path")
 class FeaturizePlan:
     config_hash: str
     jobs: list[ShardJob]  # shards still to write
-    complete: list[int]  # shards already complete (skipped)
+    complete: list[int]  # shards already complete and current (skipped)
     num_clips: int  # ok clips in the clip index (after the split filter)
+    stale: list[int] = dataclasses.field(default_factory=list)  # complete, relabeled: rewritten
 
 
 class NothingToFeaturize(UserError):
@@ -122,12 +126,27 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
     by_shard: dict[int, list[str]] = {}
     for clip_id, shard in plan.items():
         by_shard.setdefault(shard, []).append(clip_id)
-    done = set(complete)
+    stale = [n for n in complete if _relabeled(root, cfg.dataset, n, clips)]
+    done = set(complete) - set(stale)
     jobs = []
     for shard in sorted(by_shard):
         if shard in done:
             continue
         ids = sorted(by_shard[shard])
         jobs.append(ShardJob(shard, [clips[c] for c in ids if c in clips],
-                             [c for c in ids if c not in clips]))
-    return FeaturizePlan(cfg_hash, jobs, complete, len(clips))
+                             [c for c in ids if c not in clips], rewrite=shard in stale))
+    return FeaturizePlan(cfg_hash, jobs, sorted(done), len(clips), stale)
+
+
+LABEL_COLUMNS = ("label", "labels", "split")
+
+
+def _relabeled(root: Storage, dataset: str, shard: int, clips: dict[str, dict]) -> bool:
+    """Whether complete ``shard`` holds a clip whose label, labels or split differ from the clip
+    index's (``clips``: the ok clips by id). Reads only those columns."""
+    for row in iter_shard_rows(shard_url(root, dataset, shard), ["clip_id", *LABEL_COLUMNS]):
+        now = clips.get(row["clip_id"])
+        if now is not None and any(list(row[k]) != list(now[k]) if k == "labels"
+                                   else row[k] != now[k] for k in LABEL_COLUMNS):
+            return True
+    return False

@@ -16,7 +16,8 @@ finished file is committed with ``upload_file`` and the stats JSON is written la
 shard complete. A clip that fails to decode is recorded with its reason in the stats and skipped.
 
 Run (``featurize``): ``plan_shards`` assigns clips to shards deterministically (an append-only
-plan: sorted new clip ids fill new shards after the last one) and skips complete shards; one task
+plan: sorted new clip ids fill new shards after the last one) and skips complete shards (unless
+a clip's label/split changed in the clip index since: those are written again); one task
 per remaining shard runs on a Dask cluster (LocalCluster by default, ``dask_address`` for a running
 scheduler); a worker that dies has its shard re-run elsewhere, and since a shard becomes visible
 only whole, every clip lands in exactly one shard once. Finally the dataset index is rebuilt.
@@ -113,6 +114,11 @@ def featurize(cfg: FeaturizeConfig, client=None, progress: bool = True) -> dict:
     save_config(cfg, root.url("shards", cfg.dataset, "config.yaml"))
     if cfg.visual_weights is None:
         log.warning(RANDOM_INIT_WARNING)
+    if plan.stale:
+        log.warning("%d complete shards of %s hold clips whose label/split the clip index has "
+                    "changed since: writing them again (%s)", len(plan.stale), cfg.dataset,
+                    ", ".join(shard_name(n) for n in plan.stale[:5])
+                    + (", ..." if len(plan.stale) > 5 else ""))
     results: list[dict] = []
     if plan.jobs:
         from distributed import as_completed

@@ -38,6 +38,7 @@ class ShardJob:
     shard: int
     clips: list[dict]
     missing: list[str] = dataclasses.field(default_factory=list)  # planned, no longer ok
+    rewrite: bool = False  # complete, but a clip's label/split changed since: written again
 
 
 # A clip that raises one of these is recorded as failed and skipped (ffmpeg could not decode it,
@@ -68,14 +69,15 @@ def shard_file_metadata(cfg: FeaturizeConfig, cfg_hash: str, weights: str, shard
 
 
 def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
-    """Write one shard (skipped when already complete) and return its stats.
+    """Write one shard (skipped when already complete, unless ``job.rewrite``) and return its
+    stats.
 
     Idempotent: re-running a shard whose task died rewrites the same file; the stats file is
     written last and marks the shard complete.
     """
     root = Storage(cfg.root)
     marker = stats_url(root, cfg.dataset, job.shard)
-    if exists(marker):
+    if exists(marker) and not job.rewrite:
         return {**json.loads(read_text(marker)), "skipped": True}
     start = time.perf_counter()
     backbone, weights = prepare_worker(cfg)

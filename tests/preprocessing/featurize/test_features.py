@@ -190,6 +190,33 @@ def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos, dask_
     assert read_dataset_index(root, "toy")["rows"] == len(more)
 
 
+def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, dask_client):
+    """Re-ingesting an edited manifest changes a clip's split in the clip index: the complete
+    shard holding it is written again (training reads the split from the shards), the others
+    are left alone."""
+    make_clip_root(str(tmp_path), source_videos, n_good=5, corrupt=False)
+    cfg = small_config(tmp_path)
+    featurize(cfg, client=dask_client, progress=False)
+    root = Storage(tmp_path)
+    urls = list_shards(root, "toy")  # vid000-002 | vid003-004
+    mtimes = {u: os.path.getmtime(u) for u in urls}
+    storage = Storage(str(tmp_path))
+    rows = [index_row(f"vid{i:03d}_{1000 * i}", storage.url("clips", "toy", f"vid{i:03d}_"
+                                                            f"{1000 * i}.mp4"),
+                      f"tone{440 if i % 2 == 0 else 880}",
+                      "test" if i == 4 else ("train" if i % 3 else "val")) for i in range(5)]
+    write_clip_index_part(storage, "toy", "b0", rows)  # the batch's new version: vid004 → test
+    plan = plan_shards(cfg)
+    assert plan.stale == [1] and plan.complete == [0] and [j.shard for j in plan.jobs] == [1]
+    summary = featurize(cfg, client=dask_client, progress=False)
+    assert summary["shards_written"] == 1 and summary["splits"] == {"train": 2, "val": 2,
+                                                                     "test": 1}
+    assert os.path.getmtime(urls[0]) == mtimes[urls[0]]
+    assert {r["clip_id"]: r["split"] for r in iter_shard_rows(urls[1], ["clip_id", "split"])} \
+        == {"vid003_3000": "val", "vid004_4000": "test"}
+    assert plan_shards(cfg).jobs == []  # written once: current now
+
+
 def test_a_shard_records_random_weights_without_warning_again(tmp_path, source_videos, caplog):
     """The run warns once about random visual weights; each shard task records it in its stats
     and logs it at INFO only (9 shards used to print 9 more warnings from the workers)."""
