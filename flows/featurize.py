@@ -20,7 +20,7 @@ from ial.runtime import quiet_dask_shutdown
 from ial.storage import Storage
 from preprocessing.featurize.config import FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
-from preprocessing.featurize.run import check_outcome, summarize
+from preprocessing.featurize.run import check_outcome, local_cluster_kwargs, summarize
 from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING, ShardJob, featurize_shard
 from preprocessing.shards import write_dataset_index
 
@@ -32,17 +32,15 @@ def featurize_shard_task(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> 
 
 
 def dask_task_runner(cfg: FeaturizeConfig):
-    """DaskTaskRunner on ``cfg.dask_address``, or on a LocalCluster of ``cfg.n_workers``."""
+    """DaskTaskRunner on ``cfg.dask_address``, or on the LocalCluster the plain run starts
+    (``local_cluster_kwargs``: the same workers and worker settings)."""
     from prefect_dask import DaskTaskRunner
 
     quiet_dask_shutdown()
     if cfg.dask_address:
         return DaskTaskRunner(address=cfg.dask_address)
-    env = {"OMP_NUM_THREADS": str(cfg.torch_threads), "MKL_NUM_THREADS": str(cfg.torch_threads)}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": cfg.n_workers, "processes": True,
-                                          "threads_per_worker": cfg.threads_per_worker,
-                                          "dashboard_address": None, "env": env})
+                          cluster_kwargs=local_cluster_kwargs(cfg))
 
 
 @flow(name="featurize-shards")

@@ -25,6 +25,7 @@ only whole, every clip lands in exactly one shard once. Finally the dataset inde
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 
@@ -51,14 +52,29 @@ LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
                        "distributed.admin.tick.interval": "500ms"}
 
 
+def local_cluster_kwargs(cfg: FeaturizeConfig) -> dict:
+    """Keyword arguments of the LocalCluster featurize starts (here and in the Prefect flow's
+    DaskTaskRunner): ``cfg.n_workers`` processes × ``cfg.threads_per_worker`` threads, the torch
+    thread limits in their environment, and this process's dask config with
+    ``LOCAL_WORKER_CONFIG`` on top, which each nanny applies in its worker process (whole: a
+    nanny merges only the top level of what it is given)."""
+    import dask
+
+    with dask.config.set(LOCAL_WORKER_CONFIG):
+        config = copy.deepcopy(dask.config.config)
+    threads = str(cfg.torch_threads)
+    return {"n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker,
+            "processes": True, "dashboard_address": None, "config": config,
+            "env": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
+
+
 @contextlib.contextmanager
 def dask_client(cfg: FeaturizeConfig, client=None):
     """The given client, a client of ``cfg.dask_address``, or a fresh LocalCluster's client
-    (``cfg.n_workers`` processes × ``cfg.threads_per_worker`` threads, ``LOCAL_WORKER_CONFIG``)."""
+    (``local_cluster_kwargs``)."""
     if client is not None:
         yield client
         return
-    import dask
     from distributed import Client, LocalCluster
 
     quiet_dask_shutdown()
@@ -66,10 +82,7 @@ def dask_client(cfg: FeaturizeConfig, client=None):
         with Client(cfg.dask_address) as c:
             yield c
         return
-    env = {"OMP_NUM_THREADS": str(cfg.torch_threads), "MKL_NUM_THREADS": str(cfg.torch_threads)}
-    with dask.config.set(LOCAL_WORKER_CONFIG):  # the nannies pass it on to their workers
-        cluster = LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
-                               processes=True, dashboard_address=None, env=env)
+    cluster = LocalCluster(**local_cluster_kwargs(cfg))
     with cluster, Client(cluster) as c:
         yield c
 

@@ -282,6 +282,7 @@ def test_local_cluster_workers_get_the_featurize_settings():
     with dask_client(FeaturizeConfig(n_workers=1, torch_threads=1)) as client:
         (got,) = client.run(settings).values()
     assert got == (LOCAL_WORKER_CONFIG, "1")
+    assert dask.config.get("distributed.worker.profile.enabled")  # this process: untouched
 
 
 def test_concurrent_callers_share_one_optimized_trunk():
