@@ -33,14 +33,12 @@ def saved_identity(run_dir: Path, config_type) -> dict | None:
     """The training identity of the config saved in ``run_dir`` (read through ``config_type``:
     a field added since it was saved takes its default, the earlier behaviour), or None when
     there is none or it has a field that no longer exists."""
-    import yaml
-
-    from ial.config import ConfigError, from_dict, to_dict
+    from ial.config import ConfigError, load_config, to_dict
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return None
     try:
-        return training_identity(to_dict(from_dict(config_type, yaml.safe_load(saved.read_text()))))
+        return training_identity(to_dict(load_config(config_type, saved)))
     except ConfigError:
         return None
 

@@ -37,9 +37,7 @@ KINDS = ("matched", "same", "other")
 
 def load_run_state(run_dir: str, engine: str) -> tuple[object, dict]:
     """(the run's TrainConfig, the ``engine`` module's state at its last committed tag)."""
-    import yaml
-
-    from ial.config import from_dict
+    from ial.config import load_config
     from ial.storage import exists, join, open_url, read_text
     from ial.training.config import TrainConfig
 
@@ -47,7 +45,7 @@ def load_run_state(run_dir: str, engine: str) -> tuple[object, dict]:
     if not exists(join(run_dir, "config.yaml")) or not exists(marker):
         raise UserError(f"{run_dir}: not a training run with a committed checkpoint (no "
                         "config.yaml or deepspeed/latest.json)")
-    cfg = from_dict(TrainConfig, yaml.safe_load(read_text(join(run_dir, "config.yaml"))))
+    cfg = load_config(TrainConfig, join(run_dir, "config.yaml"))
     tag = json.loads(read_text(marker))["tag"]
     with open_url(join(run_dir, "deepspeed", engine, tag, "mp_rank_00_model_states.pt")) as f:
         state = torch.load(f, map_location="cpu", weights_only=False)["module"]
@@ -106,11 +104,12 @@ def prepared_components(method, splits, cfg, components: str, rounds: int, batch
                 raise UserError("the probe needs mixtures of two sources (method.n_mix: 2, "
                                 "supervised)")
             out, _, mag = method.separate(mix)
-            sources = signal.log_warp(signal.stft(mix.sources).abs())  # (B, 2, 256, T)
-            est = {"model": lambda: out.mask * mag.unsqueeze(1),
-                   "oracle": lambda: sources,
-                   "irm": lambda: sources / sources.sum(1, keepdim=True).clamp_min(1e-8)
-                   * mag.unsqueeze(1)}[components]()
+            if components == "model":
+                est = out.mask * mag.unsqueeze(1)
+            else:  # the true sources on the model's grid, or their ideal ratio masks' components
+                est = signal.log_warp(signal.stft(mix.sources).abs())  # (B, 2, 256, T)
+                if components == "irm":
+                    est = est / est.sum(1, keepdim=True).clamp_min(1e-8) * mag.unsqueeze(1)
             xs.append(method.critic.prepare(est))
             labels.append(method.component_labels(mix))
     if not xs:

@@ -59,6 +59,8 @@ def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
     assert probe_critic(run, rounds=2, batch_size=4) == res  # seeded
     oracle = probe_critic(run, components="oracle", rounds=2, batch_size=4)
     assert oracle["dependent"]["mean"] != res["dependent"]["mean"]
+    irm = probe_critic(run, components="irm", rounds=2, batch_size=4)
+    assert irm["dependent"]["mean"] not in (res["dependent"]["mean"], oracle["dependent"]["mean"])
 
     for argv, message in (([str(tmp_path / "nothing")], "not a training run"),
                           ([run, "--rounds", "0"], "--rounds 0")):
