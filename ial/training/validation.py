@@ -27,7 +27,16 @@ def validation_mixtures(val_shards, classes: list[str], method, cfg):
                        drop_last=False, segment_samples=cfg.segment_samples,
                        visual_input=method.model_cfg.visual_input)
     batch = next(iter(epoch))
-    mix = method.mixtures(batch.clips(), torch.Generator().manual_seed(cfg.seed))
+    clips = batch.clips()
+    if len(set(clips.label.tolist())) < method.cfg.n_mix:
+        from ial.errors import UserError
+
+        raise UserError(f"the val split of dataset {cfg.dataset!r} under {cfg.root} has "
+                        f"{clips.label.shape[0]} clips of {len(set(clips.label.tolist()))} "
+                        f"class(es): validation mixes {method.cfg.n_mix} different classes; "
+                        "give it more val clips, or none (then val_fraction of the train "
+                        "videos is held out)")
+    mix = method.mixtures(clips, torch.Generator().manual_seed(cfg.seed))
     keep = min(cfg.val_mixtures, mix.mixture.shape[0])
     mix.mixture, mix.sources, mix.visual = mix.mixture[:keep], mix.sources[:keep], mix.visual[:keep]
     mix.labels, mix.gains, mix.clip_ids = mix.labels[:keep], mix.gains[:keep], mix.clip_ids[:keep]

@@ -224,6 +224,20 @@ def test_validation_is_carved_from_train_when_the_shards_have_no_val(tmp_path):
     assert lineage["clips"] == lineage["carved_clips"] > 0
 
 
+def test_a_val_split_of_one_class_is_one_clear_error(tmp_path):
+    """Validation mixes clips of different classes: a val split of one class (a small corpus's
+    one held-out video) is refused naming the split, not a ValueError from the mixing."""
+    from ial.errors import UserError
+
+    root = str(tmp_path / "root")  # clips 0-2 (class 0) are val, 3-7 (classes 1, 2) train
+    write_shards(root, shards=1, rows=8, samples=6000, splits=("val",) * 3 + ("train",) * 5)
+    single_process_env()
+    with pytest.raises(UserError, match="the val split of dataset 'toy' .* has 3 clips of 1 "
+                                        "class"):
+        train(tiny_config(root, "oneclass", steps=2, val_every=2, checkpoint_every=2,
+                          num_workers=0), progress=False)
+
+
 def test_a_rank_that_stops_on_bad_input_reports_its_one_line(tmp_path, child_env):
     from ial.errors import UserError
 
