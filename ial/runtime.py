@@ -41,5 +41,26 @@ def quiet_dask_shutdown() -> None:
     with the ``CommClosedError`` traceback (``distributed.batched``), which reads like a crash
     in the middle of a run's output. Only that logger is set to WARNING; its real failure,
     ``Error in batched write``, is logged at ERROR and still shows.
+
+    A client of a remote scheduler that lost a worker (a link outage) may leave a comm's
+    connect timeout in a future nobody awaits; asyncio reports it at exit (``Future exception
+    was never retrieved ... TimeoutError``) after the run has succeeded. Only that report, for a
+    timeout or a closed comm, is dropped; other asyncio errors still show.
     """
     logging.getLogger("distributed.batched").setLevel(logging.WARNING)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _UnretrievedCommTimeout) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_UnretrievedCommTimeout())
+
+
+class _UnretrievedCommTimeout(logging.Filter):
+    """Drops asyncio's report of a never-awaited future that ended in a timeout or closed comm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not record.getMessage().startswith("Future exception was never "
+                                                             "retrieved"):
+            return True
+        from distributed.comm.core import CommClosedError
+
+        return not isinstance(exc, (TimeoutError, CommClosedError))
