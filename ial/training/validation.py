@@ -28,11 +28,12 @@ def validation_mixtures(val_shards, classes: list[str], method, cfg):
                        visual_input=method.model_cfg.visual_input)
     batch = next(iter(epoch))
     clips = batch.clips()
-    if len(set(clips.label.tolist())) < method.cfg.n_mix:
+    n_classes = len(set(clips.label.tolist()))
+    if n_classes < method.cfg.n_mix:
         from ial.errors import UserError
 
         raise UserError(f"the val split of dataset {cfg.dataset!r} under {cfg.root} has "
-                        f"{clips.label.shape[0]} clips of {len(set(clips.label.tolist()))} "
+                        f"{clips.label.shape[0]} clips of {n_classes} "
                         f"class(es): validation mixes {method.cfg.n_mix} different classes; "
                         "give it more val clips, or none (then val_fraction of the train "
                         "videos is held out)")

@@ -138,15 +138,15 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
     return FeaturizePlan(cfg_hash, jobs, sorted(done), len(clips), stale)
 
 
-LABEL_COLUMNS = ("label", "labels", "split")
-
-
 def _relabeled(root: Storage, dataset: str, shard: int, clips: dict[str, dict]) -> bool:
     """Whether complete ``shard`` holds a clip whose label, labels or split differ from the clip
     index's (``clips``: the ok clips by id). Reads only those columns."""
-    for row in iter_shard_rows(shard_url(root, dataset, shard), ["clip_id", *LABEL_COLUMNS]):
+    def labels_of(row: dict) -> tuple:
+        return row["label"], list(row["labels"]), row["split"]
+
+    for row in iter_shard_rows(shard_url(root, dataset, shard),
+                               ["clip_id", "label", "labels", "split"]):
         now = clips.get(row["clip_id"])
-        if now is not None and any(list(row[k]) != list(now[k]) if k == "labels"
-                                   else row[k] != now[k] for k in LABEL_COLUMNS):
+        if now is not None and labels_of(row) != labels_of(now):
             return True
     return False
