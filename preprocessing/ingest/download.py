@@ -13,6 +13,9 @@ Note (ffmpeg location): yt-dlp picks its section downloader with ``FFmpegFD.avai
 which ignores the ``ffmpeg_location`` option and only looks on PATH; the Python API's other
 hook is the ``FFmpegPostProcessor._ffmpeg_location`` context variable (what the yt-dlp CLI
 sets). We set both, per call, so the imageio-ffmpeg binary works without a system ffmpeg.
+
+Note (threads): yt-dlp fills its process-wide plugin and extractor tables in the first
+``YoutubeDL()`` of a process, and that is not thread-safe (``load_ytdlp_extractors``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import dataclasses
 import os
 import random
 import re
+import threading
 import time
 from typing import Any, Callable
 
@@ -35,6 +39,7 @@ DEFAULT_FORMAT = "bv*[height>={min_height}]+ba/b[height>={min_height}]/bv*+ba/b"
 DEFAULT_FORMAT_SORT = ("+res", "+fps", "+br")
 # Extractors yt-dlp loads (loading all ~1800 costs ~0.15 s of CPU per download).
 DEFAULT_EXTRACTORS = ("youtube", "generic")
+_YTDLP_TABLES_LOCK = threading.Lock()
 # When no clip format is asked for, the section is re-encoded near-losslessly at the cuts.
 SECTION_ENCODE_ARGS = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "16",
                        "-c:a", "aac", "-b:a", "192k")
@@ -106,6 +111,28 @@ class _QuietLogger:
         pass
 
 
+def load_ytdlp_extractors() -> None:
+    """Fill yt-dlp's process-wide plugin and extractor tables once, one thread at a time.
+
+    ``YoutubeDL()`` fills them itself the first time, in two steps no lock guards: loading the
+    plugins *replaces* the extractor table with a merged copy, importing the extractors *fills*
+    whichever table object is current. Two downloads starting together in a fresh process (a
+    Dask worker's threads) can interleave so that one thread's copy, taken while the table was
+    still empty or half filled, replaces the one the other thread filled: every later download
+    in that process then fails with "No suitable extractor found" (seen in CI: all clips of a
+    flow run, even the 404). Loading plugins and then extractors here, under a lock, before any
+    ``YoutubeDL()``, leaves nothing for its constructor to fill.
+    """
+    from yt_dlp.extractor import gen_extractor_classes
+    from yt_dlp.globals import all_plugins_loaded
+    from yt_dlp.plugins import load_all_plugins
+
+    with _YTDLP_TABLES_LOCK:
+        if not all_plugins_loaded.value:
+            load_all_plugins()
+        gen_extractor_classes()
+
+
 def download_section(url: str, start: float, end: float, out_dir: str, name: str,
                      min_height: int = 224, format: str = DEFAULT_FORMAT,
                      format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
@@ -131,6 +158,7 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
                           socket_timeout, options, output_args)
     if params.get("cookiefile"):
         params["cookiefile"] = private_cookie_copy(params["cookiefile"], out_dir)
+    load_ytdlp_extractors()
     token = FFmpegPostProcessor._ffmpeg_location.set(params["ffmpeg_location"])
     try:
         with YoutubeDL(params) as ydl:

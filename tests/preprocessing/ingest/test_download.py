@@ -8,7 +8,7 @@ from preprocessing.ingest.download import backoff_delay, download_section, downl
 from preprocessing.ingest.outcomes import (Retryable, SourceInvalid, Unavailable, classify_error,
                                            redact)
 from preprocessing.ingest.rate_limit import RateLimiter, share
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 
 
 def _url(srv, entry):
@@ -267,3 +267,55 @@ def test_a_server_without_range_support_gets_a_whole_file_download(plain_http_si
     with pytest.raises(SliceInvalid) as err:  # named for what it is, not "unreadable_source"
         finalize_section(audio.path, str(tmp_path / "a.mp4"), duration=4.0, start=audio.offset)
     assert err.value.reason == "no_video_stream"
+
+
+_INTERLEAVED_FIRST_DOWNLOADS = r"""
+import json, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import yt_dlp.plugins as plugins
+from preprocessing.ingest.download import load_ytdlp_extractors, ytdlp_params
+
+merge = plugins.merge_dicts
+def merge_then_pause(*dicts):  # stage the unlucky thread switch: thread 0 takes its copy of
+    merged = merge(*dicts)     # the empty extractor table, thread 1 runs meanwhile
+    if threading.current_thread().name.endswith("_0") and dicts[-1] == {}:
+        time.sleep(0.5)
+    return merged
+plugins.merge_dicts = merge_then_pause
+
+def first_download(i):
+    from yt_dlp import YoutubeDL
+    time.sleep(0.1 * i)
+    if sys.argv[1] == "fixed":
+        load_ytdlp_extractors()
+    with YoutubeDL(ytdlp_params("/tmp", "x", 0, 1)) as ydl:
+        return sorted(ydl._ies)
+
+with ThreadPoolExecutor(2, thread_name_prefix="download") as pool:
+    print(json.dumps(list(pool.map(first_download, range(2)))))
+"""
+
+
+@pytest.mark.parametrize("mode", ["fixed", "unguarded"])
+def test_two_first_downloads_in_a_fresh_process_both_get_the_extractors(mode):
+    """yt-dlp's first ``YoutubeDL()`` in a process fills its extractor table without a lock; the
+    thread switch that left a CI worker without any extractor is staged here (in a fresh
+    interpreter: the tables are per process). The unguarded run shows that the staging makes
+    the race happen in the installed yt-dlp, so the fixed run's pass means something."""
+    import json
+    import subprocess
+    import sys
+
+    import yt_dlp.plugins
+
+    if not hasattr(yt_dlp.plugins, "merge_dicts"):
+        pytest.skip("this yt-dlp loads its plugins differently: the interleaving cannot be staged")
+    proc = subprocess.run([sys.executable, "-c", _INTERLEAVED_FIRST_DOWNLOADS, mode],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    both = json.loads(proc.stdout.strip().splitlines()[-1])
+    if mode == "fixed":
+        assert both == [["Generic", "Youtube"]] * 2, proc.stdout
+    elif both != [[], ["Generic", "Youtube"]]:
+        pytest.skip(f"this yt-dlp no longer loses its extractor table ({both}): "
+                    "load_ytdlp_extractors may have become unnecessary")
