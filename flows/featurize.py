@@ -4,8 +4,10 @@ Thin wrapper over ``preprocessing.featurize`` (plan_shards / featurize_shard /
 write_dataset_index). The shard tasks run in a subflow ``featurize-shards`` whose task runner is a
 ``prefect_dask.DaskTaskRunner``: a LocalCluster of ``n_workers`` processes by default, or the
 running scheduler at ``dask_address`` (its workers then need ``PREFECT_API_URL`` of a real
-Prefect server, see DEPENDENCIES.md). Flow parameters stay small (the config, never the clip
-lists): the subflow re-reads the plan, which is deterministic and already written.
+Prefect server, see DEPENDENCIES.md). Flow parameters stay small (the config and the relabeled
+shard numbers, never the clip lists): the subflow re-reads the plan, which is deterministic and
+already written, and takes the relabeled shards from the flow's plan instead of reading the
+labels of every complete shard again.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ def dask_task_runner(cfg: FeaturizeConfig):
 
 @flow(name="featurize-shards")
 @fail_on_user_error
-def featurize_shards_flow(cfg: FeaturizeConfig) -> list[dict]:
-    """Write every incomplete shard of the plan, one Dask task each; returns their stats."""
-    plan = plan_shards(cfg)
+def featurize_shards_flow(cfg: FeaturizeConfig, stale: list[int]) -> list[dict]:
+    """Write every incomplete shard of the plan and the ``stale`` (relabeled) ones, one Dask task
+    each; returns their stats."""
+    plan = plan_shards(cfg, stale=stale)
     futures = [featurize_shard_task.with_options(name=f"featurize-shard-{job.shard:05d}")
                .submit(cfg, job, plan.config_hash) for job in plan.jobs]
     return [f.result() for f in futures]
@@ -82,7 +85,8 @@ def featurize_flow(
                 len(plan.complete))
     results = []
     if plan.jobs:
-        results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(cfg)
+        results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(
+            cfg, plan.stale)
     index = write_dataset_index(store, cfg.dataset)
     summary = summarize(cfg, FeaturizePlan(plan.config_hash, [], plan.complete, plan.num_clips),
                         results, time.perf_counter() - start, index)

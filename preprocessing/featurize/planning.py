@@ -76,11 +76,14 @@ def datasets_with_clip_index(root: Storage) -> list[str]:
     return sorted(n for n in names if root.listdir("clips", n, "index"))
 
 
-def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
+def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> FeaturizePlan:
     """Assign the ``ok`` clips to shards (deterministic, append-only) and find the shards to write.
 
     Clips already in the plan keep their shard; new clip ids, sorted, fill new shards of
-    ``clips_per_shard`` after the highest planned shard. Raises FeaturizeMismatchError when
+    ``clips_per_shard`` after the highest planned shard. Finding the relabeled complete shards
+    reads the label columns of every complete shard; ``stale``: those a plan of the same run has
+    just found (the Prefect flow passes its own down to its subflow), so they are read once.
+    Raises FeaturizeMismatchError when
     complete shards were written under another config hash, and NothingToFeaturize (before
     writing anything) when the dataset has no clip index or no ``ok`` clip.
     """
@@ -126,7 +129,10 @@ def plan_shards(cfg: FeaturizeConfig) -> FeaturizePlan:
     by_shard: dict[int, list[str]] = {}
     for clip_id, shard in plan.items():
         by_shard.setdefault(shard, []).append(clip_id)
-    stale = [n for n in complete if _relabeled(root, cfg.dataset, n, clips)]
+    if stale is None:
+        stale = [n for n in complete if _relabeled(root, cfg.dataset, n, clips)]
+    else:
+        stale = sorted(set(stale) & set(complete))
     done = set(complete) - set(stale)
     jobs = []
     for shard in sorted(by_shard):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ial.storage import Storage
+from preprocessing.clip_index import read_clip_index, write_clip_index_part
 from preprocessing.shards import list_shards, read_dataset_index
 from tests.preprocessing.featurize.test_features import make_clip_root, source_videos  # noqa: F401
 
@@ -26,6 +27,13 @@ def test_featurize_flow_dask_runner(tmp_path, source_videos, prefect_harness):  
     assert read_dataset_index(root, "toy")["rows"] == len(labels)
     again = featurize_flow(root=str(tmp_path), dataset="toy", overrides=overrides)
     assert again["shards_written"] == 0 and again["shards_skipped"] == 2
+    rows = read_clip_index(root, "toy").to_pylist()  # a re-ingest moves vid000 from val to test
+    for row in rows:
+        row["split"] = "test" if row["clip_id"] == "vid000_0" else row["split"]
+    write_clip_index_part(root, "toy", "b0", rows)
+    relabeled = featurize_flow(root=str(tmp_path), dataset="toy", overrides=overrides)
+    assert relabeled["shards_written"] == 1 and relabeled["shards_skipped"] == 1
+    assert relabeled["splits"]["test"] == 1
 
 
 def test_featurize_flow_starts_the_cluster_of_the_plain_run():

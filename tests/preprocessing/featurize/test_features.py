@@ -190,7 +190,8 @@ def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos, dask_
     assert read_dataset_index(root, "toy")["rows"] == len(more)
 
 
-def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, dask_client):
+def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, dask_client,
+                                                      monkeypatch):
     """Re-ingesting an edited manifest changes a clip's split in the clip index: the complete
     shard holding it is written again (training reads the split from the shards), the others
     are left alone."""
@@ -208,6 +209,10 @@ def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, d
     write_clip_index_part(storage, "toy", "b0", rows)  # the batch's new version: vid004 → test
     plan = plan_shards(cfg)
     assert plan.stale == [1] and plan.complete == [0] and [j.shard for j in plan.jobs] == [1]
+    with monkeypatch.context() as m:  # the flow's subflow: given the stale shards, reads none
+        m.setattr("preprocessing.featurize.planning.iter_shard_rows", None)
+        again = plan_shards(cfg, stale=plan.stale)
+    assert again.stale == [1] and [j.rewrite for j in again.jobs] == [True]
     summary = featurize(cfg, client=dask_client, progress=False)
     assert summary["shards_written"] == 1 and summary["splits"] == {"train": 2, "val": 2,
                                                                      "test": 1}
