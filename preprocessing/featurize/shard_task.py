@@ -1,6 +1,8 @@
 """One shard task (one Dask task): its clips streamed through in batches, rows written to a local
 Parquet file one row group at a time, the file committed whole, the stats JSON written last (its
-presence marks the shard complete). A clip that fails to decode is recorded with its reason."""
+presence marks the shard complete). A clip that fails to decode is recorded with its reason.
+A complete shard whose clips were relabeled since keeps its features: only its label columns are
+written again (``relabel_shard``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ial.config import to_dict
+from ial.parquet_reading import iter_parquet_row_groups, read_parquet_schema
 from ial.runtime import worker_name
 from ial.storage import Storage, exists, read_text, temp_prefix, upload_file, write_text
 from preprocessing.featurize.config import FEATURIZER_VERSION, RUN_FIELDS, FeaturizeConfig
@@ -38,7 +41,7 @@ class ShardJob:
     shard: int
     clips: list[dict]
     missing: list[str] = dataclasses.field(default_factory=list)  # planned, no longer ok
-    rewrite: bool = False  # complete, but a clip's label/split changed since: written again
+    rewrite: bool = False  # complete, but a clip's label/split changed since: relabeled
 
 
 # A clip that raises one of these is recorded as failed and skipped (ffmpeg could not decode it,
@@ -77,7 +80,9 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
     """
     root = Storage(cfg.root)
     marker = stats_url(root, cfg.dataset, job.shard)
-    if exists(marker) and not job.rewrite:
+    if exists(marker):
+        if job.rewrite:
+            return relabel_shard(cfg, job)
         return {**json.loads(read_text(marker)), "skipped": True}
     start = time.perf_counter()
     backbone, weights = prepare_worker(cfg)
@@ -144,4 +149,65 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
     if weights.startswith("none"):
         stats["visual_weights_warning"] = RANDOM_INIT_WARNING
     write_text(marker, json.dumps(stats, indent=1))  # last: marks the shard complete
+    return stats
+
+
+LABEL_COLUMNS = ("label", "labels", "split")
+
+
+def relabel_shard(cfg: FeaturizeConfig, job: ShardJob) -> dict:
+    """Write a complete shard again with its clips' label, labels and split from the clip index
+    (``job.clips``), keeping every stored feature: row group by row group, no decoding, no
+    ResNet. Rows of clips no longer ok (``job.missing``) are dropped and recorded as failed; the
+    clips that failed before stay failed (as in any complete shard). The file is committed whole,
+    then the stats, as ``featurize_shard`` does. Returns the new stats (``relabeled``: rows whose
+    labels changed)."""
+    root = Storage(cfg.root)
+    url = shard_url(root, cfg.dataset, job.shard)
+    marker = stats_url(root, cfg.dataset, job.shard)
+    start = time.perf_counter()
+    old = json.loads(read_text(marker))
+    now = {c["clip_id"]: (c["label"] or "", list(c["labels"] or []), c["split"] or "")
+           for c in job.clips}
+    schema = read_parquet_schema(url)  # with the shard's metadata (config, weights)
+    clip_ids: list[str] = []
+    changed = 0
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix("shard"),
+                               suffix=f"-{shard_name(job.shard)}.parquet")
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for group in iter_parquet_row_groups(url):
+                ids = group["clip_id"].to_pylist()
+                group = group.filter(pa.array([c in now for c in ids]))
+                ids = [c for c in ids if c in now]
+                before = list(zip(*(group[n].to_pylist() for n in LABEL_COLUMNS)))
+                changed += sum(tuple(b) != now[c] for b, c in zip(before, ids))
+                for i, name in enumerate(LABEL_COLUMNS):
+                    group = group.set_column(schema.get_field_index(name), schema.field(name),
+                                             pa.array([now[c][i] for c in ids],
+                                                      schema.field(name).type))
+                writer.write_table(group.cast(schema))
+                clip_ids += ids
+        size = os.path.getsize(tmp)
+        upload_file(tmp, url)
+    finally:
+        os.unlink(tmp)
+    splits: dict[str, int] = {}
+    classes: dict[str, int] = {}
+    for c in clip_ids:
+        label, _, split = now[c]
+        splits[split] = splits.get(split, 0) + 1
+        classes[label] = classes.get(label, 0) + 1
+    failed_before = {f["clip_id"] for f in old.get("failed", [])}
+    gone = [{"clip_id": c, "reason": "no longer status ok in the clip index"}
+            for c in job.missing if c not in failed_before]
+    seconds = time.perf_counter() - start
+    stats = {**old, "rows": len(clip_ids), "clip_ids": clip_ids,
+             "failed": old.get("failed", []) + gone, "splits": splits, "classes": classes,
+             "bytes": size, "relabeled": changed, "relabel_seconds": round(seconds, 3),
+             "worker": worker_name()}
+    log.info("%s relabeled in place: %d of %d rows changed (%.1f s)", shard_name(job.shard),
+             changed, len(clip_ids), seconds)
+    write_text(marker, json.dumps(stats, indent=1))  # last, as for a new shard
     return stats

@@ -26,7 +26,7 @@ from preprocessing.featurize.planning import plan_shards
 from preprocessing.featurize.run import featurize
 from preprocessing.shard_schema import decode_row, shard_metadata
 from preprocessing.shards import (iter_shard_rows, list_shards, read_dataset_index, read_shard,
-                                  shard_url)
+                                  read_shard_metadata, shard_url, stats_url)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -213,12 +213,18 @@ def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, d
         m.setattr("preprocessing.featurize.planning.iter_shard_rows", None)
         again = plan_shards(cfg, stale=plan.stale)
     assert again.stale == [1] and [j.rewrite for j in again.jobs] == [True]
+    features = ["clip_id", "audio", "spec", "frames", "frame_features"]
+    stored = list(iter_shard_rows(urls[1], features))
     summary = featurize(cfg, client=dask_client, progress=False)
     assert summary["shards_written"] == 1 and summary["splits"] == {"train": 2, "val": 2,
                                                                      "test": 1}
     assert os.path.getmtime(urls[0]) == mtimes[urls[0]]
     assert {r["clip_id"]: r["split"] for r in iter_shard_rows(urls[1], ["clip_id", "split"])} \
         == {"vid003_3000": "val", "vid004_4000": "test"}
+    assert list(iter_shard_rows(urls[1], features)) == stored  # relabeled, features kept
+    stats = json.loads(Path(stats_url(root, "toy", 1)).read_text())
+    assert stats["relabeled"] == 1 and stats["splits"] == {"val": 1, "test": 1}
+    assert read_shard_metadata(urls[1])["config_hash"] == plan.config_hash
     assert plan_shards(cfg).jobs == []  # written once: current now
 
 
