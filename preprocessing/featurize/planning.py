@@ -1,8 +1,8 @@
 """The shard plan: which ``ok`` clips of the clip index go to which shard (deterministic and
 append-only: new clip ids, sorted, fill new shards after the last one), and which shards are still
 to write: those not complete, and complete ones holding a clip whose label or split the clip
-index has changed since (a re-ingest of an edited manifest relabels clips: their shards are
-written again, or training would read the old split)."""
+index has changed since (a re-ingest of an edited manifest relabels clips: the label columns of
+their shards are written again, or training would read the old split)."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +32,7 @@ class FeaturizePlan:
     jobs: list[ShardJob]  # shards still to write
     complete: list[int]  # shards already complete and current (skipped)
     num_clips: int  # ok clips in the clip index (after the split filter)
-    stale: list[int] = dataclasses.field(default_factory=list)  # complete, relabeled: rewritten
+    stale: list[int] = dataclasses.field(default_factory=list)  # complete, relabeled: labels rewritten
 
 
 class NothingToFeaturize(UserError):
