@@ -159,9 +159,12 @@ def relabel_shard(cfg: FeaturizeConfig, job: ShardJob) -> dict:
     """Write a complete shard again with its clips' label, labels and split from the clip index
     (``job.clips``), keeping every stored feature: row group by row group, no decoding, no
     ResNet. Rows of clips no longer ok (``job.missing``) are dropped and recorded as failed; the
-    clips that failed before stay failed (as in any complete shard). The file is committed whole,
-    then the stats, as ``featurize_shard`` does. Returns the new stats (``relabeled``: rows whose
-    labels changed)."""
+    clips that failed before stay failed (as in any complete shard). Returns the new stats
+    (``relabeled``: rows whose labels changed).
+
+    The new stats are written before the file is committed (whole): a run killed between the two
+    leaves the old labels in the file, which the next plan finds relabeled again and mends.
+    """
     root = Storage(cfg.root)
     url = shard_url(root, cfg.dataset, job.shard)
     marker = stats_url(root, cfg.dataset, job.shard)
@@ -181,18 +184,28 @@ def relabel_shard(cfg: FeaturizeConfig, job: ShardJob) -> dict:
                 ids = group["clip_id"].to_pylist()
                 group = group.filter(pa.array([c in now for c in ids]))
                 ids = [c for c in ids if c in now]
-                before = list(zip(*(group[n].to_pylist() for n in LABEL_COLUMNS)))
+                before = zip(*(group[name].to_pylist() for name in LABEL_COLUMNS))
                 changed += sum(tuple(b) != now[c] for b, c in zip(before, ids))
                 for i, name in enumerate(LABEL_COLUMNS):
-                    group = group.set_column(schema.get_field_index(name), schema.field(name),
-                                             pa.array([now[c][i] for c in ids],
-                                                      schema.field(name).type))
+                    field = schema.field(name)
+                    group = group.set_column(schema.get_field_index(name), field,
+                                             pa.array([now[c][i] for c in ids], field.type))
                 writer.write_table(group.cast(schema))
                 clip_ids += ids
-        size = os.path.getsize(tmp)
+        stats = _relabeled_stats(old, job, clip_ids, now, changed, os.path.getsize(tmp),
+                                 time.perf_counter() - start)
+        write_text(marker, json.dumps(stats, indent=1))
         upload_file(tmp, url)
     finally:
         os.unlink(tmp)
+    log.info("%s relabeled in place: %d of %d rows changed (%.1f s)", shard_name(job.shard),
+             changed, len(clip_ids), stats["relabel_seconds"])
+    return stats
+
+
+def _relabeled_stats(old: dict, job: ShardJob, clip_ids: list[str], now: dict[str, tuple],
+                     changed: int, size: int, seconds: float) -> dict:
+    """A relabeled shard's stats: the old ones with its rows, splits, classes and failures anew."""
     splits: dict[str, int] = {}
     classes: dict[str, int] = {}
     for c in clip_ids:
@@ -202,12 +215,7 @@ def relabel_shard(cfg: FeaturizeConfig, job: ShardJob) -> dict:
     failed_before = {f["clip_id"] for f in old.get("failed", [])}
     gone = [{"clip_id": c, "reason": "no longer status ok in the clip index"}
             for c in job.missing if c not in failed_before]
-    seconds = time.perf_counter() - start
-    stats = {**old, "rows": len(clip_ids), "clip_ids": clip_ids,
-             "failed": old.get("failed", []) + gone, "splits": splits, "classes": classes,
-             "bytes": size, "relabeled": changed, "relabel_seconds": round(seconds, 3),
-             "worker": worker_name()}
-    log.info("%s relabeled in place: %d of %d rows changed (%.1f s)", shard_name(job.shard),
-             changed, len(clip_ids), seconds)
-    write_text(marker, json.dumps(stats, indent=1))  # last, as for a new shard
-    return stats
+    return {**old, "rows": len(clip_ids), "clip_ids": clip_ids,
+            "failed": old.get("failed", []) + gone, "splits": splits, "classes": classes,
+            "bytes": size, "relabeled": changed, "relabel_seconds": round(seconds, 3),
+            "worker": worker_name()}

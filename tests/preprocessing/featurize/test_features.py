@@ -23,6 +23,7 @@ from preprocessing.clip_index import write_clip_index_part
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
 from preprocessing.featurize.features import featurize_clip
 from preprocessing.featurize.planning import plan_shards
+from preprocessing.featurize.shard_task import relabel_shard
 from preprocessing.featurize.run import featurize
 from preprocessing.shard_schema import decode_row, shard_metadata
 from preprocessing.shards import (iter_shard_rows, list_shards, read_dataset_index, read_shard,
@@ -215,6 +216,12 @@ def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, d
     assert again.stale == [1] and [j.rewrite for j in again.jobs] == [True]
     features = ["clip_id", "audio", "spec", "frames", "frame_features"]
     stored = list(iter_shard_rows(urls[1], features))
+    with monkeypatch.context() as m:  # killed while writing its stats: the labels stay stale
+        m.setattr("preprocessing.featurize.shard_task.write_text",
+                  lambda *a: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            relabel_shard(cfg, plan.jobs[0])
+    assert plan_shards(cfg).stale == [1]  # not committed: found relabeled again, and mended
     summary = featurize(cfg, client=dask_client, progress=False)
     assert summary["shards_written"] == 1 and summary["splits"] == {"train": 2, "val": 2,
                                                                      "test": 1}
