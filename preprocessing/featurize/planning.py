@@ -19,7 +19,7 @@ from ial.parquet_reading import read_parquet
 from ial.storage import Storage, atomic_write, exists, is_remote, read_text, sweep_orphan_temps
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
-from preprocessing.featurize.shard_task import ShardJob
+from preprocessing.featurize.shard_task import LABEL_COLUMNS, ShardJob, clip_labels
 from preprocessing.shards import (complete_shard_numbers, iter_shard_rows, shard_url,
                                   shards_dir, stats_url)
 
@@ -32,7 +32,8 @@ class FeaturizePlan:
     jobs: list[ShardJob]  # shards still to write
     complete: list[int]  # shards already complete and current (skipped)
     num_clips: int  # ok clips in the clip index (after the split filter)
-    stale: list[int] = dataclasses.field(default_factory=list)  # complete, relabeled: labels rewritten
+    # complete, relabeled: their label columns are written again
+    stale: list[int] = dataclasses.field(default_factory=list)
 
 
 class NothingToFeaturize(UserError):
@@ -147,12 +148,8 @@ def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> Featuri
 def _relabeled(root: Storage, dataset: str, shard: int, clips: dict[str, dict]) -> bool:
     """Whether complete ``shard`` holds a clip whose label, labels or split differ from the clip
     index's (``clips``: the ok clips by id). Reads only those columns."""
-    def labels_of(row: dict) -> tuple:
-        return row["label"], list(row["labels"]), row["split"]
-
-    for row in iter_shard_rows(shard_url(root, dataset, shard),
-                               ["clip_id", "label", "labels", "split"]):
+    for row in iter_shard_rows(shard_url(root, dataset, shard), ["clip_id", *LABEL_COLUMNS]):
         now = clips.get(row["clip_id"])
-        if now is not None and labels_of(row) != labels_of(now):
+        if now is not None and clip_labels(row) != clip_labels(now):
             return True
     return False

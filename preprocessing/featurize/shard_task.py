@@ -155,6 +155,12 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
 LABEL_COLUMNS = ("label", "labels", "split")
 
 
+def clip_labels(row: dict) -> tuple:
+    """A clip's (label, labels, split) as a shard stores them (None as empty), from a clip-index
+    or shard row: what relabeling compares and writes."""
+    return row["label"] or "", list(row["labels"] or []), row["split"] or ""
+
+
 def relabel_shard(cfg: FeaturizeConfig, job: ShardJob) -> dict:
     """Write a complete shard again with its clips' label, labels and split from the clip index
     (``job.clips``), keeping every stored feature: row group by row group, no decoding, no
@@ -170,8 +176,7 @@ def relabel_shard(cfg: FeaturizeConfig, job: ShardJob) -> dict:
     marker = stats_url(root, cfg.dataset, job.shard)
     start = time.perf_counter()
     old = json.loads(read_text(marker))
-    now = {c["clip_id"]: (c["label"] or "", list(c["labels"] or []), c["split"] or "")
-           for c in job.clips}
+    now = {c["clip_id"]: clip_labels(c) for c in job.clips}
     schema = read_parquet_schema(url)  # with the shard's metadata (config, weights)
     clip_ids: list[str] = []
     changed = 0
