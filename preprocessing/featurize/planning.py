@@ -1,8 +1,10 @@
 """The shard plan: which ``ok`` clips of the clip index go to which shard (deterministic and
 append-only: new clip ids, sorted, fill new shards after the last one), and which shards are still
 to write: those not complete, and complete ones holding a clip whose label or split the clip
-index has changed since (a re-ingest of an edited manifest relabels clips: the label columns of
-their shards are written again, or training would read the old split)."""
+index has changed since, or one no longer ``ok`` there (a re-ingest of an edited manifest
+relabels clips: the label columns of their shards are written again, or training would read the
+old split; a clip gone from the ok clips is dropped from its shard, or training would still read
+it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -147,9 +149,10 @@ def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> Featuri
 
 def _relabeled(root: Storage, dataset: str, shard: int, clips: dict[str, dict]) -> bool:
     """Whether complete ``shard`` holds a clip whose label, labels or split differ from the clip
-    index's (``clips``: the ok clips by id). Reads only those columns."""
+    index's, or a clip no longer ``ok`` there (``clips``: the ok clips by id, after the split
+    filter): its rows are written again, without that clip. Reads only the label columns."""
     for row in iter_shard_rows(shard_url(root, dataset, shard), ["clip_id", *LABEL_COLUMNS]):
         now = clips.get(row["clip_id"])
-        if now is not None and clip_labels(row) != clip_labels(now):
+        if now is None or clip_labels(row) != clip_labels(now):
             return True
     return False

@@ -235,6 +235,39 @@ def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, d
     assert plan_shards(cfg).jobs == []  # written once: current now
 
 
+def test_a_clip_no_longer_ok_is_dropped_from_its_complete_shard(tmp_path, source_videos,
+                                                               dask_client):
+    """A re-ingest marks a featurized clip unavailable: its complete shard is written again
+    without it (features of the others kept, the clip recorded as failed with the reason);
+    training no longer reads it. The other shard is left alone."""
+    make_clip_root(str(tmp_path), source_videos, n_good=5, corrupt=False)
+    cfg = small_config(tmp_path)
+    featurize(cfg, client=dask_client, progress=False)
+    root = Storage(tmp_path)
+    urls = list_shards(root, "toy")  # vid000-002 | vid003-004
+    mtimes = {u: os.path.getmtime(u) for u in urls}
+    features = ["clip_id", "audio", "spec", "frames", "frame_features"]
+    kept = [r for r in iter_shard_rows(urls[0], features) if r["clip_id"] != "vid001_1000"]
+    rows = [index_row(f"vid{i:03d}_{1000 * i}", root.url("clips", "toy", f"vid{i:03d}_"
+                                                         f"{1000 * i}.mp4"),
+                      f"tone{440 if i % 2 == 0 else 880}", "train" if i % 3 else "val",
+                      status="unavailable" if i == 1 else "ok") for i in range(5)]
+    write_clip_index_part(root, "toy", "b0", rows)  # the batch's new version: vid001 gone
+    plan = plan_shards(cfg)
+    assert plan.stale == [0] and [(j.shard, j.missing) for j in plan.jobs] == [(0, ["vid001_1000"])]
+    summary = featurize(cfg, client=dask_client, progress=False)
+    assert summary["shards_written"] == 1
+    assert os.path.getmtime(urls[1]) == mtimes[urls[1]]
+    assert list(iter_shard_rows(urls[0], features)) == kept
+    stats = json.loads(Path(stats_url(root, "toy", 0)).read_text())
+    assert stats["rows"] == 2 and stats["splits"] == {"val": 1, "train": 1}
+    assert [(f["clip_id"], f["reason"]) for f in stats["failed"]] == \
+        [("vid001_1000", "no longer status ok in the clip index")]
+    index = read_dataset_index(root, "toy")
+    assert index["rows"] == 4 and index["failed"] == 1
+    assert plan_shards(cfg).jobs == []  # written once: current now
+
+
 def test_a_shard_records_random_weights_without_warning_again(tmp_path, source_videos, caplog):
     """The run warns once about random visual weights; each shard task records it in its stats
     and logs it at INFO only (9 shards used to print 9 more warnings from the workers)."""
