@@ -7,6 +7,11 @@ training already there, and its report ``reports/<run>``, move to ``<run>.set-as
 where ``<digest>`` names the config they were made with; switching back to that config moves them
 back instead of training again. A report whose training is gone is set aside too. Only an
 unfinished training is deleted: a step or wall-time budget cannot resume exactly.
+
+A training is the same only on the same data too: the trainer records the dataset digest
+(``preprocessing.shards.dataset_digest``) in ``result.json``; a new corpus, a relabeled or
+re-featurized shard in the same ``--work`` gives another digest, so the training is set aside, not
+reused. Trainings from before the digest was recorded are reused on their config alone.
 """
 
 from __future__ import annotations
@@ -18,15 +23,24 @@ import shutil
 from pathlib import Path
 
 
-def training_identity(config: dict) -> dict:
+def training_identity(config: dict, data: str | None = None) -> dict:
     """A saved train config without what does not change the training: the critic's fields
-    when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``)."""
+    when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``); with the dataset digest ``data``
+    it trained on, when known (None: not recorded)."""
     from ial.method.config import CRITIC_ONLY_FIELDS
 
     method = dict(config.get("method") or {})
     if method.get("lambda_ind") == 0:
         method = {k: v for k, v in method.items() if k not in CRITIC_ONLY_FIELDS}
-    return {**config, "method": method}
+    identity = {**config, "method": method}
+    return identity if data is None else {**identity, "data": data}
+
+
+def recorded_data(run_dir: Path) -> str | None:
+    """The dataset digest a finished training in ``run_dir`` recorded (None: none recorded, or
+    not finished)."""
+    result = run_dir / "result.json"
+    return json.loads(result.read_text()).get("data_digest") if result.exists() else None
 
 
 def saved_identity(run_dir: Path, config_type) -> dict | None:
@@ -38,7 +52,7 @@ def saved_identity(run_dir: Path, config_type) -> dict | None:
     if not saved.exists():
         return None
     try:
-        return training_identity(to_dict(load_config(config_type, saved)))
+        return training_identity(to_dict(load_config(config_type, saved)), recorded_data(run_dir))
     except ConfigError:
         return None
 
@@ -49,23 +63,29 @@ def identity_digest(identity: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def finished_training(run_dir: Path, cfg) -> dict | None:
-    """The result of a finished training of exactly ``cfg`` in ``run_dir`` (result.json exists
-    and its saved config.yaml is ``cfg``'s), else None. For a model without the adversary
-    (λ_ind = 0) the fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not
-    compared: they do not change its training. A field added since the run was saved compares
-    at its default (the earlier behaviour); a field that no longer exists: not reusable."""
+def finished_training(run_dir: Path, cfg, data: str | None = None) -> dict | None:
+    """The result of a finished training of exactly ``cfg`` on the data of digest ``data`` in
+    ``run_dir`` (result.json exists, its saved config.yaml is ``cfg``'s and its recorded
+    ``data_digest`` is ``data``), else None. For a model without the adversary (λ_ind = 0) the
+    fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not compared: they do not
+    change its training. A field added since the run was saved compares at its default (the
+    earlier behaviour); a field that no longer exists: not reusable. A training that recorded no
+    digest (or ``data`` None) compares on its config alone."""
     from ial.config import to_dict
 
     result = run_dir / "result.json"
     if not result.exists():
         return None
-    same = saved_identity(run_dir, type(cfg)) == training_identity(to_dict(cfg))
+    recorded = recorded_data(run_dir)
+    same = recorded is None or data is None or recorded == data
+    same = same and saved_identity(run_dir, type(cfg)) == training_identity(to_dict(cfg),
+                                                                             recorded)
     return json.loads(result.read_text()) if same else None
 
 
-def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
-    """Make ``run_dir`` the place of ``cfg``'s training; its result when that is finished.
+def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> dict | None:
+    """Make ``run_dir`` the place of ``cfg``'s training on the data of digest ``data``
+    (``finished_training``); its result when that is finished.
 
     - a finished training of ``cfg`` there: its result;
     - one set aside earlier: moved back (with its report), its result;
@@ -75,7 +95,7 @@ def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
     """
     from ial.config import to_dict
 
-    result = finished_training(run_dir, cfg)
+    result = finished_training(run_dir, cfg, data)
     if result is not None:
         return result
     if (run_dir / "result.json").exists():
@@ -84,10 +104,13 @@ def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
         shutil.rmtree(run_dir, ignore_errors=True)
     if (report_dir / "results.json").exists():  # the report of a training no longer here
         set_aside_report(report_dir)
-    suffix = ".set-aside-" + identity_digest(training_identity(to_dict(cfg)))
-    kept = run_dir.with_name(run_dir.name + suffix)
-    if finished_training(kept, cfg) is None:
+    # set aside under its config and data, or (trained before digests were recorded) its config
+    aside = [run_dir.with_name(run_dir.name + ".set-aside-" + identity_digest(
+        training_identity(to_dict(cfg), d))) for d in (data, None)]
+    kept = next((k for k in aside if finished_training(k, cfg, data) is not None), None)
+    if kept is None:
         return None
+    suffix = kept.name[len(run_dir.name):]
     kept.rename(run_dir)
     kept_report = report_dir.with_name(report_dir.name + suffix)
     if kept_report.exists():
@@ -95,12 +118,12 @@ def claim_run(run_dir: Path, report_dir: Path, cfg) -> dict | None:
         kept_report.rename(report_dir)
     print(f"{run_dir.name}: moved back the finished training of this config set aside as "
           f"{kept.name}")
-    return finished_training(run_dir, cfg)
+    return finished_training(run_dir, cfg, data)
 
 
 def set_aside(run_dir: Path, report_dir: Path, config_type) -> Path:
     """Move a finished training and its report to ``<name>.set-aside-<digest>`` (the digest of
-    its saved config; an earlier one of the same config there is replaced). Returns where the
+    its saved config and recorded data; an earlier one of the same there is replaced). Returns where the
     training went."""
     identity = saved_identity(run_dir, config_type)
     if identity is not None:

@@ -16,10 +16,10 @@ it on an otherwise idle machine), one after the other; the best checkpoint by va
 corpus's val split: 16 chorales heard neither in training nor in test; never the test split) is
 evaluated on every
 pair of test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources with 8 classes).
-A rerun reuses a finished training of exactly the same config (an unfinished one starts over; for
-``cms`` the critic's fields are not compared: it trains no critic); one of another config is set
-aside beside its folder, never deleted, and moved back when that config returns
-(``benchmarks/run_reuse.py``). Prints the training step's
+A rerun reuses a finished training of exactly the same config on the same data (the dataset
+digest its result records; an unfinished one starts over; for ``cms`` the critic's fields are not
+compared: it trains no critic); one of another config or data is set aside beside its folder,
+never deleted, and moved back when that config returns (``benchmarks/run_reuse.py``). Prints the training step's
 clips/s before and after the channels-last change (measured side by side, ``step_throughput``),
 the table with the oracle and mixture rows, the steps each model reached and its training
 clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
@@ -117,6 +117,7 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
     from ial.storage import Storage
     from ial.training.config import load_train_config
     from ial.training.launcher import launch
+    from preprocessing.shards import dataset_digest
 
     # a step budget gets its own run folder, so it never replaces a wall-time run's
     run = f"{name}-s{seed}" + (f"-{steps}steps" if steps else "")
@@ -128,11 +129,14 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
                             root=root, run_name=run)
     report_dir = Storage(root).url("reports", run)
     t0 = time.perf_counter()
-    result = claim_run(run_dir, Path(report_dir), cfg)
+    data = dataset_digest(Storage(root), "realistic")
+    result = claim_run(run_dir, Path(report_dir), cfg, data)
     if result is None:
         result = launch(cfg, in_process=True, progress=False)
     else:
-        print(f"{run}: reusing its finished training of exactly this config ({run_dir})")
+        print(f"{run}: reusing its finished training of exactly this config ({run_dir})"
+              + ("" if result.get("data_digest") else ": trained before the data digest was "
+                 "recorded, so reused on its config alone"))
     train_s = time.perf_counter() - t0
     records = [json.loads(x) for x in Path(Storage(root).url("checkpoints", run, "metrics.jsonl"))
                .read_text().splitlines() if x.strip()]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
 import json
 import posixpath
 from typing import Iterator
@@ -88,6 +89,22 @@ def read_shard_stats(root: Storage, dataset: str) -> list[dict]:
     """Stats of every complete shard of ``dataset``, in shard order."""
     numbers = complete_shard_numbers(root, dataset)
     return _read_json_many([stats_url(root, dataset, n) for n in numbers])
+
+
+DIGEST_FIELDS = ("shard", "clip_ids", "splits", "classes", "bytes", "config_hash")
+
+
+def dataset_digest(root: Storage, dataset: str, shards: list[int] | None = None) -> str:
+    """16 hex digits naming what the complete shards of ``dataset`` hold (``shards``: only those
+    numbers): each one's clip ids, split and class counts, file size and featurize config hash,
+    from its stats (not its timings). A new shard, a rewritten or relabeled one, another featurize
+    config: another digest. Training records it in its checkpoints' lineage."""
+    stats = read_shard_stats(root, dataset)
+    if shards is not None:
+        wanted = set(shards)
+        stats = [s for s in stats if shard_number(s["shard"]) in wanted]
+    text = json.dumps([{k: s.get(k) for k in DIGEST_FIELDS} for s in stats], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def list_shards(root: Storage, dataset: str, split: str | None = None) -> list[str]:

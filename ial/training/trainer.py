@@ -44,7 +44,6 @@ class NoTrainingData(UserError):
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train in the current process (rank/world size from the environment; one process
     without a launcher works too). Returns the run's result (see ``Trainer.result``)."""
-
     model_cfg = model_config(cfg)
     method_cfg = method_config(cfg)
     ds_sep, ds_critic = deepspeed_configs(cfg, int(os.environ.get("WORLD_SIZE", "1")))
@@ -72,7 +71,7 @@ class Trainer:
 
         from ial.data.loader import list_dataset_shards, split_train_val
         from ial.method.objective import IALMethod
-        from preprocessing.shards import read_shard_metadata
+        from preprocessing.shards import dataset_digest, read_shard_metadata, shard_number
 
         self.cfg, self.model_cfg, self.method_cfg = cfg, model_cfg, method_cfg
         self.ds_configs = {"separator": ds_sep, "critic": ds_critic}
@@ -90,6 +89,7 @@ class Trainer:
         # how the shards were made (featurize config, its hash, featurizer version, weights):
         # carried into every export's lineage so `ial separate` featurizes new videos the same way
         self.featurize_meta = read_shard_metadata(self.shard_urls[0])
+        self.data_digest = dataset_digest(store, cfg.dataset, map(shard_number, self.shard_urls))
         self.splits = split_train_val(self.shard_urls, cfg.val_fraction)
         self.train_shards, self.val_shards = self.splits.train, self.splits.val
         self.classes = self.splits.classes
@@ -178,9 +178,8 @@ class Trainer:
 
     def _read_metrics(self) -> list[dict]:
         url = self.paths("metrics.jsonl")
-        if not exists(url):
-            return []
-        return [json.loads(line) for line in read_text(url).splitlines() if line.strip()]
+        lines = read_text(url).splitlines() if exists(url) else []
+        return [json.loads(line) for line in lines if line.strip()]
 
     # ----------------------------------------------------------------- the loop
     def run(self, progress: bool = True) -> dict:
@@ -340,7 +339,8 @@ class Trainer:
     def lineage(self) -> dict[str, Any]:
         return {
             "git_sha": git_sha(), "run": self.cfg.run_name, "run_dir": self.paths.url,
-            "step": self.step, "dataset": self.cfg.dataset, "classes": list(self.classes),
+            "step": self.step, "dataset": self.cfg.dataset, "data_digest": self.data_digest,
+            "classes": list(self.classes),
             "shards": list(self.shard_urls), "world_size": self.world, "init_from": self.init_from,
             "validation": {"carved_from_train": bool(self.splits.carved_clips),
                            "val_fraction": self.splits.val_fraction,
@@ -361,7 +361,7 @@ class Trainer:
             "best_checkpoint": best if exists(best) else None, "step": self.step,
             "metrics": dict(self.last_val), "best_val_sdr": self.best_val_sdr,
             "resumed_from_step": self.resumed_from, "world_size": self.world,
-        }
+            "data_digest": self.data_digest}
 
     # ----------------------------------------------------------------- logging
     def _save_run_config(self) -> None:

@@ -21,13 +21,14 @@ def train_config(tmp_path, *overrides):
                              root=str(tmp_path), run_name="run")
 
 
-def finish(run, cfg, step):
-    """A finished training of ``cfg`` in ``run``, as the trainer leaves it (config, result,
-    weights)."""
+def finish(run, cfg, step, data=None):
+    """A finished training of ``cfg`` in ``run`` on the data of digest ``data`` (None: from
+    before digests were recorded), as the trainer leaves it (config, result, weights)."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(dump_yaml(cfg))
     (run / "model.pt").write_text(f"weights {step}")
-    (run / "result.json").write_text(json.dumps({"step": step}))
+    (run / "result.json").write_text(json.dumps(
+        {"step": step} if data is None else {"step": step, "data_digest": data}))
 
 
 def test_a_finished_training_is_reused_only_for_the_same_training(tmp_path):
@@ -100,6 +101,31 @@ def test_a_finished_training_of_another_config_is_set_aside_and_moved_back(tmp_p
     assert len(list(ckpts.iterdir())) == 1  # any's training is still set aside
     assert not report.exists()
     assert (reports / ("run.set-aside-report-" + "ab" * 6)).is_dir()
+
+
+def test_a_training_on_other_data_is_set_aside_not_reused(tmp_path):
+    """The same config on another corpus (or relabeled shards) in the same --work is another
+    training; one from before digests were recorded is reused on its config alone."""
+    ckpts, reports = tmp_path / "checkpoints", tmp_path / "reports"
+    run, report = ckpts / "run", reports / "run"
+    cfg = train_config(tmp_path)
+    finish(run, cfg, 3000, data="aaaa")
+    assert claim_run(run, report, cfg, "aaaa") == {"step": 3000, "data_digest": "aaaa"}
+    assert finished_training(run, cfg, "bbbb") is None
+    assert claim_run(run, report, cfg, "bbbb") is None  # other data: set aside, train again
+    [aside] = ckpts.iterdir()
+    assert (aside / "model.pt").read_text() == "weights 3000"
+    finish(run, cfg, 2999, data="bbbb")
+    assert claim_run(run, report, cfg, "aaaa") == {"step": 3000, "data_digest": "aaaa"}
+    assert claim_run(run, report, cfg, "bbbb") == {"step": 2999, "data_digest": "bbbb"}
+    assert len(list(ckpts.iterdir())) == 2  # both kept, under their own names
+
+    legacy = ckpts / "legacy"  # recorded no digest: compared on its config alone
+    finish(legacy, cfg, 1000)
+    assert claim_run(legacy, reports / "legacy", cfg, "bbbb") == {"step": 1000}
+    other = train_config(tmp_path, "method.critic_ndf=8")
+    assert claim_run(legacy, reports / "legacy", other, "bbbb") is None  # set aside by config
+    assert claim_run(legacy, reports / "legacy", cfg, "bbbb") == {"step": 1000}  # moved back
 
 
 def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file(tmp_path):

@@ -14,8 +14,9 @@ from ial.storage import Storage, write_text
 from preprocessing.clip_index import SchemaError
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
 from preprocessing.shard_schema import SHARD_SCHEMA
-from preprocessing.shards import (build_dataset_index, iter_shard_rows, list_shards,
-                                  read_dataset_index, read_shard, shard_url, stats_url)
+from preprocessing.shards import (build_dataset_index, dataset_digest, iter_shard_rows,
+                                  list_shards, read_dataset_index, read_shard, shard_url,
+                                  stats_url)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "featurize"
 
@@ -73,3 +74,26 @@ def test_build_dataset_index_counts():
     assert index["rows"] == 3 and index["failed"] == 1 and index["num_shards"] == 2
     assert index["splits"] == {"train": 2, "val": 1} and index["classes"] == {"a": 2, "b": 1}
     assert [s["file"] for s in index["shards"]] == ["shard-00000.parquet", "shard-00001.parquet"]
+
+
+def test_dataset_digest_names_the_content_not_the_timings(tmp_path):
+    root = Storage(tmp_path)
+
+    def stats(shard, **kw):
+        values = {"shard": f"shard-{shard:05d}", "rows": 2, "clip_ids": ["a", "b"],
+                  "splits": {"train": 2}, "classes": {"x": 2}, "bytes": 100,
+                  "config_hash": "h", "seconds": 1.5, "worker": "w1"}
+        write_text(stats_url(root, "d", shard), json.dumps({**values, **kw}))
+
+    stats(0)
+    first = dataset_digest(root, "d")
+    stats(0, seconds=9.0, worker="w2", peak_rss_mb=1.0)  # the same shard written again
+    assert dataset_digest(root, "d") == first
+    stats(0, splits={"train": 1, "val": 1})  # relabeled
+    assert dataset_digest(root, "d") != first
+    stats(0)
+    stats(1, clip_ids=["c"])  # a new shard
+    assert dataset_digest(root, "d") != first and dataset_digest(root, "d", [0]) == first
+    both = dataset_digest(root, "d")
+    stats(1, clip_ids=["c"], config_hash="other")  # featurized under another config
+    assert dataset_digest(root, "d") != both

@@ -22,6 +22,7 @@ from ial.training.config import TrainConfig
 from ial.training.engines import single_process_env
 from ial.training.launcher import launch
 from ial.training.trainer import train
+from preprocessing.shards import dataset_digest
 from tests.conftest import DISTRIBUTED_ENV
 
 pytestmark = pytest.mark.slow
@@ -101,6 +102,9 @@ def test_one_process_run_writes_everything(uninterrupted, shards_root):
     assert os.listdir(f"{run}/tensorboard")
     meta = torch.load(res["checkpoint"], weights_only=True)
     assert meta["lineage"]["step"] == 8 and meta["lineage"]["shards"]
+    # the data it trained on, by content: what the quality benchmark keys its reuse on
+    assert meta["lineage"]["data_digest"] == res["data_digest"] == dataset_digest(
+        Storage(shards_root), meta["lineage"]["dataset"])
     assert meta["lineage"]["configs"]["train"]["run_name"] == "full"
     assert training_window(meta) == 4095  # evaluation and `ial separate` slide this window
     assert "val_sdr" in meta["metrics"]
