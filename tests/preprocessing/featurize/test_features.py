@@ -191,23 +191,34 @@ def test_featurize_local_corrupt_resume_and_index(tmp_path, source_videos, dask_
     assert read_dataset_index(root, "toy")["rows"] == len(more)
 
 
+def featurized_five_clips(tmp_path, source_videos, client):
+    """Five good clips featurized into two shards (vid000-002 | vid003-004). Returns (config,
+    root, the shard URLs, their mtimes)."""
+    make_clip_root(str(tmp_path), source_videos, n_good=5, corrupt=False)
+    cfg = small_config(tmp_path)
+    featurize(cfg, client=client, progress=False)
+    root = Storage(tmp_path)
+    urls = list_shards(root, "toy")
+    return cfg, root, urls, {u: os.path.getmtime(u) for u in urls}
+
+
+def reingest_five_clips(root, split=lambda i: "train" if i % 3 else "val", status=lambda i: "ok"):
+    """The ingest batch's new version of the five clips' index rows: those of ``make_clip_root``,
+    with clip i's ``split(i)`` and ``status(i)``."""
+    rows = [index_row(f"vid{i:03d}_{1000 * i}",
+                      root.url("clips", "toy", f"vid{i:03d}_{1000 * i}.mp4"),
+                      f"tone{440 if i % 2 == 0 else 880}", split(i), status=status(i))
+            for i in range(5)]
+    write_clip_index_part(root, "toy", "b0", rows)
+
+
 def test_a_relabeled_clip_has_its_shard_written_again(tmp_path, source_videos, dask_client,
                                                       monkeypatch):
     """Re-ingesting an edited manifest changes a clip's split in the clip index: the complete
     shard holding it is written again (training reads the split from the shards), the others
     are left alone."""
-    make_clip_root(str(tmp_path), source_videos, n_good=5, corrupt=False)
-    cfg = small_config(tmp_path)
-    featurize(cfg, client=dask_client, progress=False)
-    root = Storage(tmp_path)
-    urls = list_shards(root, "toy")  # vid000-002 | vid003-004
-    mtimes = {u: os.path.getmtime(u) for u in urls}
-    storage = Storage(str(tmp_path))
-    rows = [index_row(f"vid{i:03d}_{1000 * i}", storage.url("clips", "toy", f"vid{i:03d}_"
-                                                            f"{1000 * i}.mp4"),
-                      f"tone{440 if i % 2 == 0 else 880}",
-                      "test" if i == 4 else ("train" if i % 3 else "val")) for i in range(5)]
-    write_clip_index_part(storage, "toy", "b0", rows)  # the batch's new version: vid004 → test
+    cfg, root, urls, mtimes = featurized_five_clips(tmp_path, source_videos, dask_client)
+    reingest_five_clips(root, split=lambda i: "test" if i == 4 else ("train" if i % 3 else "val"))
     plan = plan_shards(cfg)
     assert plan.stale == [1] and plan.complete == [0] and [j.shard for j in plan.jobs] == [1]
     with monkeypatch.context() as m:  # the flow's subflow: given the stale shards, reads none
@@ -240,19 +251,10 @@ def test_a_clip_no_longer_ok_is_dropped_from_its_complete_shard(tmp_path, source
     """A re-ingest marks a featurized clip unavailable: its complete shard is written again
     without it (features of the others kept, the clip recorded as failed with the reason);
     training no longer reads it. The other shard is left alone."""
-    make_clip_root(str(tmp_path), source_videos, n_good=5, corrupt=False)
-    cfg = small_config(tmp_path)
-    featurize(cfg, client=dask_client, progress=False)
-    root = Storage(tmp_path)
-    urls = list_shards(root, "toy")  # vid000-002 | vid003-004
-    mtimes = {u: os.path.getmtime(u) for u in urls}
+    cfg, root, urls, mtimes = featurized_five_clips(tmp_path, source_videos, dask_client)
     features = ["clip_id", "audio", "spec", "frames", "frame_features"]
     kept = [r for r in iter_shard_rows(urls[0], features) if r["clip_id"] != "vid001_1000"]
-    rows = [index_row(f"vid{i:03d}_{1000 * i}", root.url("clips", "toy", f"vid{i:03d}_"
-                                                         f"{1000 * i}.mp4"),
-                      f"tone{440 if i % 2 == 0 else 880}", "train" if i % 3 else "val",
-                      status="unavailable" if i == 1 else "ok") for i in range(5)]
-    write_clip_index_part(root, "toy", "b0", rows)  # the batch's new version: vid001 gone
+    reingest_five_clips(root, status=lambda i: "unavailable" if i == 1 else "ok")
     plan = plan_shards(cfg)
     assert plan.stale == [0] and [(j.shard, j.missing) for j in plan.jobs] == [(0, ["vid001_1000"])]
     summary = featurize(cfg, client=dask_client, progress=False)
