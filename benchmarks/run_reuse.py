@@ -123,8 +123,8 @@ def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> 
 
 def set_aside(run_dir: Path, report_dir: Path, config_type) -> Path:
     """Move a finished training and its report to ``<name>.set-aside-<digest>`` (the digest of
-    its saved config and recorded data; an earlier one of the same there is replaced). Returns where the
-    training went."""
+    its saved config and recorded data; an earlier one of the same there is replaced). Returns
+    where the training went."""
     identity = saved_identity(run_dir, config_type)
     if identity is not None:
         digest = identity_digest(identity)

@@ -19,10 +19,10 @@ pair of test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources 
 A rerun reuses a finished training of exactly the same config on the same data (the dataset
 digest its result records; an unfinished one starts over; for ``cms`` the critic's fields are not
 compared: it trains no critic); one of another config or data is set aside beside its folder,
-never deleted, and moved back when that config returns (``benchmarks/run_reuse.py``). Prints the training step's
-clips/s before and after the channels-last change (measured side by side, ``step_throughput``),
-the table with the oracle and mixture rows, the steps each model reached and its training
-clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
+never deleted, and moved back when that config returns (``benchmarks/run_reuse.py``). Prints
+the training step's clips/s before and after the channels-last change (measured side by side,
+``step_throughput``), the table with the oracle and mixture rows, the steps each model reached
+and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
 differences. Last lines::
 
     RESULT ial_sdr=<dB> target>=6

@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import posixpath
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 
@@ -94,7 +94,7 @@ def read_shard_stats(root: Storage, dataset: str) -> list[dict]:
 DIGEST_FIELDS = ("shard", "clip_ids", "splits", "classes", "bytes", "config_hash")
 
 
-def dataset_digest(root: Storage, dataset: str, shards: list[int] | None = None) -> str:
+def dataset_digest(root: Storage, dataset: str, shards: Iterable[int] | None = None) -> str:
     """16 hex digits naming what the complete shards of ``dataset`` hold (``shards``: only those
     numbers): each one's clip ids, split and class counts, file size and featurize config hash,
     from its stats (not its timings). A new shard, a rewritten or relabeled one, another featurize
