@@ -22,8 +22,8 @@ compared: it trains no critic); one of another config or data is set aside besid
 never deleted, and moved back when that config returns (``benchmarks/run_reuse.py``). Prints
 the training step's clips/s before and after the channels-last change (measured side by side,
 ``step_throughput``), the table with the oracle and mixture rows, the steps each model reached
-and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored sources) of the SDR
-differences. Last lines::
+and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored sources)
+of the SDR differences. Last lines::
 
     RESULT ial_sdr=<dB> target>=6
     RESULT ial_minus_sop_sdr=<dB> target>=2
