@@ -34,7 +34,7 @@ class FeaturizePlan:
     jobs: list[ShardJob]  # shards still to write
     complete: list[int]  # shards already complete and current (skipped)
     num_clips: int  # ok clips in the clip index (after the split filter)
-    # complete, relabeled: their label columns are written again
+    # complete, relabeled or holding a clip no longer ok: label columns written again, without it
     stale: list[int] = dataclasses.field(default_factory=list)
 
 

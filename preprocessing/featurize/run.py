@@ -129,7 +129,8 @@ def featurize(cfg: FeaturizeConfig, client=None, progress: bool = True) -> dict:
         log.warning(RANDOM_INIT_WARNING)
     if plan.stale:
         log.warning("%d complete shards of %s hold clips whose label/split the clip index has "
-                    "changed since: writing their labels again, features kept (%s)",
+                    "changed since, or that are no longer ok there: writing their labels again "
+                    "without those clips, features kept (%s)",
                     len(plan.stale), cfg.dataset,
                     ", ".join(shard_name(n) for n in plan.stale[:5])
                     + (", ..." if len(plan.stale) > 5 else ""))
