@@ -65,6 +65,15 @@ class TrainConfig:
     val_every: int = 1000
     # Number of fixed validation mixtures (built once from the first val clips).
     val_mixtures: int = 16
+    # Samples (@ 11025 Hz) of each val clip that validation separates and scores, from its
+    # start, sliding the training window over them with half overlap as ial.evaluate does over
+    # whole clips. 0: one training window (segment_samples). 110250: a whole 10-s clip, the
+    # evaluation's protocol (costs ~window count times more separation per check).
+    val_samples: int = 0
+    # Also export every validated model to validated/step<N>/model.pt (its meta carries its
+    # val metrics), for choosing a checkpoint afterwards by another measure. Off: only
+    # best/model.pt (by val SDR) and the latest model.pt are exported.
+    keep_validated: bool = False
     # When the shards have no 'val' rows (VGGSound/AudioSet manifests have train/test only),
     # this fraction of the train videos (by a hash of the video id: deterministic, never test
     # rows) is held out for validation, so best/model.pt is chosen on data it never trained on.
@@ -105,6 +114,8 @@ class TrainConfig:
                 raise ConfigError(name, "must be positive")
         if self.num_workers < 0:
             raise ConfigError("num_workers", "must be >= 0")
+        if self.val_samples < 0:
+            raise ConfigError("val_samples", "must be >= 0 (0: one training window)")
         if self.max_minutes < 0:
             raise ConfigError("max_minutes", "must be >= 0 (0: no limit)")
         if self.lr_decay not in LR_DECAYS:

@@ -2,8 +2,9 @@
 
 ``<root>/checkpoints/<run>/``: config.yaml, deepspeed/{separator,critic}/<tag>/ (DeepSpeed state +
 ``ial_rank<r>.pt``), deepspeed/latest.json (the commit marker: the last COMPLETE tag), model.pt,
-best/model.pt, metrics.jsonl, tensorboard/, result.json. With an ``s3://`` root DeepSpeed writes
-to a local staging directory (``RunDir.local``) and tags are uploaded before the marker is written.
+best/model.pt, validated/step<N>/model.pt (``keep_validated``), metrics.jsonl, tensorboard/,
+result.json. With an ``s3://`` root DeepSpeed writes to a local staging directory
+(``RunDir.local``) and tags are uploaded before the marker is written.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ial.config import ConfigError, save_config, to_dict
+from ial.data.loader import LoaderPosition
 from ial.errors import UserError
 from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
 from ial.training.budget import LR_DECAYS, progress, scale_learning_rates
@@ -159,8 +160,6 @@ class Trainer:
                 raise RuntimeError(f"could not load DeepSpeed state {self.paths.engine_dir(name)}/{tag}")
         state = torch.load(self._rank_state_path(tag), map_location="cpu", weights_only=False)
         self.step = state["step"]
-        from ial.data.loader import LoaderPosition
-
         self.position = LoaderPosition(**state["position"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
@@ -274,6 +273,8 @@ class Trainer:
             metrics = validation_sdr(self.method.separator, self.val_mix, self.cfg.segment_samples)
             self.last_val = metrics
             self._log(writer, "val", metrics)
+            if metrics and self.cfg.keep_validated:
+                self._export(self.paths("validated", f"step{self.step:08d}", "model.pt"))
             if metrics and (self.best_val_sdr is None or metrics["val_sdr"] > self.best_val_sdr):
                 self.best_val_sdr = metrics["val_sdr"]
                 self._export(self.paths("best", "model.pt"))
@@ -289,8 +290,6 @@ class Trainer:
             "bank": {k: v.cpu() for k, v in self.method.bank.state_dict().items()},
         }
         if state["position"] is None:
-            from ial.data.loader import LoaderPosition
-
             state["position"] = vars(LoaderPosition())
         path = self._rank_state_path(tag)
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -8,12 +8,18 @@ import numpy as np
 import torch
 
 
+def val_length(cfg) -> int:
+    """Samples (@ 11025 Hz) of each val clip that validation scores: ``cfg.val_samples``, or one
+    training window (``cfg.segment_samples``) when it is 0. Clips shorter are zero-padded."""
+    return cfg.val_samples or cfg.segment_samples
+
+
 def validation_mixtures(val_shards, classes: list[str], method, cfg):
     """Fixed val mixtures: the first val clips in shard order, grouped by a seeded generator.
 
     ``val_shards``/``classes`` from ``ial.data.loader.scan_split``; ``method`` an ``IALMethod``;
     ``cfg`` the run's ``TrainConfig``. Returns a MixBatch (up to ``val_mixtures`` mixtures of
-    ``segment_samples`` samples, each clip's first window) or None when the data has no val split.
+    ``val_length(cfg)`` samples from each clip's start) or None when the data has no val split.
     """
     from ial.data.loader import ShardEpoch
 
@@ -24,7 +30,7 @@ def validation_mixtures(val_shards, classes: list[str], method, cfg):
     n = cfg.val_mixtures * method.cfg.n_mix * 2
     epoch = ShardEpoch(val_shards, classes, epoch=0, seed=cfg.seed, rank=0,
                        world_size=1, batch_size=n, num_workers=0, train=False,
-                       drop_last=False, segment_samples=cfg.segment_samples,
+                       drop_last=False, segment_samples=val_length(cfg),
                        visual_input=method.model_cfg.visual_input)
     batch = next(iter(epoch))
     clips = batch.clips()
@@ -47,26 +53,45 @@ def validation_mixtures(val_shards, classes: list[str], method, cfg):
 def validation_sdr(separator: torch.nn.Module, mix, window: int) -> dict[str, float]:
     """Mean SDR and SDRi (dB) of ``separator`` on a MixBatch of validation mixtures.
 
-    BSS Eval v3 SDR (``ial.evaluate.metrics.score_mixture``: fixed assignment of query i to
-    source i, 512-tap distortion filter, scores clipped to ±100 dB); SDRi = SDR − SDR of the
-    mixture itself. Components of one target (unsupervised duets) are summed first. Mixtures with
-    a silent source are skipped. Returns {} when every mixture was skipped.
+    Each mixture is separated as ``ial.evaluate`` separates a clip: ``window``-sample windows
+    sliding with half overlap (``separate_waveforms``). BSS Eval v3 SDR
+    (``ial.evaluate.metrics.score_mixture``: fixed assignment of query i to source i, 512-tap
+    distortion filter, scores clipped to ±100 dB); SDRi = SDR − SDR of the mixture itself.
+    Components of one target (unsupervised duets) are summed first. Mixtures with a silent
+    source are skipped. When the mixtures are longer than one window, ``val_sdr_window`` is also
+    given: the SDR of their first window separated alone, what validation scored before
+    ``val_samples`` existed. Returns {} when every mixture was skipped.
+
+    Shape: mix.mixture (M, L) samples @ 11025 Hz, mix.sources (M, S, L).
     """
+    was_training = separator.training
+    separator.eval()
+    try:
+        metrics = _mean_scores(separator, mix.mixture, mix.sources, mix, window)
+        if metrics and mix.mixture.shape[-1] > window:
+            first = _mean_scores(separator, mix.mixture[:, :window], mix.sources[..., :window],
+                                 mix, window)
+            if first:
+                metrics["val_sdr_window"] = first["val_sdr"]
+    finally:
+        separator.train(was_training)
+    return metrics
+
+
+def _mean_scores(separator, mixture, sources, mix, window: int) -> dict[str, float]:
+    """``validation_sdr``'s scores of ``mixture`` (M, L) against ``sources`` (M, S, L)."""
     from ial.evaluate.metrics import score_mixture
     from ial.separate.waveforms import separate_waveforms
 
-    was_training = separator.training
-    separator.eval()
     device = next(separator.parameters()).device
-    est = separate_waveforms(separator, mix.mixture.to(device), mix.visual.to(device),
+    est = separate_waveforms(separator, mixture.to(device), mix.visual.to(device),
                              window=window).cpu().double()  # (M, N, L)
-    separator.train(was_training)
-    S = mix.sources.shape[1]
+    S = sources.shape[1]
     if est.shape[1] != S:
         est = est.new_zeros(est.shape[0], S, est.shape[2]).index_add(1, mix.component_source, est)
     sdr, sdri = [], []
     for m in range(est.shape[0]):
-        scores = score_mixture(mix.sources[m].double().numpy(), mix.mixture[m].double().numpy(),
+        scores = score_mixture(sources[m].double().numpy(), mixture[m].double().numpy(),
                                {"model": est[m].numpy()})
         if scores is not None:
             sdr += scores["model"]["sdr"]

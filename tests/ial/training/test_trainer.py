@@ -260,6 +260,31 @@ def test_a_nested_set_applies_on_top_of_the_method_file():
     assert demo.model == plain.model
 
 
+def test_whole_clip_validation_also_scores_the_first_window_and_keeps_each_export(
+        uninterrupted, shards_root, child_env):
+    # the same run as `uninterrupted`, validated on the clips' first 6000 samples (the whole
+    # 6000-sample toy clips; the 4095-sample training window slides over them)
+    res = launch(tiny_config(shards_root, "whole-clips", val_samples=6000, keep_validated=True),
+                 progress=False, env=child_env)
+    storage = Storage(shards_root)
+
+    def val_records(run: str) -> dict[int, dict]:
+        lines = read_text(storage.url("checkpoints", run, "metrics.jsonl")).splitlines()
+        return {r["step"]: r for r in map(json.loads, lines) if r["split"] == "val"}
+
+    whole, window = val_records("whole-clips"), val_records("full")
+    assert sorted(whole) == sorted(window) == [4, 8]
+    for step in (4, 8):  # the first window alone: what validation scored before val_samples
+        assert whole[step]["val_sdr_window"] == pytest.approx(window[step]["val_sdr"], abs=1e-6)
+        assert whole[step]["val_sdr"] != pytest.approx(window[step]["val_sdr"], abs=1e-6)
+        meta = torch.load(storage.url("checkpoints", "whole-clips", "validated",
+                                      f"step{step:08d}", "model.pt"), weights_only=True)
+        assert meta["lineage"]["step"] == step
+        assert meta["metrics"]["val_sdr"] == pytest.approx(whole[step]["val_sdr"])
+    assert res["best_val_sdr"] == pytest.approx(max(whole[s]["val_sdr"] for s in (4, 8)))
+    assert not exists(storage.url("checkpoints", "full", "validated"))  # off by default
+
+
 def test_max_minutes_stops_at_a_step_boundary_then_validates_and_exports(tmp_path):
     root = str(tmp_path / "root")
     write_shards(root, shards=2, rows=12, samples=6000, splits=SPLITS)
@@ -286,6 +311,7 @@ def test_cosine_lr_decay_over_the_steps_is_what_the_steps_used(tmp_path):
 def test_run_settings_are_checked():
     from ial.config import ConfigError
 
-    for field, value in (("max_minutes", -1.0), ("dist_timeout_s", 0), ("lr_decay", "cos")):
+    for field, value in (("max_minutes", -1.0), ("dist_timeout_s", 0), ("lr_decay", "cos"),
+                         ("val_samples", -1)):
         with pytest.raises(ConfigError, match=field):
             tiny_config("/tmp", "x", **{field: value}).validate()
