@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.api import fail_on_user_error
 from ial.config import load_config
-from ial.runtime import quiet_dask_shutdown
+from ial.runtime import local_cluster_kwargs, quiet_dask_shutdown
 from preprocessing.ingest.batch import Batch, run_batch
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.rate_limit import share
@@ -42,10 +42,7 @@ def dask_task_runner(cfg: IngestConfig):
     if cfg.dask_address:
         return DaskTaskRunner(address=cfg.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": cfg.dask_workers, "processes": True,
-                                          "threads_per_worker": cfg.dask_threads,
-                                          "dashboard_address": None,
-                                          "env": {"OMP_NUM_THREADS": "1"}})
+                          cluster_kwargs=local_cluster_kwargs(cfg.dask_workers, cfg.dask_threads))
 
 
 def _parallel_slots(cfg: IngestConfig, n_batches: int) -> int:

@@ -25,12 +25,12 @@ only whole, every clip lands in exactly one shard once. Finally the dataset inde
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import time
 
 from ial.config import save_config
 from ial.errors import UserError
+from ial.runtime import local_cluster_kwargs as runtime_cluster_kwargs
 from ial.runtime import quiet_dask_shutdown
 from ial.storage import Storage
 from preprocessing.featurize.config import FEATURIZER_VERSION, FeaturizeConfig
@@ -43,29 +43,11 @@ log = logging.getLogger("ial.featurize")
 
 # ---------------------------------------------------------------------------------------- run
 
-# Worker settings of the LocalCluster featurize starts. It has no dashboard, so the profiler's
-# 10 ms stack samples have no reader; with the 100 ms memory monitor and the 20 ms event-loop
-# tick they cost a CPU-bound worker ~4% of its throughput (measured on 2 cores). A cluster given
-# by ``dask_address`` keeps its own settings (docs/scaling.md suggests the same ones).
-LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
-                       "distributed.worker.memory.monitor-interval": "1s",
-                       "distributed.admin.tick.interval": "500ms"}
-
-
 def local_cluster_kwargs(cfg: FeaturizeConfig) -> dict:
     """Keyword arguments of the LocalCluster featurize starts (here and in the Prefect flow's
-    DaskTaskRunner): ``cfg.n_workers`` processes × ``cfg.threads_per_worker`` threads, the torch
-    thread limits in their environment, and this process's dask config with
-    ``LOCAL_WORKER_CONFIG`` on top, which each nanny applies in its worker process (whole: a
-    nanny merges only the top level of what it is given)."""
-    import dask
-
-    with dask.config.set(LOCAL_WORKER_CONFIG):
-        config = copy.deepcopy(dask.config.config)
-    threads = str(cfg.torch_threads)
-    return {"n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker,
-            "processes": True, "dashboard_address": None, "config": config,
-            "env": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
+    DaskTaskRunner): ``cfg.n_workers`` processes × ``cfg.threads_per_worker`` threads with
+    ``cfg.torch_threads`` torch threads each (``ial.runtime.local_cluster_kwargs``)."""
+    return runtime_cluster_kwargs(cfg.n_workers, cfg.threads_per_worker, cfg.torch_threads)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,8 @@ def test_featurize_flow_starts_the_cluster_of_the_plain_run():
     (``LOCAL_WORKER_CONFIG``: profiler off, ...), not a copy of its own."""
     from flows.featurize import dask_task_runner
     from preprocessing.featurize.config import FeaturizeConfig
-    from preprocessing.featurize.run import LOCAL_WORKER_CONFIG, local_cluster_kwargs
+    from ial.runtime import LOCAL_WORKER_CONFIG
+    from preprocessing.featurize.run import local_cluster_kwargs
 
     cfg = FeaturizeConfig(n_workers=1, torch_threads=1)
     runner = dask_task_runner(cfg)

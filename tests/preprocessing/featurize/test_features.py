@@ -326,7 +326,8 @@ def test_local_cluster_workers_get_the_featurize_settings():
     thread limits on to its worker processes."""
     import dask
 
-    from preprocessing.featurize.run import LOCAL_WORKER_CONFIG, dask_client
+    from ial.runtime import LOCAL_WORKER_CONFIG
+    from preprocessing.featurize.run import dask_client
 
     def settings():
         return ({k: dask.config.get(k) for k in LOCAL_WORKER_CONFIG},
