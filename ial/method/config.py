@@ -52,6 +52,12 @@ class MethodConfig:
     mode: Literal["supervised", "unsupervised"] = "supervised"
     # Sources per mixture (supervised: 2 or 3; unsupervised: duets per mixture, 2).
     n_mix: int = 2
+    # Unsupervised mode only: where its duets come from. "videos" (the authors'): every clip is a
+    # duet video, its two queries the halves of its picture. "solo_pairs" (our option, for corpora
+    # of solos such as the realistic benchmark): two solo clips of different classes are summed
+    # into a duet whose only target is that sum, each player's query its own picture (as the
+    # authors' detector crop of one player); validation scores the solo pairs, as ial.evaluate.
+    duets: Literal["videos", "solo_pairs"] = "videos"
     # Random gain range of each mixed clip, ±dB (authors: 0, unit gains; ±6 dB is our option).
     mix_gain_db: float = 0.0
     # Separation loss: "auto" = weighted BCE on binary masks for sop, −SI-SNR otherwise.
@@ -106,6 +112,9 @@ class MethodConfig:
             raise ConfigError("n_mix", "supervised mixing uses 2 or 3 sources")
         if self.mode == "unsupervised" and self.n_mix < 2:
             raise ConfigError("n_mix", "unsupervised mixing needs at least 2 duets")
+        if self.duets == "solo_pairs" and self.mode != "unsupervised":
+            raise ConfigError("duets", "solo_pairs builds the duets of unsupervised mode "
+                                       "(mode: unsupervised)")
         for name in ("lambda_ind", "lambda_av", "lambda_cls"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, "loss weights must be >= 0")
@@ -137,6 +146,12 @@ class MethodConfig:
     def components_per_mixture(self) -> int:
         """Separated components (visual queries) per mixture: n_mix, or 2 per duet."""
         return self.n_mix * (2 if self.mode == "unsupervised" else 1)
+
+    @property
+    def clips_per_mixture(self) -> int:
+        """Clips of the loader's batch that one training mixture uses: n_mix, or 2 per duet
+        built from solo pairs."""
+        return self.n_mix * (2 if self.duets == "solo_pairs" else 1)
 
 
 # The fields that only configure the critic and the adversarial term. With lambda_ind = 0 nothing

@@ -13,6 +13,11 @@
   carry; players of a duet usually stand side by side, and a stretched half keeps the
   (K, C, H, W) shape of the supervised case, like a crop resized to the input size. With odd W
   the centre column belongs to both halves.
+- unsupervised, duets built from solo pairs (``solo_duets``, for corpora of solo clips): each duet
+  is two solo clips of different labels summed, and the duets of a mixture have different label
+  pairs (as real duets of different labels: "flute violin" + "cello violin" may mix); its target
+  is that sum (one gain per duet), and each player's query is its own clip's frame features, as a
+  detector crop of one player would be.
 
 Deterministic: every random choice draws from the ``generator`` argument.
 """
@@ -110,37 +115,66 @@ def duet_queries(visual: torch.Tensor) -> torch.Tensor:
     return torch.stack([left, right], dim=-5)
 
 
+def solo_pair_groups(labels: torch.Tensor, n_mix: int, generator: torch.Generator
+                     ) -> torch.Tensor:
+    """Mixtures of ``n_mix`` duets built from solo clips: clips paired into duets of two
+    different labels, then duets grouped so that a mixture's duets have different label pairs.
+
+    Shape: labels (B,) → indices (M, n_mix, 2): mixture, duet, player.
+    """
+    duets = group_distinct_labels(labels, 2, generator)
+    keys: dict[tuple[int, int], int] = {}
+    duet_key = [keys.setdefault(tuple(sorted(int(labels[i]) for i in d)), len(keys))
+                for d in duets]
+    groups = group_distinct_labels(torch.tensor(duet_key, dtype=torch.long), n_mix, generator)
+    return torch.tensor([[duets[d] for d in g] for g in groups],
+                        dtype=torch.long).view(-1, n_mix, 2)
+
+
 def make_mixtures(clips: ClipBatch, n_mix: int, mode: str, generator: torch.Generator,
-                  gain_db: float = 6.0) -> MixBatch:
+                  gain_db: float = 6.0, solo_duets: bool = False) -> MixBatch:
     """Mix clips (see the module docstring).
 
     ``n_mix``: sources per mixture (supervised: 2 or 3 solo clips; unsupervised: 2 duets).
-    ``gain_db``: each clip is scaled by 10^(g/20), g uniform in [−gain_db, gain_db] (our
+    ``gain_db``: each source is scaled by 10^(g/20), g uniform in [−gain_db, gain_db] (our
     choice; the released code mixes at unit gain, random gains make the separator robust to
-    relative loudness). Raises ValueError when no group of clips with distinct labels exists.
+    relative loudness). ``solo_duets`` (unsupervised only): each duet is two solo clips summed;
+    a duet's label is then its first player's. Raises ValueError when no group of clips with
+    distinct labels exists.
 
-    Shape: clips.audio (B, L) → mixture (M, L), M ≤ B // n_mix.
+    Shape: clips.audio (B, L) → mixture (M, L), M ≤ B // n_mix (B // (2·n_mix) with solo_duets).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if n_mix < 2:
         raise ValueError(f"n_mix must be at least 2, got {n_mix}")
-    groups = group_distinct_labels(clips.label, n_mix, generator)
-    if not groups:
-        raise ValueError(f"no {n_mix} clips with different labels in a batch of "
-                         f"{clips.label.shape[0]} (labels {clips.label.tolist()})")
-    idx = torch.tensor(groups, dtype=torch.long)  # (M, S)
-    M, S = idx.shape
+    if solo_duets and mode != "unsupervised":
+        raise ValueError("solo_duets builds the duets of unsupervised mode")
+    idx = (solo_pair_groups(clips.label, n_mix, generator) if solo_duets else
+           torch.tensor(group_distinct_labels(clips.label, n_mix, generator),
+                        dtype=torch.long).view(-1, n_mix, 1))  # (M, S, P) clips per source
+    if idx.shape[0] == 0:
+        raise ValueError(f"no {n_mix} {'duets' if solo_duets else 'clips'} with different "
+                         f"labels in a batch of {clips.label.shape[0]} (labels "
+                         f"{clips.label.tolist()})")
+    M, S = idx.shape[:2]
     db = (torch.rand(M, S, generator=generator) * 2 - 1) * gain_db
     gains = (10.0 ** (db / 20.0)).to(clips.audio.dtype)
-    sources = clips.audio[idx.to(clips.audio.device)] * gains.to(clips.audio.device)[..., None]
-    visual = clips.visual[idx.to(clips.visual.device)]  # (M, S, K, C, H, W)
-    if mode == "unsupervised":
-        visual = duet_queries(visual).flatten(1, 2)  # (M, 2S, K, C, H, W)
-        component_source = torch.arange(S).repeat_interleave(2)
+    members = clips.audio[idx.to(clips.audio.device)]  # (M, S, P, L)
+    sources = members.sum(dim=2) * gains.to(clips.audio.device)[..., None]
+    visual = clips.visual[idx.to(clips.visual.device)]  # (M, S, P, K, C, H, W)
+    if solo_duets:
+        visual = visual.flatten(1, 2)  # (M, 2S, K, C, H, W): each player's own picture
+    elif mode == "unsupervised":
+        visual = duet_queries(visual[:, :, 0]).flatten(1, 2)  # (M, 2S, K, C, H, W)
     else:
-        component_source = torch.arange(S)
+        visual = visual[:, :, 0]  # (M, S, K, C, H, W)
+    component_source = torch.arange(S)
+    if mode == "unsupervised":
+        component_source = component_source.repeat_interleave(2)
     return MixBatch(
         mixture=sources.sum(dim=1), sources=sources, visual=visual, mode=mode,
-        labels=clips.label[idx.to(clips.label.device)], component_source=component_source,
-        gains=gains, clip_ids=[[clips.clip_id[i] for i in g] for g in groups])
+        labels=clips.label[idx[..., 0].to(clips.label.device)],
+        component_source=component_source, gains=gains,
+        clip_ids=[["+".join(clips.clip_id[i] for i in duet) for duet in group]
+                  for group in idx.tolist()])

@@ -113,8 +113,18 @@ class IALMethod(nn.Module):
         return (out.mask * mag.unsqueeze(1)).detach()
 
     def mixtures(self, clips: ClipBatch, generator: torch.Generator) -> MixBatch:
-        """``make_mixtures`` with this method's mode, n_mix and gain range."""
+        """``make_mixtures`` with this method's mode, n_mix, gain range and duets."""
         return make_mixtures(clips, self.cfg.n_mix, self.cfg.mode, generator,
+                             gain_db=self.cfg.mix_gain_db,
+                             solo_duets=self.cfg.duets == "solo_pairs")
+
+    def scored_mixtures(self, clips: ClipBatch, generator: torch.Generator) -> MixBatch:
+        """The mixtures validation scores: the training mixtures, except that duets built from
+        solo pairs are scored as ``ial.evaluate`` scores them, as n_mix solos mixed (supervised),
+        each separated by its own query against its own ground truth."""
+        if self.cfg.duets != "solo_pairs":
+            return self.mixtures(clips, generator)
+        return make_mixtures(clips, self.cfg.n_mix, "supervised", generator,
                              gain_db=self.cfg.mix_gain_db)
 
     @contextlib.contextmanager

@@ -43,8 +43,9 @@ class TrainConfig:
     # Seconds a collective may wait for a peer before the run fails (a dead node's rank ends
     # the run after this, for a resume; torch's default is 30 minutes).
     dist_timeout_s: int = 1800
-    # Clips per rank per step (the loader's batch; mixtures = batch_size // n_mix). 16 = the
-    # authors' 8 two-source mixtures.
+    # Clips per rank per step (the loader's batch; mixtures = batch_size // n_mix, or
+    # batch_size // (2·n_mix) with duets built from solo pairs). 16 = the authors' 8 two-source
+    # mixtures.
     batch_size: int = 16
     # Training steps (one batch each: a critic update every step, a separator update as the
     # method schedules it).
@@ -137,7 +138,7 @@ def check_infonce_negatives(batch_size: int, method: MethodConfig) -> None:
     most similar: at least 2 negatives must remain per anchor, else it is a (near) no-op."""
     if method.lambda_av <= 0:
         return
-    mixtures = batch_size // method.n_mix
+    mixtures = batch_size // method.clips_per_mixture
     embeddings = mixtures * method.components_per_mixture
     left = embeddings - 1 - method.drop_hardest
     if left < 2:

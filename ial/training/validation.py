@@ -43,7 +43,7 @@ def validation_mixtures(val_shards, classes: list[str], method, cfg):
                         f"class(es): validation mixes {method.cfg.n_mix} different classes; "
                         "give it more val clips, or none (then val_fraction of the train "
                         "videos is held out)")
-    mix = method.mixtures(clips, torch.Generator().manual_seed(cfg.seed))
+    mix = method.scored_mixtures(clips, torch.Generator().manual_seed(cfg.seed))
     keep = min(cfg.val_mixtures, mix.mixture.shape[0])
     mix.mixture, mix.sources, mix.visual = mix.mixture[:keep], mix.sources[:keep], mix.visual[:keep]
     mix.labels, mix.gains, mix.clip_ids = mix.labels[:keep], mix.gains[:keep], mix.clip_ids[:keep]

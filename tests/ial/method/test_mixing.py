@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ial.method.mixing import ClipBatch, duet_queries, group_distinct_labels, make_mixtures
+from ial.method.mixing import (
+    ClipBatch, duet_queries, group_distinct_labels, make_mixtures, solo_pair_groups)
 
 
 def clips(labels, L=500, K=2, C=3, H=2, W=4, seed=0):
@@ -56,6 +57,47 @@ def test_unsupervised_two_duets_four_components():
     left, right = mix.visual[0, 0], mix.visual[0, 1]
     v = batch.visual[i]
     assert torch.equal(left, v[..., [0, 0, 1, 1]]) and torch.equal(right, v[..., [2, 2, 3, 3]])
+
+
+def test_duets_built_from_solo_pairs():
+    batch = clips([0, 1, 2, 3, 4, 5, 6, 7, 0])
+    mix = make_mixtures(batch, 2, "unsupervised", torch.Generator().manual_seed(0),
+                        gain_db=6.0, solo_duets=True)
+    assert mix.mixture.shape == (2, 500)  # 4 clips per mixture, the 9th left over
+    assert mix.sources.shape == (2, 2, 500) and mix.visual.shape == (2, 4, 2, 3, 2, 4)
+    assert mix.component_source.tolist() == [0, 0, 1, 1]
+    used = []
+    for m in range(2):
+        players = [int(c[1:]) for duet in mix.clip_ids[m] for c in duet.split("+")]
+        pairs = {tuple(sorted(int(batch.label[i]) for i in players[k:k + 2])) for k in (0, 2)}
+        assert len(pairs) == 2 and all(a != b for a, b in pairs)  # two different duets
+        for s in range(2):
+            a, b = players[2 * s], players[2 * s + 1]
+            duet = (batch.audio[a] + batch.audio[b]) * mix.gains[m, s]
+            assert torch.allclose(mix.sources[m, s], duet)  # the duet's only target
+            assert torch.equal(mix.visual[m, 2 * s], batch.visual[a])  # each player's picture
+            assert torch.equal(mix.visual[m, 2 * s + 1], batch.visual[b])
+            assert int(mix.labels[m, s]) == int(batch.label[a])
+        used += players
+    assert len(used) == len(set(used))
+    assert torch.allclose(mix.mixture, mix.sources.sum(1))
+    with pytest.raises(ValueError, match="unsupervised"):
+        make_mixtures(batch, 2, "supervised", torch.Generator().manual_seed(0), solo_duets=True)
+
+
+def test_solo_pair_duets_use_a_batch_as_fully_as_solo_mixtures_do():
+    """Duets need two labels, the duets of a mixture two different label pairs (not four
+    labels): random batches of 8 clips of 8 classes give ~2 mixtures, 8 components, as the
+    supervised 2-mix gives 4 mixtures of 2; four distinct labels would give ~1.4."""
+    g = torch.Generator().manual_seed(0)
+    counts = [len(solo_pair_groups(torch.randint(0, 8, (8,), generator=g), 2, g))
+              for _ in range(200)]
+    assert sum(counts) / len(counts) > 1.9 and min(counts) >= 1
+    batch = clips([0, 1, 0, 2, 1, 2, 0, 1])
+    groups = solo_pair_groups(batch.label, 2, torch.Generator().manual_seed(1))
+    for mixture in groups.tolist():
+        pairs = [tuple(sorted(int(batch.label[i]) for i in duet)) for duet in mixture]
+        assert all(a != b for a, b in pairs) and pairs[0] != pairs[1]
 
 
 def test_duet_queries_odd_width_share_centre():

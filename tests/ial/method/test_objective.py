@@ -286,3 +286,20 @@ def test_label_matched_critic_pairs_carry_the_mixtures_labels_into_the_bank():
     assert m.bank.labels[:len(m.bank)].tolist() == labels.flatten().tolist()
     assert "bank.labels" in m.critic.state_dict()
     assert "bank.labels" not in method().critic.state_dict()  # "any" (authors'): as before
+
+
+def test_duets_from_solo_pairs_train_on_the_duet_and_are_scored_as_solo_pairs():
+    with pytest.raises(ConfigError, match="duets"):  # supervised mixes solos already
+        from_dict(MethodConfig, {"duets": "solo_pairs"})
+    m = method(mode="unsupervised", duets="solo_pairs")
+    assert m.cfg.clips_per_mixture == 4 and m.cfg.components_per_mixture == 4
+    clips = tone_clips(n=4)
+    mix = m.mixtures(clips, torch.Generator().manual_seed(0))
+    assert mix.mixture.shape[0] == 1 and mix.n_components == 4 and mix.sources.shape[1] == 2
+    loss, logs, comps = m.separator_loss(mix, step=0)  # duet-level SI-SNR + the adversary
+    assert comps.shape[1] == 4 and "loss_ind" in logs and torch.isfinite(loss)
+    scored = m.scored_mixtures(clips, torch.Generator().manual_seed(0))
+    assert scored.mode == "supervised" and scored.mixture.shape[0] == 2
+    assert scored.n_components == scored.sources.shape[1] == 2  # one query per solo
+    real = method(mode="unsupervised")  # real duet videos: validation scores the duets
+    assert real.scored_mixtures(clips, torch.Generator().manual_seed(0)).mode == "unsupervised"
