@@ -62,19 +62,15 @@ def validation_sdr(separator: torch.nn.Module, mix, window: int) -> dict[str, fl
     given: the SDR of their first window separated alone, what validation scored before
     ``val_samples`` existed. Returns {} when every mixture was skipped.
 
-    Shape: mix.mixture (M, L) samples @ 11025 Hz, mix.sources (M, S, L).
+    ``separate_waveforms`` runs the separator in eval mode without gradients and restores its
+    mode. Shape: mix.mixture (M, L) samples @ 11025 Hz, mix.sources (M, S, L).
     """
-    was_training = separator.training
-    separator.eval()
-    try:
-        metrics = _mean_scores(separator, mix.mixture, mix.sources, mix, window)
-        if metrics and mix.mixture.shape[-1] > window:
-            first = _mean_scores(separator, mix.mixture[:, :window], mix.sources[..., :window],
-                                 mix, window)
-            if first:
-                metrics["val_sdr_window"] = first["val_sdr"]
-    finally:
-        separator.train(was_training)
+    metrics = _mean_scores(separator, mix.mixture, mix.sources, mix, window)
+    if metrics and mix.mixture.shape[-1] > window:
+        first = _mean_scores(separator, mix.mixture[:, :window], mix.sources[..., :window],
+                             mix, window)
+        if first:
+            metrics["val_sdr_window"] = first["val_sdr"]
     return metrics
 
 

@@ -40,8 +40,8 @@ def test_featurize_flow_starts_the_cluster_of_the_plain_run():
     """The flow's LocalCluster gets the plain run's workers and worker settings
     (``LOCAL_WORKER_CONFIG``: profiler off, ...), not a copy of its own."""
     from flows.featurize import dask_task_runner
-    from preprocessing.featurize.config import FeaturizeConfig
     from ial.runtime import LOCAL_WORKER_CONFIG
+    from preprocessing.featurize.config import FeaturizeConfig
     from preprocessing.featurize.run import local_cluster_kwargs
 
     cfg = FeaturizeConfig(n_workers=1, torch_threads=1)
