@@ -313,13 +313,10 @@ def main(argv: list[str] | None = None) -> dict:
     return {"runs": runs, "diffs": diffs, "step_clips_per_s": throughput}
 
 
-def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool,
-                   budget: str) -> dict:
-    """Train (or reuse) and evaluate the three models with ``seed``; print their table and the
-    paired CIs of the differences. Returns {"results", "sdr": per-source SDRs, "diffs"}."""
-    results = {name: train_and_evaluate(root, name, overrides, minutes, seed, quick, steps)
-               for name, overrides in RUNS.items()}
-    ial = results["ial"]["report"]
+def print_table(results: dict[str, dict]) -> None:
+    """Each trained model's row (``train_and_evaluate`` summaries: SDR, SIR, SAR, SDRi, sources,
+    steps, training clips/s, best val SDR), then the oracle and mixture rows of the first one's
+    report (the same test mixtures for every model)."""
     print(f"\n{'row':14s} {'SDR':>7s} {'SIR':>7s} {'SAR':>7s} {'SDRi':>7s} {'n':>5s} "
           f"{'steps':>6s} {'clips/s':>8s} {'val SDR':>8s}")
     for name, r in results.items():
@@ -328,10 +325,21 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
               f"{row['sdri']:7.2f} {row['n']:5d} {r['steps']:6d} "
               f"{(r['clips_per_s'] or float('nan')):8.1f} "
               f"{(r['best_val_sdr'] or float('nan')):8.2f}")
+    first = next(iter(results.values()))["report"]
     for row_name in ("oracle_irm", "oracle_ibm", "mixture"):
-        row = ial["rows"][row_name]
+        row = first["rows"][row_name]
         print(f"{row_name:14s} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
               f"{row['sdri']:7.2f} {row['n']:5d}")
+
+
+def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool,
+                   budget: str) -> dict:
+    """Train (or reuse) and evaluate the three models with ``seed``; print their table and the
+    paired CIs of the differences. Returns {"results", "sdr": per-source SDRs, "diffs"}."""
+    results = {name: train_and_evaluate(root, name, overrides, minutes, seed, quick, steps)
+               for name, overrides in RUNS.items()}
+    ial = results["ial"]["report"]
+    print_table(results)
     sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
     diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], seed),
              "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], seed)}
