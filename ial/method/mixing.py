@@ -119,6 +119,8 @@ def solo_pair_groups(labels: torch.Tensor, n_mix: int, generator: torch.Generato
                      ) -> torch.Tensor:
     """Mixtures of ``n_mix`` duets built from solo clips: clips paired into duets of two
     different labels, then duets grouped so that a mixture's duets have different label pairs.
+    A batch whose duets all have the same pair (a batch of two classes) mixes them anyway: one
+    such batch would otherwise stop a training run.
 
     Shape: labels (B,) → indices (M, n_mix, 2): mixture, duet, player.
     """
@@ -127,6 +129,9 @@ def solo_pair_groups(labels: torch.Tensor, n_mix: int, generator: torch.Generato
     duet_key = [keys.setdefault(tuple(sorted(int(labels[i]) for i in d)), len(keys))
                 for d in duets]
     groups = group_distinct_labels(torch.tensor(duet_key, dtype=torch.long), n_mix, generator)
+    if not groups and len(keys) == 1:
+        order = torch.randperm(len(duets), generator=generator).tolist()
+        groups = [order[i:i + n_mix] for i in range(0, len(order) - n_mix + 1, n_mix)]
     return torch.tensor([[duets[d] for d in g] for g in groups],
                         dtype=torch.long).view(-1, n_mix, 2)
 

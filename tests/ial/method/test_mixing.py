@@ -98,6 +98,11 @@ def test_solo_pair_duets_use_a_batch_as_fully_as_solo_mixtures_do():
     for mixture in groups.tolist():
         pairs = [tuple(sorted(int(batch.label[i]) for i in duet)) for duet in mixture]
         assert all(a != b for a, b in pairs) and pairs[0] != pairs[1]
+    # a batch of two classes has one pair only: its duets are mixed anyway, not refused
+    two = solo_pair_groups(torch.tensor([0, 2, 0, 2, 0, 2, 0, 2]), 2,
+                           torch.Generator().manual_seed(0))
+    assert two.shape == (2, 2, 2) and sorted(two.flatten().tolist()) == list(range(8))
+    assert solo_pair_groups(torch.tensor([1, 1, 1, 1]), 2, torch.Generator()).shape[0] == 0
 
 
 def test_duet_queries_odd_width_share_centre():
