@@ -51,8 +51,9 @@ class MixBatch:
 
     mixture: (M, L) samples; sources: (M, S, L) targets (S = n_mix supervised, 2 duets
     unsupervised); visual: (M, N, K, C, H, W) one query per component (N = S supervised, 2·S
-    unsupervised); labels: (M, S) int64 class id per target; component_source: (N,) int64 target
-    index of each component; gains: (M, S) linear gains applied; clip_ids: M lists of S ids.
+    unsupervised); labels: (M, S) int64 class id per target (a duet of solo pairs: its first
+    player's); component_source: (N,) int64 target index of each component; gains: (M, S) linear
+    gains applied; clip_ids: M lists of S ids (a duet of solo pairs: "<id>+<id>").
     """
 
     mixture: torch.Tensor
