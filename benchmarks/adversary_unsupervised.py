@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.separation_quality import (  # noqa: E402
-    paired_ci, per_source_sdr, prepare_data, print_table, train_and_evaluate)
+    paired_ci, per_source_sdr, prepare_data, print_table, train_and_evaluate, work_folder)
 
 UNSUPERVISED = ["method.mode=unsupervised", "method.duets=solo_pairs", "method.lambda_cls=0",
                 "model.n_classes=0"]
@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny corpus, seconds of training")
     args = p.parse_args(argv)
     steps = 12 if args.quick else args.steps
-    work = args.work or REPO / "data" / ("bench-quality-quick" if args.quick else "bench-quality")
-    if work.exists() and not work.is_dir():
-        sys.exit(f"Error: --work {work} is not a directory")
+    work = work_folder(args.work, args.quick)
     if steps < 1:
         sys.exit(f"Error: --steps {args.steps}: must be >= 1")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")

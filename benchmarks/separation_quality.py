@@ -248,6 +248,16 @@ def across_seeds_ci(a: list[dict], b: list[dict], seed: int = 0,
             float(np.percentile(boots, 97.5)))
 
 
+def work_folder(work: str | Path | None, quick: bool) -> Path:
+    """``--work``, or the default ``./data/bench-quality[-quick]`` (shared by the quality
+    benchmarks: corpus, clips and shards are kept and reused); exits with one error line when
+    it is a file."""
+    path = Path(work or REPO / "data" / ("bench-quality-quick" if quick else "bench-quality"))
+    if path.exists() and not path.is_dir():
+        sys.exit(f"Error: --work {path} is not a directory")
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0, help="training wall time per model")
@@ -270,9 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="build the corpus, ingest and featurize it, then stop")
     a = p.parse_args(argv)
     minutes = 0.1 if a.quick else a.minutes
-    work = Path(a.work or REPO / "data" / ("bench-quality-quick" if a.quick else "bench-quality"))
-    if work.exists() and not work.is_dir():
-        sys.exit(f"Error: --work {work} is not a directory")
+    work = work_folder(a.work, a.quick)
     if a.steps < 0:
         sys.exit(f"Error: --steps {a.steps}: must be >= 1 (or 0: the --minutes budget)")
     if not a.steps and minutes <= 0:
