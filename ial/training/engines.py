@@ -2,6 +2,8 @@
 
 - ``single_process_env`` / ``free_port``: what torch.distributed needs without a launcher;
 - ``import_deepspeed(backend)``: DeepSpeed without its first-use JIT builds on CPU;
+- ``init_distributed`` / ``close_distributed``: the rank's process group (its GPU bound
+  under nccl), started and ended;
 - ``build_engines(method, ds_sep, ds_critic, deepspeed, channels_last)``: the two engines
   (channels-last conv weights when asked and possible, ``to_channels_last``; 0-dim parameters
   made (1,) for DeepSpeed, ``scalar_shapes`` restores them around an export);
@@ -52,6 +54,39 @@ def import_deepspeed(backend: str):
 
     logger.addFilter(_not_warmup_start_warning)  # once: a Logger keeps one copy of a filter
     return deepspeed
+
+
+def init_distributed(deepspeed, backend: str, timeout_s: float | None = None) -> None:
+    """Start this process's torch.distributed group (env:// rendezvous: RANK, WORLD_SIZE,
+    MASTER_ADDR/PORT from the launcher or ``single_process_env``) and hand it to DeepSpeed.
+
+    nccl: the rank's GPU (``LOCAL_RANK``) is bound first and passed as ``device_id``, so
+    collectives never guess it from the global rank (PyTorch warns that such a guess "can cause
+    a hang if rank to GPU mapping is heterogeneous"; seen on an H200 with
+    ``benchmarks/gpu_check.sh``). No-op when the group already exists (a later in-process run).
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+    if not dist.is_initialized():
+        device_id = None
+        if backend == "nccl":
+            device_id = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device_id)
+        dist.init_process_group(backend=backend, init_method="env://", device_id=device_id,
+                                **({"timeout": timeout} if timeout else {}))
+    deepspeed.init_distributed(dist_backend=backend, **({"timeout": timeout} if timeout else {}))
+
+
+def close_distributed() -> None:
+    """End this process's torch.distributed group, if any: the last call of a rank's process
+    (``python -m ial.training``). In-process runs keep theirs for the next run (``train``)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _not_warmup_start_warning(record) -> bool:

@@ -15,7 +15,7 @@ from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
 from ial.storage import read_text, temp_prefix
 from ial.training.config import TrainConfig, load_train_config
-from ial.training.engines import free_port, single_process_env
+from ial.training.engines import close_distributed, free_port, single_process_env
 from ial.training.run_dir import RunDir
 from ial.training.trainer import train
 
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             with open(os.environ[ERROR_FILE_ENV], "w", encoding="utf-8") as f:
                 f.write(str(exc))
         sys.exit(2)
+    close_distributed()  # NCCL warns at exit of a process that leaves its group open
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=2))
 
