@@ -7,7 +7,11 @@
    shards — NCCL, bf16 autocast, ZeRO-2 (``configs/deepspeed/gpu_bf16_zero2.json``), one rank
    per visible GPU (at most 2) — exactly the path a GPU run takes, selected by config only;
 3. evaluate: the checkpoint of step 2 scored on CUDA and on CPU; every per-source SDR/SIR/SAR
-   must agree within 0.01 dB.
+   must agree within 0.01 dB;
+4. layout: the training step (bf16 autocast) of ``configs/train/gpu.yaml``'s paper-size model and
+   of ``configs/train/realistic.yaml``'s, NCHW vs channels-last (``TrainConfig.channels_last``),
+   side by side (``separation_quality.step_throughput``); printed, no target. The dry runs
+   measure the realistic recipe only, on the CPU.
 
 Last lines: ``RESULT gpu_feature_rel_err=<x> target<=<tol>`` and
 ``RESULT gpu_eval_max_db_diff=<x> target<=0.01``. Exits 1 with ``Error: …`` when no CUDA device is
@@ -114,6 +118,21 @@ def compare_evaluations(work: Path, checkpoint: str, device: str, quick: bool) -
     return float(np.abs(scores[device] - scores["cpu"]).max())
 
 
+def compare_layouts(device: str, quick: bool) -> dict[str, float]:
+    """channels-last / NCHW training-step speed ratio per recipe on ``device``."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from separation_quality import step_throughput
+
+    recipes = {"configs/train/realistic.yaml": 7}  # frame features: 112-px frames, dilated
+    if device != "cpu":
+        recipes = {"configs/train/gpu.yaml": 14, **recipes}  # 224-px frames
+    ratios = {}
+    for config, hw in recipes.items():
+        rates = step_throughput(quick, config, device, frame_hw=hw)
+        ratios[config] = rates["after"] / rates["before"]
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
@@ -142,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = train_briefly(work, not dry, a.quick)
         diff = compare_evaluations(work, checkpoint, device, a.quick)
         print(f"evaluate: {device} vs cpu max per-source difference {diff:.4f} dB")
+        ratios = compare_layouts(device, a.quick)
+        print("layout: channels-last / NCHW training-step speed "
+              + ", ".join(f"{k} x{v:.2f}" for k, v in ratios.items()))
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -161,15 +161,18 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
             "clips_per_s": float(np.median(rates)) if rates else None, "report": report}
 
 
-def step_throughput(quick: bool) -> dict[str, float]:
-    """The recipe's training step, clips/s before and after the channels-last change
+def step_throughput(quick: bool, train_config: str = "configs/train/realistic.yaml",
+                    device: str = "cpu", frame_hw: int = 7) -> dict[str, float]:
+    """A recipe's training step, clips/s before and after the channels-last change
     (``TrainConfig.channels_last``), measured side by side in this process.
 
-    Two identical ``ial`` methods (``configs/train/realistic.yaml``: its model, method, batch,
-    window and optimizer settings; a step after the λ ramps, so the critic, the adversarial term
-    and L_av all run) train on the same synthetic batch with the recipe's shapes: one in PyTorch's
-    default NCHW layout (before), one channels-last (after). Steps alternate one by one, the order
-    flipping every step, so drift in machine load hits both; the median step time gives clips/s.
+    Two identical ``ial`` methods (``train_config``: its model, method, batch, window and
+    optimizer settings; a step after the λ ramps, so the critic, the adversarial term and L_av all
+    run) train on the same synthetic batch with the recipe's shapes (frame features
+    ``frame_hw`` × ``frame_hw``): one in PyTorch's default NCHW layout (before), one channels-last
+    (after). Steps alternate one by one, the order flipping every step, so drift in machine load
+    hits both; the median step time gives clips/s. On ``device`` "cuda" the step runs under bf16
+    autocast, as ``configs/deepspeed/gpu_bf16_zero2.json`` asks, and is timed to the GPU's end.
     This is the model's step (forward, backward, Adam: ``benchmarks/train_step.py``'s
     ``plain_step``) without DeepSpeed's bookkeeping, which that benchmark measures (≤ 10 %).
     """
@@ -178,32 +181,38 @@ def step_throughput(quick: bool) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from train_step import grad_clip, plain_method, plain_step, synthetic_clips
+    from train_step import grad_clip, plain_method, plain_step, sync, synthetic_clips
 
     from ial.training.config import (deepspeed_configs, load_train_config, method_config,
                                      model_config)
 
-    cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"))
+    cfg = load_train_config(str(REPO / train_config))
     model_cfg, method_cfg = model_config(cfg), method_config(cfg)
     ds_sep, ds_critic = deepspeed_configs(cfg, 1)
     clip = grad_clip(ds_sep)
-    variants = {name: plain_method(model_cfg, method_cfg, ds_sep, ds_critic,
+    variants = {name: plain_method(model_cfg, method_cfg, ds_sep, ds_critic, device,
                                    channels_last=channels_last)
                 for name, channels_last in (("before", False), ("after", True))}
-    clips = synthetic_clips(model_cfg, cfg.batch_size, cfg.segment_samples, frames=3)
-    mix = variants["before"][0].mixtures(clips, torch.Generator().manual_seed(1))
+    clips = synthetic_clips(model_cfg, cfg.batch_size, cfg.segment_samples, frames=3, hw=frame_hw)
+    mix = variants["before"][0].mixtures(clips, torch.Generator().manual_seed(1)).to(device)
     step = max([*method_cfg.lambda_ind_steps, *method_cfg.lambda_av_steps, 0]) + 1
+    gpu = torch.device(device).type == "cuda"
+    autocast = torch.autocast("cuda" if gpu else "cpu", dtype=torch.bfloat16, enabled=gpu)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(2 + (3 if quick else 15)):  # the first two of each are warm-up
         for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            sync(torch.device(device))
             t0 = time.perf_counter()
-            plain_step(*variants[name], mix, step, clip)
+            with autocast:
+                plain_step(*variants[name], mix, step, clip)
+            sync(torch.device(device))
             if i >= 2:
                 times[name].append(time.perf_counter() - t0)
     rates = {name: cfg.batch_size / statistics.median(t) for name, t in times.items()}
-    print(f"training step of the ial recipe ({cfg.batch_size} clips of {cfg.segment_samples} "
-          f"samples, critic and adversary on; forward + backward + Adam, "
-          f"{len(times['after'])} alternating steps each, {torch.get_num_threads()} threads): "
+    where = "bf16 autocast on " + device if gpu else f"{torch.get_num_threads()} threads"
+    print(f"training step of the ial recipe ({train_config}: {cfg.batch_size} clips of "
+          f"{cfg.segment_samples} samples, critic and adversary on; forward + backward + Adam, "
+          f"{len(times['after'])} alternating steps each, {where}): "
           f"before (NCHW) {rates['before']:.1f} clips/s, after (channels_last) "
           f"{rates['after']:.1f} clips/s (x{rates['after'] / rates['before']:.2f})")
     return rates

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.sh: on a machine without a GPU, one clear line; the CPU dry run of every
-step (featurize, a DeepSpeed training step, evaluate) ends with its RESULT lines."""
+step (featurize, a DeepSpeed training step, evaluate, the layout comparison) ends with its RESULT
+lines."""
 
 from __future__ import annotations
 
@@ -30,3 +31,4 @@ def test_cpu_dry_run_runs_every_step(tmp_path):
     assert lines[-2].startswith("RESULT gpu_feature_rel_err=")
     assert lines[-1] == "RESULT gpu_eval_max_db_diff=0.0000 target<=0.01"
     assert "train: 1 rank(s)" in run.stdout and (tmp_path / "root" / "checkpoints").is_dir()
+    assert "channels-last / NCHW training-step speed configs/train/realistic.yaml x" in run.stdout
