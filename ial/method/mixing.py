@@ -19,6 +19,11 @@
   is that sum (one gain per duet), and each player's query is its own clip's frame features, as a
   detector crop of one player would be.
 
+A batch with fewer different labels (or label pairs) than a mixture needs, a batch of one class
+say, is mixed anyway, labels repeating (``groups_of``): one such batch would otherwise stop a
+training run (seen with duets, whose pairs are fewer than the labels). Only a batch with fewer
+clips than one mixture needs is refused.
+
 Deterministic: every random choice draws from the ``generator`` argument.
 """
 
@@ -101,6 +106,21 @@ def group_distinct_labels(labels: torch.Tensor, n: int, generator: torch.Generat
     return [groups[j] for j in perm]
 
 
+def groups_of(labels: torch.Tensor, n: int, generator: torch.Generator,
+              at_least: int = 1) -> list[list[int]]:
+    """``group_distinct_labels``, or, when it forms fewer than ``at_least`` groups of ``n``
+    different labels, random groups of ``n`` indices whose labels may repeat (as many as the
+    batch holds).
+
+    Shape: labels (B,) → groups of indices.
+    """
+    groups = group_distinct_labels(labels, n, generator)
+    if len(groups) < at_least:
+        order = torch.randperm(labels.shape[0], generator=generator).tolist()
+        groups = [order[i:i + n] for i in range(0, len(order) - n + 1, n)]
+    return groups
+
+
 def duet_queries(visual: torch.Tensor) -> torch.Tensor:
     """Two object queries from a duet's frame features: its left half and its right half, each
     stretched back to the full width (nearest neighbour), like a detector crop resized to the
@@ -119,20 +139,17 @@ def duet_queries(visual: torch.Tensor) -> torch.Tensor:
 def solo_pair_groups(labels: torch.Tensor, n_mix: int, generator: torch.Generator
                      ) -> torch.Tensor:
     """Mixtures of ``n_mix`` duets built from solo clips: clips paired into duets of two
-    different labels, then duets grouped so that a mixture's duets have different label pairs.
-    A batch whose duets all have the same pair (a batch of two classes) mixes them anyway: one
-    such batch would otherwise stop a training run.
+    different labels, then duets grouped so that a mixture's duets have different label pairs
+    (``groups_of`` at both levels: a batch of two classes, whose duets all have one pair, is
+    mixed anyway).
 
     Shape: labels (B,) → indices (M, n_mix, 2): mixture, duet, player.
     """
-    duets = group_distinct_labels(labels, 2, generator)
+    duets = groups_of(labels, 2, generator, at_least=n_mix)  # enough for one mixture
     keys: dict[tuple[int, int], int] = {}
     duet_key = [keys.setdefault(tuple(sorted(int(labels[i]) for i in d)), len(keys))
                 for d in duets]
-    groups = group_distinct_labels(torch.tensor(duet_key, dtype=torch.long), n_mix, generator)
-    if not groups and len(keys) == 1:
-        order = torch.randperm(len(duets), generator=generator).tolist()
-        groups = [order[i:i + n_mix] for i in range(0, len(order) - n_mix + 1, n_mix)]
+    groups = groups_of(torch.tensor(duet_key, dtype=torch.long), n_mix, generator)
     return torch.tensor([[duets[d] for d in g] for g in groups],
                         dtype=torch.long).view(-1, n_mix, 2)
 
@@ -145,8 +162,9 @@ def make_mixtures(clips: ClipBatch, n_mix: int, mode: str, generator: torch.Gene
     ``gain_db``: each source is scaled by 10^(g/20), g uniform in [−gain_db, gain_db] (our
     choice; the released code mixes at unit gain, random gains make the separator robust to
     relative loudness). ``solo_duets`` (unsupervised only): each duet is two solo clips summed;
-    a duet's label is then its first player's. Raises ValueError when no group of clips with
-    distinct labels exists.
+    a duet's label is then its first player's. Labels differ within a mixture where the batch
+    allows (``groups_of``). Raises ValueError when the batch has fewer clips than one mixture
+    needs.
 
     Shape: clips.audio (B, L) → mixture (M, L), M ≤ B // n_mix (B // (2·n_mix) with solo_duets).
     """
@@ -157,12 +175,12 @@ def make_mixtures(clips: ClipBatch, n_mix: int, mode: str, generator: torch.Gene
     if solo_duets and mode != "unsupervised":
         raise ValueError("solo_duets builds the duets of unsupervised mode")
     idx = (solo_pair_groups(clips.label, n_mix, generator) if solo_duets else
-           torch.tensor(group_distinct_labels(clips.label, n_mix, generator),
+           torch.tensor(groups_of(clips.label, n_mix, generator),
                         dtype=torch.long).view(-1, n_mix, 1))  # (M, S, P) clips per source
     if idx.shape[0] == 0:
-        raise ValueError(f"no {n_mix} {'duets' if solo_duets else 'clips'} with different "
-                         f"labels in a batch of {clips.label.shape[0]} (labels "
-                         f"{clips.label.tolist()})")
+        need = 2 * n_mix if solo_duets else n_mix
+        raise ValueError(f"a mixture needs {need} clips, the batch has {clips.label.shape[0]} "
+                         f"(labels {clips.label.tolist()})")
     M, S = idx.shape[:2]
     db = (torch.rand(M, S, generator=generator) * 2 - 1) * gain_db
     gains = (10.0 ** (db / 20.0)).to(clips.audio.dtype)

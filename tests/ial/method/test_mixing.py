@@ -102,7 +102,11 @@ def test_solo_pair_duets_use_a_batch_as_fully_as_solo_mixtures_do():
     two = solo_pair_groups(torch.tensor([0, 2, 0, 2, 0, 2, 0, 2]), 2,
                            torch.Generator().manual_seed(0))
     assert two.shape == (2, 2, 2) and sorted(two.flatten().tolist()) == list(range(8))
-    assert solo_pair_groups(torch.tensor([1, 1, 1, 1]), 2, torch.Generator()).shape[0] == 0
+    # one class, or too few pairs of two for a mixture: random duets, not a refusal
+    one = solo_pair_groups(torch.tensor([1, 1, 1, 1]), 2, torch.Generator())
+    assert one.shape == (1, 2, 2) and sorted(one.flatten().tolist()) == [0, 1, 2, 3]
+    lopsided = solo_pair_groups(torch.tensor([0, 0, 0, 0, 0, 1]), 2, torch.Generator())
+    assert lopsided.shape == (1, 2, 2) and len(set(lopsided.flatten().tolist())) == 4
 
 
 def test_duet_queries_odd_width_share_centre():
@@ -111,9 +115,25 @@ def test_duet_queries_odd_width_share_centre():
     assert q[0, 1, 0, 0, 0].tolist() == [2, 2, 3, 3, 4]
 
 
+def test_a_batch_of_one_class_is_mixed_anyway():
+    """Labels differ within a mixture where the batch allows; a batch of one class (or two
+    classes for three sources) still gives mixtures: one such batch must not stop a run."""
+    mix = make_mixtures(clips([4, 4, 4, 4, 4]), 2, "supervised", torch.Generator().manual_seed(0))
+    assert mix.mixture.shape == (2, 500) and mix.labels.tolist() == [[4, 4], [4, 4]]
+    ids = [c for group in mix.clip_ids for c in group]
+    assert len(set(ids)) == 4  # four different clips, the fifth left over
+    three = make_mixtures(clips([0, 1, 0, 1, 0, 1]), 3, "supervised", torch.Generator())
+    assert three.mixture.shape == (2, 500)
+    # with enough labels the rule is unchanged: no label twice in a mixture
+    mixed = make_mixtures(clips([0, 1, 1, 1]), 2, "supervised", torch.Generator().manual_seed(0))
+    assert mixed.labels.tolist() == [[0, 1]] or mixed.labels.tolist() == [[1, 0]]
+
+
 def test_errors():
-    with pytest.raises(ValueError, match="different labels"):
-        make_mixtures(clips([4, 4, 4]), 2, "supervised", torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="a mixture needs 2 clips, the batch has 1"):
+        make_mixtures(clips([4]), 2, "supervised", torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="a mixture needs 4 clips, the batch has 3"):
+        make_mixtures(clips([0, 1, 2]), 2, "unsupervised", torch.Generator(), solo_duets=True)
     with pytest.raises(ValueError, match="mode"):
         make_mixtures(clips([0, 1]), 2, "semi", torch.Generator().manual_seed(0))
 

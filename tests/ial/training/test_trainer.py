@@ -242,6 +242,17 @@ def test_a_val_split_of_one_class_is_one_clear_error(tmp_path):
                           num_workers=0), progress=False)
 
 
+def test_a_train_split_of_one_class_trains(tmp_path):
+    """Training mixes clips of different labels where a batch allows; batches of one class (here
+    all of them: the train split is one class) are mixed anyway rather than stopping the run."""
+    root = str(tmp_path / "root")  # clips 0-2 (class 0) are train, 3-11 (classes 1-3) val
+    write_shards(root, shards=1, rows=12, samples=6000, splits=("train",) * 3 + ("val",) * 9)
+    single_process_env()
+    res = train(tiny_config(root, "onetrainclass", steps=3, val_every=3, checkpoint_every=3,
+                            num_workers=0, batch_size=2), progress=False)
+    assert res["step"] == 3 and res["best_val_sdr"] is not None
+
+
 def test_a_rank_that_stops_on_bad_input_reports_its_one_line(tmp_path, child_env):
     from ial.errors import UserError
 
