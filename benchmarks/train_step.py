@@ -105,8 +105,8 @@ def bench_steps(args) -> tuple[float, float, float]:
     from ial.models import ModelConfig
     from ial.signal import SEGMENT_SAMPLES
     from ial.training.config import TrainConfig, deepspeed_configs, resolve_path
-    from ial.training.engines import (build_engines, import_deepspeed, init_distributed,
-                                      single_process_env, train_step)
+    from ial.training.engines import (build_engines, init_distributed, single_process_env,
+                                      train_step)
 
     gpu = torch.cuda.is_available()
     backend = "nccl" if gpu else "gloo"
@@ -115,8 +115,7 @@ def bench_steps(args) -> tuple[float, float, float]:
     method_cfg = load_config(MethodConfig, resolve_path(args.method))
     ds_sep, ds_critic = deepspeed_configs(TrainConfig(deepspeed=ds_file, batch_size=args.batch_size), 1)
     single_process_env()
-    deepspeed = import_deepspeed(backend)
-    init_distributed(deepspeed, backend)
+    deepspeed = init_distributed(backend)
 
     torch.manual_seed(0)
     ds_method = IALMethod(model_cfg, method_cfg)

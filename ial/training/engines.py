@@ -3,7 +3,7 @@
 - ``single_process_env`` / ``free_port``: what torch.distributed needs without a launcher;
 - ``import_deepspeed(backend)``: DeepSpeed without its first-use JIT builds on CPU;
 - ``init_distributed`` / ``close_distributed``: the rank's process group (its GPU bound
-  under nccl), started and ended;
+  under nccl) and DeepSpeed, started, and the group ended;
 - ``build_engines(method, ds_sep, ds_critic, deepspeed, channels_last)``: the two engines
   (channels-last conv weights when asked and possible, ``to_channels_last``; 0-dim parameters
   made (1,) for DeepSpeed, ``scalar_shapes`` restores them around an export);
@@ -56,28 +56,43 @@ def import_deepspeed(backend: str):
     return deepspeed
 
 
-def init_distributed(deepspeed, backend: str, timeout_s: float | None = None) -> None:
+def init_distributed(backend: str, timeout_s: float | None = None):
     """Start this process's torch.distributed group (env:// rendezvous: RANK, WORLD_SIZE,
-    MASTER_ADDR/PORT from the launcher or ``single_process_env``) and hand it to DeepSpeed.
+    MASTER_ADDR/PORT from the launcher or ``single_process_env``) and hand it to DeepSpeed;
+    returns the ``deepspeed`` module (``import_deepspeed``).
 
     nccl: the rank's GPU (``LOCAL_RANK``) is bound first and passed as ``device_id``, so
     collectives never guess it from the global rank (PyTorch warns that such a guess "can cause
     a hang if rank to GPU mapping is heterogeneous"; seen on an H200 with
-    ``benchmarks/gpu_check.sh``). No-op when the group already exists (a later in-process run).
+    ``benchmarks/gpu_check.sh``). A rank without a GPU of its own (no CUDA, or more processes
+    on a host than it has GPUs) is a ``ConfigError`` naming ``backend``, before DeepSpeed is
+    imported. No-op for the group when it already exists (a later in-process run).
     """
     import datetime
 
     import torch.distributed as dist
 
+    from ial.config import ConfigError
+
+    device_id = None
+    if backend == "nccl" and not dist.is_initialized():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if local_rank >= visible:
+            raise ConfigError("backend", f"nccl needs a CUDA device for each process of a "
+                                         f"host: local rank {local_rank}, this host sees "
+                                         f"{visible} (backend: gloo runs on CPUs; or fewer "
+                                         f"--num-procs)")
+        device_id = torch.device("cuda", local_rank)
+    deepspeed = import_deepspeed(backend)
     timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
     if not dist.is_initialized():
-        device_id = None
-        if backend == "nccl":
-            device_id = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if device_id is not None:
             torch.cuda.set_device(device_id)
         dist.init_process_group(backend=backend, init_method="env://", device_id=device_id,
                                 **({"timeout": timeout} if timeout else {}))
     deepspeed.init_distributed(dist_backend=backend, **({"timeout": timeout} if timeout else {}))
+    return deepspeed
 
 
 def close_distributed() -> None:

@@ -32,8 +32,8 @@ from ial.errors import UserError
 from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
 from ial.training.budget import LR_DECAYS, progress, scale_learning_rates
 from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
-from ial.training.engines import (build_engines, import_deepspeed, init_distributed,
-                                  scalar_shapes, single_process_env, train_step)
+from ial.training.engines import (build_engines, init_distributed, scalar_shapes,
+                                  single_process_env, train_step)
 from ial.training.run_dir import MARKER, RunDir, git_sha, resume_mismatch
 from ial.training.validation import validation_mixtures, validation_sdr
 
@@ -52,10 +52,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raise ConfigError("deepspeed", "ZeRO stage 3 is not supported (the export needs whole "
                                        "weights on rank 0); use stage 0-2")
     single_process_env()
-    deepspeed = import_deepspeed(cfg.backend)
     # The process group lives as long as the process: DeepSpeed caches its groups, so a later
     # in-process run (same world) reuses it instead of re-creating it.
-    init_distributed(deepspeed, cfg.backend, cfg.dist_timeout_s)
+    deepspeed = init_distributed(cfg.backend, cfg.dist_timeout_s)
     trainer = Trainer(cfg, model_cfg, method_cfg, ds_sep, ds_critic, deepspeed)
     return trainer.run(progress)
 

@@ -1,24 +1,26 @@
 """``ial.training.engines.init_distributed`` / ``close_distributed``: the rank's process group,
-started once (a second call reuses it), handed to DeepSpeed, and ended. In a child process, so
-this test's group is not the one pytest's in-process training runs share."""
+started once (a second call reuses it), handed to DeepSpeed, and ended; nccl on a host without a
+GPU for the rank is one line naming ``backend``. In child processes, so these groups are not the
+one pytest's in-process training runs share."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from tests.conftest import REPO
 
 CHECK = """
 import torch.distributed as dist
-from ial.training.engines import (close_distributed, import_deepspeed, init_distributed,
-                                  single_process_env)
+from ial.training.engines import close_distributed, init_distributed, single_process_env
 
 single_process_env()
-deepspeed = import_deepspeed("gloo")
-init_distributed(deepspeed, "gloo", 30)
+deepspeed = init_distributed("gloo", 30)
 group = dist.group.WORLD
-init_distributed(deepspeed, "gloo", 30)  # a later in-process run: the same group
+assert init_distributed("gloo", 30) is deepspeed  # a later in-process run: the same group
 assert dist.group.WORLD is group and dist.get_world_size() == 1 and dist.get_backend() == "gloo"
 from deepspeed import comm
 assert comm.is_initialized() and comm.get_world_size() == 1
@@ -34,3 +36,20 @@ def test_the_process_group_is_started_once_and_ended():
                          timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("ok")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible here")
+def test_nccl_without_a_gpu_is_one_line_naming_backend(tmp_path):
+    from ial.data.synthetic import write_synthetic_shards
+
+    root = str(tmp_path / "root")
+    write_synthetic_shards(root, shards=1, rows=8, samples=6000)
+    cli = [sys.executable, "-c", "from ial.cli import main; main()"]
+    run = subprocess.run([*cli, "train", "--config", "configs/train/demo.yaml",
+                          "--set", "backend=nccl", "--set", f"root={root}", "--set", "dataset=toy",
+                          "--set", "steps=1"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines() == [
+        "Error: config field 'backend': nccl needs a CUDA device for each process of a host: "
+        "local rank 0, this host sees 0 (backend: gloo runs on CPUs; or fewer --num-procs)"]
