@@ -115,13 +115,26 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load_train_config(args.config, args.overrides)
         result = train(cfg, progress=not args.no_progress)
-    except UserError as exc:  # one line for the user; the launcher re-raises it
-        print(f"Error: {exc}", file=sys.stderr)
-        if os.environ.get(ERROR_FILE_ENV):
-            with open(os.environ[ERROR_FILE_ENV], "w", encoding="utf-8") as f:
-                f.write(str(exc))
+    except UserError as exc:  # one line for the user
+        if not _hand_to_launcher(str(exc)):  # else the launcher re-raises it: printed once
+            print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     close_distributed()  # NCCL warns at exit of a process that leaves its group open
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=2))
+
+
+def _hand_to_launcher(message: str) -> bool:
+    """Write a rank's one-line error where ``launch`` (which set ``IAL_TRAIN_ERROR_FILE``) reads
+    it; False when there is no such file here (a rank started over ssh on another node, or
+    without ``launch``): the rank prints the line itself then."""
+    path = os.environ.get(ERROR_FILE_ENV)
+    if not path or not os.path.exists(path):
+        return False
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(message)
+    except OSError:
+        return False
+    return True
 

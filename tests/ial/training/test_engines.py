@@ -1,7 +1,7 @@
 """``ial.training.engines.init_distributed`` / ``close_distributed``: the rank's process group,
 started once (a second call reuses it), handed to DeepSpeed, and ended; nccl on a host without a
-GPU for the rank is one line naming ``backend``. In child processes, so these groups are not the
-one pytest's in-process training runs share."""
+GPU for the rank is one line naming ``backend``; a rank's error reaches the user once. In child
+processes, so these groups are not the one pytest's in-process training runs share."""
 
 from __future__ import annotations
 
@@ -53,3 +53,18 @@ def test_nccl_without_a_gpu_is_one_line_naming_backend(tmp_path):
     assert run.stderr.strip().splitlines() == [
         "Error: config field 'backend': nccl needs a CUDA device for each process of a host: "
         "local rank 0, this host sees 0 (backend: gloo runs on CPUs; or fewer --num-procs)"]
+
+
+@pytest.mark.slow
+def test_ranks_launched_by_the_deepspeed_launcher_print_their_error_once(tmp_path):
+    """Both ranks stop on the same bad input; the user sees one ``Error:`` line (the ranks hand
+    it to ``launch``, which re-raises it), not one per rank plus the launcher's."""
+    cli = [sys.executable, "-c", "from ial.cli import main; main()"]
+    run = subprocess.run([*cli, "train", "--config", "configs/train/demo.yaml",
+                          "--num-procs", "2", "--set", f"root={tmp_path}", "--set", "dataset=none"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode != 0
+    errors = [x for x in run.stderr.splitlines() if "Error:" in x]
+    assert errors == [f"Error: no complete shards of dataset 'none' under "
+                      f"{tmp_path}/shards/none: featurize it first (ial featurize --root "
+                      f"{tmp_path} --dataset none)"], run.stderr[-2000:]
