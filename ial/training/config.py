@@ -93,7 +93,7 @@ class TrainConfig:
     # benchmarks/separation_quality.py) and the layout GPU tensor cores prefer. Narrow 1×1
     # stride-2 convs, whose CPU backward corrupts the heap in PyTorch 2.13 when channels-last,
     # run as a stride-1 conv of the subsampled input (ial.training.engines.to_channels_last).
-    # OFF by default: on a GPU it changes nothing (one H200, bf16 autocast: x0.99-1.02 for the
+    # OFF by default: on a GPU it does not help (one H200, bf16 autocast: x0.95-1.02 for the
     # steps of gpu.yaml's and realistic.yaml's models; benchmarks/gpu_check.sh, docs/training.md).
     # configs/train/realistic.yaml turns it on. Not applied under ZeRO (stage > 0, e.g.
     # configs/deepspeed/gpu_bf16_zero2.json): its optimizer owns flat parameter buffers.
