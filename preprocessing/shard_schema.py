@@ -62,8 +62,9 @@ METADATA_KEY = b"ial"
 class ClipFeatures:
     """One decoded shard row.
 
-    audio: (L,) float32 in [-1, 1] samples @ 11025 Hz; spec: (256, T) float32;
-    frames: K JPEG bytes; frame_features: (K, C, H, W) float32.
+    audio: (L,) float32 in [-1, 1] samples @ 11025 Hz; spec: (256, T) float32, None when the
+    row was read without it; frames: K JPEG bytes ([] when none were stored or read);
+    frame_features: (K, C, H, W) float32.
     """
 
     clip_id: str
@@ -72,7 +73,7 @@ class ClipFeatures:
     labels: list[str]
     split: str
     audio: np.ndarray
-    spec: np.ndarray
+    spec: np.ndarray | None
     frames: list[bytes]
     frame_times: list[float]
     frame_features: np.ndarray
@@ -103,20 +104,30 @@ def encode_row(
 
 
 def decode_row(row: dict) -> ClipFeatures:
-    """A ``ClipFeatures`` from a row dict (``table.to_pylist()`` item)."""
+    """A ``ClipFeatures`` from a row dict (``table.to_pylist()`` item). A row read without its
+    ``spec`` / ``frames`` columns (``LOADER_COLUMNS``) gets ``spec`` None / ``frames`` []."""
     audio = np.frombuffer(row["audio"], dtype="<i2").astype(np.float32) / 32767.0
     if audio.shape[0] != row["audio_samples"]:
         raise SchemaError(f"clip {row['clip_id']}: audio has {audio.shape[0]} samples, "
                           f"audio_samples says {row['audio_samples']}")
-    spec = np.frombuffer(row["spec"], dtype="<f2").reshape(row["spec_shape"]).astype(np.float32)
+    spec = None
+    if "spec" in row:
+        spec = np.frombuffer(row["spec"], dtype="<f2").reshape(row["spec_shape"]).astype(
+            np.float32)
     feats = np.frombuffer(row["frame_features"], dtype="<f2").reshape(
         row["frame_features_shape"]).astype(np.float32)
     return ClipFeatures(
         clip_id=row["clip_id"], dataset=row["dataset"], label=row["label"],
         labels=list(row["labels"] or []), split=row["split"], audio=audio, spec=spec,
-        frames=list(row["frames"] or []), frame_times=list(row["frame_times"] or []),
+        frames=list(row.get("frames") or []), frame_times=list(row["frame_times"] or []),
         frame_features=feats,
     )
+
+
+# What training reads of a shard (ial.data.loader): every column but the spectrogram and the
+# JPEG frames, which it does not use (the frames only for a trainable trunk: + "frames").
+LOADER_COLUMNS = [name for name in SHARD_SCHEMA.names
+                  if name not in ("spec", "spec_shape", "frames")]
 
 
 def validate_shard(table: pa.Table, source: str) -> pa.Table:

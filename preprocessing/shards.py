@@ -23,9 +23,9 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from ial.parquet_reading import ParquetReader, read_parquet, read_parquet_schema
+from ial.parquet_reading import ParquetReader, read_parquet_schema
 from ial.storage import Storage, filesystem, listdir, read_text, write_text
-from preprocessing.clip_index import SchemaError
+from preprocessing.clip_index import SchemaError, validate_table
 from preprocessing.shard_schema import SHARD_SCHEMA, shard_metadata, validate_shard
 
 INDEX_VERSION = 1
@@ -129,15 +129,19 @@ def read_shard_metadata(url: str) -> dict:
 
 
 def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
-    """A whole shard as a table cast to SHARD_SCHEMA (metadata kept). Raises SchemaError naming
-    ``url`` when the file is not a valid shard."""
+    """A whole shard as a table cast to SHARD_SCHEMA (metadata kept), or only its ``columns``
+    (only those are read and decompressed: the training loader skips the spectrogram, a third
+    of a shard's bytes). Raises SchemaError naming ``url`` when the file is not a valid shard."""
+    schema = SHARD_SCHEMA if columns is None else pa.schema(
+        [SHARD_SCHEMA.field(name) for name in columns])
+    reader = ParquetReader(url)  # one footer request for the schema and the read
     try:
-        table = read_parquet(url)
+        present = reader.schema().names  # a missing column is named by validate_table
+        table = reader.read([name for name in schema.names if name in present])
     except (pa.ArrowInvalid, OSError) as exc:
         raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
-    validated = validate_shard(table, url)
-    validated = validated.replace_schema_metadata(table.schema.metadata)
-    return validated.select(columns) if columns else validated
+    validated = validate_table(table, schema, url)
+    return validated.replace_schema_metadata(table.schema.metadata)
 
 
 def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict]:

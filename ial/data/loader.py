@@ -248,7 +248,7 @@ class ShardEpoch(IterableDataset):
         pos = int(self.shard_pos[i])
         if pos not in cache:  # one shard in memory per worker at a time
             cache.clear()
-            cache[pos] = _read_table(self.shards[pos].url)
+            cache[pos] = _read_table(self.shards[pos].url, self.visual_input)
         row = cache[pos].slice(int(self.rows[i]), 1).to_pylist()[0]
         return decode_row(row), pos
 
@@ -284,10 +284,13 @@ def visual_of(clip, visual_input: str) -> np.ndarray:
     return clip.frame_features.astype(np.float32)
 
 
-def _read_table(url: str):
+def _read_table(url: str, visual_input: str):
+    """The columns of a shard that training uses (``LOADER_COLUMNS``; + the JPEG frames for
+    ``visual_input`` "frames")."""
+    from preprocessing.shard_schema import LOADER_COLUMNS
     from preprocessing.shards import read_shard
 
-    return read_shard(url)
+    return read_shard(url, LOADER_COLUMNS + (["frames"] if visual_input == "frames" else []))
 
 
 def list_dataset_shards(root, dataset: str) -> list[str]:

@@ -65,6 +65,32 @@ def test_incomplete_shard_invisible_and_bad_file_named(tmp_path):
         read_dataset_index(root, "d")
 
 
+def test_the_loader_reads_only_its_columns_and_decodes_them(tmp_path):
+    from ial.data.synthetic import write_synthetic_shards
+    from preprocessing.shard_schema import LOADER_COLUMNS, decode_row
+
+    root = str(tmp_path)
+    write_synthetic_shards(root, "d", shards=1, rows=2, frame_size=16)
+    url = shard_url(Storage(root), "d", 0)
+    table = read_shard(url, LOADER_COLUMNS)
+    assert table.column_names == LOADER_COLUMNS and "spec" not in table.column_names
+    assert table.schema.metadata == read_shard(url).schema.metadata  # the featurizer's, kept
+    whole, part = (decode_row(t.slice(0, 1).to_pylist()[0]) for t in (read_shard(url), table))
+    assert part.spec is None and part.frames == [] and whole.spec.shape == (256, 4)
+    assert len(whole.frames) == 1
+    assert (part.audio == whole.audio).all() and (part.frame_features == whole.frame_features).all()
+    with pytest.raises(SchemaError, match=r"shard-00000\.parquet: missing column 'spec'"):
+        read_shard(_without(url, "spec", tmp_path), ["clip_id", "spec"])
+
+
+def _without(url: str, column: str, folder: Path) -> str:
+    """A copy of the shard at ``url`` without ``column``, under the same file name."""
+    out = folder / "copy" / Path(url).name
+    out.parent.mkdir()
+    pq.write_table(pq.read_table(url).drop_columns([column]), out)
+    return str(out)
+
+
 def test_build_dataset_index_counts():
     stats = [{"shard": "shard-00000", "rows": 2, "failed": [{"clip_id": "x", "reason": "r"}],
               "splits": {"train": 2}, "classes": {"a": 1, "b": 1}, "config_hash": "h"},
