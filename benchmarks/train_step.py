@@ -10,9 +10,10 @@
    Steps alternate one by one between the two (the order flips every step, so drift in machine
    load hits both); the ratio of median wall-clock step times is the result (target ≤ 1.10), and
    the ratio of process CPU times is printed beside it (robust to other load on the machine).
-2. Loader headroom. ``ial.data.ShardStream`` (``--workers`` processes) over synthetic full-size
-   shards (10 s clips, 65535-sample crops): its steady samples/s vs the DeepSpeed step's
-   samples/s (target ≥ 3×).
+2. Loader headroom. ``ial.data.ShardStream`` (``--workers`` processes; by default the
+   ``num_workers`` a run here would use: ``gpu.yaml``'s 6 on a GPU, ``default.yaml``'s 2 on CPU)
+   over synthetic full-size shards (10 s clips, 65535-sample crops): its steady samples/s vs the
+   DeepSpeed step's samples/s (target ≥ 3×).
 
 Runs unchanged on a GPU (NCCL backend, bf16 autocast, ZeRO-2 config, CUDA tensors). The last line
 is ``RESULT deepspeed_step_ratio=<x> target<=1.10``; the line before it
@@ -203,13 +204,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="clips per step (8; quick 4)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (× --steps steps per side)")
     parser.add_argument("--steps", type=int, default=None, help="steps per side per round")
-    parser.add_argument("--workers", type=int, default=2, help="loader worker processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="loader worker processes (default: the num_workers of "
+                             "configs/train/gpu.yaml on a GPU, 6; of default.yaml on CPU, 2)")
     parser.add_argument("--loader-clips", type=int, default=None)
     args = parser.parse_args()
     args.batch_size = args.batch_size or (4 if args.quick else 8)
     args.rounds = args.rounds or (2 if args.quick else 4)
     args.steps = args.steps or (3 if args.quick else 5)
     args.loader_clips = args.loader_clips or (64 if args.quick else 256)
+    if args.workers is None:  # what a run on this machine's kind would use
+        from ial.training.config import load_train_config
+
+        recipe = "gpu.yaml" if torch.cuda.is_available() else "default.yaml"
+        args.workers = load_train_config(f"configs/train/{recipe}").num_workers
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
 
     ds_s, plain_s, batch = bench_steps(args)
