@@ -196,16 +196,17 @@ def step_throughput(quick: bool, train_config: str = "configs/train/realistic.ya
     clips = synthetic_clips(model_cfg, cfg.batch_size, cfg.segment_samples, frames=3, hw=frame_hw)
     mix = variants["before"][0].mixtures(clips, torch.Generator().manual_seed(1)).to(device)
     step = max([*method_cfg.lambda_ind_steps, *method_cfg.lambda_av_steps, 0]) + 1
-    gpu = torch.device(device).type == "cuda"
-    autocast = torch.autocast("cuda" if gpu else "cpu", dtype=torch.bfloat16, enabled=gpu)
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=gpu)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(2 + (3 if quick else 15)):  # the first two of each are warm-up
         for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
-            sync(torch.device(device))
+            sync(dev)
             t0 = time.perf_counter()
             with autocast:
                 plain_step(*variants[name], mix, step, clip)
-            sync(torch.device(device))
+            sync(dev)
             if i >= 2:
                 times[name].append(time.perf_counter() - t0)
     rates = {name: cfg.batch_size / statistics.median(t) for name, t in times.items()}

@@ -130,6 +130,13 @@ LOADER_COLUMNS = [name for name in SHARD_SCHEMA.names
                   if name not in ("spec", "spec_shape", "frames")]
 
 
+def shard_columns(columns: list[str] | None = None) -> pa.Schema:
+    """SHARD_SCHEMA, or only its fields ``columns``, in that order."""
+    if columns is None:
+        return SHARD_SCHEMA
+    return pa.schema([SHARD_SCHEMA.field(name) for name in columns])
+
+
 def validate_shard(table: pa.Table, source: str) -> pa.Table:
     """Check a shard table against SHARD_SCHEMA (names the file and column on error)."""
     return validate_table(table, SHARD_SCHEMA, source)

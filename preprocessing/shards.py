@@ -26,7 +26,7 @@ import pyarrow as pa
 from ial.parquet_reading import ParquetReader, read_parquet_schema
 from ial.storage import Storage, filesystem, listdir, read_text, write_text
 from preprocessing.clip_index import SchemaError, validate_table
-from preprocessing.shard_schema import SHARD_SCHEMA, shard_metadata, validate_shard
+from preprocessing.shard_schema import shard_columns, shard_metadata, validate_shard
 
 INDEX_VERSION = 1
 
@@ -132,8 +132,7 @@ def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
     """A whole shard as a table cast to SHARD_SCHEMA (metadata kept), or only its ``columns``
     (only those are read and decompressed: the training loader skips the spectrogram, a third
     of a shard's bytes). Raises SchemaError naming ``url`` when the file is not a valid shard."""
-    schema = SHARD_SCHEMA if columns is None else pa.schema(
-        [SHARD_SCHEMA.field(name) for name in columns])
+    schema = shard_columns(columns)
     reader = ParquetReader(url)  # one footer request for the schema and the read
     try:
         present = reader.schema().names  # a missing column is named by validate_table
@@ -153,9 +152,9 @@ def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict
     except (pa.ArrowInvalid, OSError) as exc:
         raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
     _check_schema(schema, url)
-    wanted = columns or SHARD_SCHEMA.names
-    for group in reader.iter_row_groups(columns=wanted):
-        yield from group.cast(pa.schema([SHARD_SCHEMA.field(n) for n in wanted])).to_pylist()
+    wanted = shard_columns(columns or None)
+    for group in reader.iter_row_groups(columns=wanted.names):
+        yield from group.cast(wanted).to_pylist()
 
 
 def build_dataset_index(dataset: str, stats: list[dict]) -> dict:

@@ -85,13 +85,13 @@ def init_distributed(backend: str, timeout_s: float | None = None):
                                          f"--num-procs)")
         device_id = torch.device("cuda", local_rank)
     deepspeed = import_deepspeed(backend)
-    timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+    timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
     if not dist.is_initialized():
         if device_id is not None:
             torch.cuda.set_device(device_id)
         dist.init_process_group(backend=backend, init_method="env://", device_id=device_id,
-                                **({"timeout": timeout} if timeout else {}))
-    deepspeed.init_distributed(dist_backend=backend, **({"timeout": timeout} if timeout else {}))
+                                **timeout)
+    deepspeed.init_distributed(dist_backend=backend, **timeout)
     return deepspeed
 
 
