@@ -85,7 +85,9 @@ class MethodConfig:
     lambda_ind_schedule: Literal["constant", "linear", "step10"] = "step10"
     lambda_ind_steps: list[int] = field(default_factory=lambda: [8000, 16000, 24000])
     # Weight of an auxiliary cross-entropy on the visual queries' class logits (the model's
-    # n_classes head; supervised mode). Not in the paper (docs/model.md): 0, off.
+    # n_classes head) against the class of the clip each query shows: supervised mode, or
+    # duets: solo_pairs (each player's own clip, as a detector's class of its crop). Not in the
+    # paper (docs/model.md): 0, off.
     lambda_cls: float = 0.0
     # Train the critic every `critic_every` batches (authors' train_critics_interval: 1).
     critic_every: int = 1
@@ -128,8 +130,10 @@ class MethodConfig:
         for name in ("critic_every", "separator_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "intervals must be >= 1")
-        if self.lambda_cls > 0 and self.mode != "supervised":
-            raise ConfigError("lambda_cls", "needs supervised mode (one label per visual query)")
+        if self.lambda_cls > 0 and self.mode != "supervised" and self.duets != "solo_pairs":
+            raise ConfigError("lambda_cls", "needs one label per visual query: supervised mode, "
+                                            "or duets: solo_pairs (a duet video's two players "
+                                            "have no label each)")
         if self.drop_hardest < 0:
             raise ConfigError("drop_hardest", "must be >= 0")
         if self.temperature <= 0:

@@ -58,7 +58,10 @@ class MixBatch:
     unsupervised); visual: (M, N, K, C, H, W) one query per component (N = S supervised, 2·S
     unsupervised); labels: (M, S) int64 class id per target (a duet of solo pairs: its first
     player's); component_source: (N,) int64 target index of each component; gains: (M, S) linear
-    gains applied; clip_ids: M lists of S ids (a duet of solo pairs: "<id>+<id>").
+    gains applied; query_labels: (M, N) int64 class id of the clip each visual query shows (a
+    duet of solo pairs: each player's own; −1 for the halves of a duet video, whose players'
+    classes are not known apart); clip_ids: M lists of S ids (a duet of solo pairs:
+    "<id>+<id>").
     """
 
     mixture: torch.Tensor
@@ -68,6 +71,7 @@ class MixBatch:
     labels: torch.Tensor
     component_source: torch.Tensor
     gains: torch.Tensor
+    query_labels: torch.Tensor
     clip_ids: list[list[str]] = field(default_factory=list)
 
     @property
@@ -78,7 +82,7 @@ class MixBatch:
         """A copy with every tensor on ``device``."""
         return MixBatch(self.mixture.to(device), self.sources.to(device), self.visual.to(device),
                         self.mode, self.labels.to(device), self.component_source.to(device),
-                        self.gains.to(device), self.clip_ids)
+                        self.gains.to(device), self.query_labels.to(device), self.clip_ids)
 
 
 def group_distinct_labels(labels: torch.Tensor, n: int, generator: torch.Generator) -> list[list[int]]:
@@ -193,12 +197,18 @@ def make_mixtures(clips: ClipBatch, n_mix: int, mode: str, generator: torch.Gene
         visual = duet_queries(visual[:, :, 0]).flatten(1, 2)  # (M, 2S, K, C, H, W)
     else:
         visual = visual[:, :, 0]  # (M, S, K, C, H, W)
+    labels = clips.label[idx.to(clips.label.device)]  # (M, S, P)
     component_source = torch.arange(S)
+    query_labels = labels[..., 0]
+    if solo_duets:
+        query_labels = labels.flatten(1, 2)
+    elif mode == "unsupervised":
+        query_labels = torch.full_like(labels[..., 0], -1).repeat_interleave(2, dim=1)
     if mode == "unsupervised":
         component_source = component_source.repeat_interleave(2)
     return MixBatch(
         mixture=sources.sum(dim=1), sources=sources, visual=visual, mode=mode,
-        labels=clips.label[idx[..., 0].to(clips.label.device)],
-        component_source=component_source, gains=gains,
+        labels=labels[..., 0], component_source=component_source, gains=gains,
+        query_labels=query_labels,
         clip_ids=[["+".join(clips.clip_id[i] for i in duet) for duet in group]
                   for group in idx.tolist()])

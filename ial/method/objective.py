@@ -226,12 +226,13 @@ class IALMethod(nn.Module):
 
     def class_loss(self, out: SeparationOutput, mix: MixBatch) -> torch.Tensor:
         """Auxiliary cross-entropy of each visual query's class logits (B, N, n_classes) against
-        its source's label ``mix.labels`` (B, S), S = N in supervised mode. Shape: → ()."""
-        n_classes, top = out.class_logits.shape[-1], int(mix.labels.max())
+        the class of the clip it shows, ``mix.query_labels`` (B, N). Shape: → ()."""
+        n_classes, top = out.class_logits.shape[-1], int(mix.query_labels.max())
         if top >= n_classes:
             raise ConfigError("model.n_classes", f"is {n_classes}, but the data has label id "
                                                  f"{top}: set the dataset's class count")
-        return nn.functional.cross_entropy(out.class_logits.flatten(0, 1), mix.labels.flatten())
+        return nn.functional.cross_entropy(out.class_logits.flatten(0, 1),
+                                           mix.query_labels.flatten())
 
     @staticmethod
     def component_labels(mix: MixBatch) -> torch.Tensor:

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+from benchmarks.adversary_unsupervised import runs
 from ial.demo.realistic_corpus import missing_tools
+from ial.training.config import load_train_config, method_config, model_config
 from tests.conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "adversary_unsupervised.py"
@@ -31,6 +33,22 @@ def test_quick_run_trains_both_models_on_solo_pair_duets_and_ends_with_the_resul
     assert "95 % paired bootstrap CI" in run.stdout
     last = run.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"RESULT unsupervised_ial_minus_cms_sdr=-?[\d.]+ target>=0.5", last)
+
+
+@pytest.mark.parametrize("class_loss", [False, True])
+def test_the_two_trainings_differ_only_in_lambda_ind_and_keep_the_class_loss_if_asked(
+        class_loss):
+    (ial, ial_over), (cms, cms_over) = runs(class_loss).items()
+    assert (ial, cms) == (("ial_unsup_cls", "cms_unsup_cls") if class_loss else
+                          ("ial_unsup", "cms_unsup"))
+    cfgs = [load_train_config(str(REPO / "configs/train/realistic.yaml"), over)
+            for over in (ial_over, cms_over)]
+    methods = [method_config(c) for c in cfgs]
+    assert [m.lambda_ind for m in methods] == [0.01, 0.0]
+    for cfg, method in zip(cfgs, methods):
+        assert (method.mode, method.duets) == ("unsupervised", "solo_pairs")
+        assert (method.lambda_cls, model_config(cfg).n_classes) == ((1.0, 8) if class_loss
+                                                                    else (0.0, 0))
 
 
 def test_bad_values_are_one_error_line(tmp_path):

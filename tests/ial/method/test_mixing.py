@@ -33,6 +33,7 @@ def test_supervised_mixtures(n_mix):
     db = 20 * torch.log10(mix.gains)
     assert float(db.abs().max()) <= 6.0 + 1e-4 and float(db.std()) > 0.5
     assert mix.component_source.tolist() == list(range(n_mix))
+    assert torch.equal(mix.query_labels, mix.labels)  # each query shows its source's clip
     used = [c for ids in mix.clip_ids for c in ids]
     assert len(used) == len(set(used))  # no clip twice
 
@@ -57,6 +58,7 @@ def test_unsupervised_two_duets_four_components():
     left, right = mix.visual[0, 0], mix.visual[0, 1]
     v = batch.visual[i]
     assert torch.equal(left, v[..., [0, 0, 1, 1]]) and torch.equal(right, v[..., [2, 2, 3, 3]])
+    assert mix.query_labels.tolist() == [[-1] * 4] * 2  # a duet video's halves: not known apart
 
 
 def test_duets_built_from_solo_pairs():
@@ -78,6 +80,8 @@ def test_duets_built_from_solo_pairs():
             assert torch.equal(mix.visual[m, 2 * s], batch.visual[a])  # each player's picture
             assert torch.equal(mix.visual[m, 2 * s + 1], batch.visual[b])
             assert int(mix.labels[m, s]) == int(batch.label[a])
+            assert mix.query_labels[m, 2 * s:2 * s + 2].tolist() == [int(batch.label[a]),
+                                                                     int(batch.label[b])]
         used += players
     assert len(used) == len(set(used))
     assert torch.allclose(mix.mixture, mix.sources.sum(1))

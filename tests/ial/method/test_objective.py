@@ -188,13 +188,28 @@ def test_the_optional_visual_class_loss_trains_the_class_head_and_the_visual_hea
     assert m0.separator.class_head is None and "loss_cls" not in m0.separator_loss(mix, 0)[1]
 
 
+def test_the_class_loss_of_solo_pair_duets_scores_each_player_by_its_own_clip():
+    torch.manual_seed(0)
+    cfg = from_dict(MethodConfig, {"lambda_cls": 1.0, "mode": "unsupervised",
+                                   "duets": "solo_pairs", "lambda_ind": 0, "lambda_av": 0,
+                                   **CRITIC})
+    m = IALMethod(ModelConfig(**SMALL, n_classes=4), cfg)
+    mix = m.mixtures(tone_clips(), torch.Generator().manual_seed(0))
+    assert sorted(mix.query_labels.flatten().tolist()) == [0, 1, 2, 3]  # four players
+    _, logs, _ = m.separator_loss(mix, step=0)
+    out = m.separate(mix)[0]
+    assert out.class_logits.shape == (1, 4, 4)
+    expected = torch.nn.functional.cross_entropy(out.class_logits[0], mix.query_labels[0])
+    assert logs["loss_cls"] == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
 def test_the_visual_class_loss_names_what_is_missing():
     with pytest.raises(ConfigError, match="n_classes"):  # no class head to train
         IALMethod(ModelConfig(**SMALL), MethodConfig(lambda_cls=0.5, **CRITIC))
     with pytest.raises(ConfigError, match="model 'sop'"):  # sop has none
         IALMethod(ModelConfig(name="sop", n_classes=4, **SMALL),
                   MethodConfig(lambda_cls=0.5, lambda_ind=0, **CRITIC))
-    with pytest.raises(ConfigError, match="lambda_cls"):  # a duet has no label per query
+    with pytest.raises(ConfigError, match="lambda_cls"):  # a duet video's players: no label each
         from_dict(MethodConfig, {"lambda_cls": 0.5, "mode": "unsupervised"})
     torch.manual_seed(0)
     m = IALMethod(ModelConfig(**SMALL, n_classes=2), MethodConfig(lambda_cls=1.0, **CRITIC))
