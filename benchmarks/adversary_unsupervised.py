@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"Error: --steps {args.steps}: must be >= 1")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     root, _ = prepare_data(work.resolve(), args.corpus_seed, args.quick)
+    trainings = runs(args.class_loss)
     results = {name: train_and_evaluate(root, name, overrides, 0, args.seed, args.quick, steps)
-               for name, overrides in runs(args.class_loss).items()}
+               for name, overrides in trainings.items()}
     print_table(results)
     sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
-    ial, cms = runs(args.class_loss)
+    ial, cms = trainings
     mean, lo, hi = paired_ci(sdr[ial], sdr[cms], args.seed)
     extra = ", the visual class loss on each player" if args.class_loss else ""
     print(f"\n(unsupervised: duets of solo pairs{extra}, {steps} steps each, seed {args.seed}; "

@@ -213,12 +213,13 @@ def main() -> None:
     args.rounds = args.rounds or (2 if args.quick else 4)
     args.steps = args.steps or (3 if args.quick else 5)
     args.loader_clips = args.loader_clips or (64 if args.quick else 256)
+    gpu = torch.cuda.is_available()
     if args.workers is None:  # what a run on this machine's kind would use
         from ial.training.config import load_train_config
 
-        recipe = "gpu.yaml" if torch.cuda.is_available() else "default.yaml"
+        recipe = "gpu.yaml" if gpu else "default.yaml"
         args.workers = load_train_config(f"configs/train/{recipe}").num_workers
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if gpu else "cpu")
 
     ds_s, plain_s, batch = bench_steps(args)
     ratio = ds_s / plain_s

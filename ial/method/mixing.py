@@ -191,19 +191,17 @@ def make_mixtures(clips: ClipBatch, n_mix: int, mode: str, generator: torch.Gene
     members = clips.audio[idx.to(clips.audio.device)]  # (M, S, P, L)
     sources = members.sum(dim=2) * gains.to(clips.audio.device)[..., None]
     visual = clips.visual[idx.to(clips.visual.device)]  # (M, S, P, K, C, H, W)
+    labels = clips.label[idx.to(clips.label.device)]  # (M, S, P)
     if solo_duets:
         visual = visual.flatten(1, 2)  # (M, 2S, K, C, H, W): each player's own picture
+        query_labels = labels.flatten(1, 2)  # (M, 2S): each player's own class
     elif mode == "unsupervised":
         visual = duet_queries(visual[:, :, 0]).flatten(1, 2)  # (M, 2S, K, C, H, W)
+        query_labels = labels.new_full((M, 2 * S), -1)  # the halves' classes are not known
     else:
         visual = visual[:, :, 0]  # (M, S, K, C, H, W)
-    labels = clips.label[idx.to(clips.label.device)]  # (M, S, P)
+        query_labels = labels[..., 0]  # (M, S)
     component_source = torch.arange(S)
-    query_labels = labels[..., 0]
-    if solo_duets:
-        query_labels = labels.flatten(1, 2)
-    elif mode == "unsupervised":
-        query_labels = torch.full_like(labels[..., 0], -1).repeat_interleave(2, dim=1)
     if mode == "unsupervised":
         component_source = component_source.repeat_interleave(2)
     return MixBatch(
