@@ -34,7 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.separation_quality import (  # noqa: E402
-    paired_ci, per_source_sdr, prepare_data, print_table, train_and_evaluate, work_folder)
+    prepare_data, print_table, train_and_evaluate, work_folder)
+from ial.evaluate.compare import paired_ci, per_source  # noqa: E402
 
 UNSUPERVISED = ["method.mode=unsupervised", "method.duets=solo_pairs"]
 NO_CLASS_LOSS = ["method.lambda_cls=0", "model.n_classes=0"]
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {name: train_and_evaluate(root, name, overrides, 0, args.seed, args.quick, steps)
                for name, overrides in trainings.items()}
     print_table(results)
-    sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
+    sdr = {n: per_source(r["report"], "model", "sdr") for n, r in results.items()}
     ial, cms = trainings
     mean, lo, hi = paired_ci(sdr[ial], sdr[cms], args.seed)
     extra = ", the visual class loss on each player" if args.class_loss else ""

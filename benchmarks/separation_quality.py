@@ -38,9 +38,10 @@ machine's speed: two 20-minute runs of one config reached different steps and ~0
 test), at the price of equal time: the model with the critic takes longer.
 
 ``--seed 0 1 2`` trains every model once per seed (reusing finished ones) and prints each seed's
-table, then the means over the seeds with two-level bootstrap intervals (``across_seeds_ci``:
-trainings, then test sources), which cover the spread between trainings that a single seed's
-paired CIs do not; the RESULT lines are then those means.
+table, then the means over the seeds with two-level bootstrap intervals (trainings, then test
+sources: ``ial.evaluate.compare.across_seeds_ci``), which cover the spread between trainings
+that a single seed's paired CIs do not; the RESULT lines are then those means. ``ial compare``
+gives the same intervals for any two sets of reports.
 
 Usage: ``python benchmarks/separation_quality.py [--minutes 20 | --steps N] [--seed 0 [1 ...]]
 [--work DIR] [--quick] [--setup] [--prepare-only]``.
@@ -60,6 +61,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.run_reuse import claim_run, stored_report  # noqa: E402
+from ial.evaluate.compare import across_seeds_ci, paired_ci, per_source  # noqa: E402
 
 RUNS = {
     "ial": [],
@@ -219,45 +221,6 @@ def step_throughput(quick: bool, train_config: str = "configs/train/realistic.ya
     return rates
 
 
-def per_source_sdr(report: dict, row: str) -> dict[tuple, float]:
-    """(mixture index, source) → SDR of ``row`` in an evaluation report."""
-    out = {}
-    for m in report["mixtures"]:
-        if m["scores"]:
-            for i, v in enumerate(m["scores"][row]["sdr"]):
-                out[(m["index"], i)] = v
-    return out
-
-
-def source_differences(a: dict, b: dict) -> np.ndarray:
-    """a − b per source, over the sources both scored (sorted by key). Shape: (sources,), dB."""
-    return np.array([a[k] - b[k] for k in sorted(set(a) & set(b))])
-
-
-def paired_ci(a: dict, b: dict, seed: int = 0, n: int = 10000) -> tuple[float, float, float]:
-    """Mean of a − b over the sources both scored, and its 95 % paired bootstrap interval."""
-    d = source_differences(a, b)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1)
-    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-
-
-def across_seeds_ci(a: list[dict], b: list[dict], seed: int = 0,
-                    n: int = 10000) -> tuple[float, float, float]:
-    """Several trainings (one per seed) of two models: the mean over trainings of the mean
-    a − b over the sources both scored, and its 95 % two-level bootstrap interval. Each draw
-    resamples the trainings, then each chosen training's sources, so the interval covers the
-    spread between trainings of one config as well as between test sources (``paired_ci``
-    covers only the latter). With few trainings it is wide, as it should be."""
-    diffs = [source_differences(x, y) for x, y in zip(a, b)]
-    rng = np.random.default_rng(seed)
-    inner = np.stack([d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1) for d in diffs])
-    picks = rng.integers(0, len(diffs), (n, len(diffs)))
-    boots = inner[picks, rng.integers(0, n, (n, len(diffs)))].mean(axis=1)
-    return (float(np.mean([d.mean() for d in diffs])), float(np.percentile(boots, 2.5)),
-            float(np.percentile(boots, 97.5)))
-
-
 def work_folder(work: str | Path | None, quick: bool) -> Path:
     """``--work``, or the default ``./data/bench-quality[-quick]`` (shared by the quality
     benchmarks: corpus, clips and shards are kept and reused); exits with one error line when
@@ -358,7 +321,7 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
                for name, overrides in RUNS.items()}
     ial = results["ial"]["report"]
     print_table(results)
-    sdr = {n: per_source_sdr(r["report"], "model") for n, r in results.items()}
+    sdr = {n: per_source(r["report"], "model", "sdr") for n, r in results.items()}
     diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], seed),
              "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], seed)}
     print(f"\n({budget} of training each, seed {seed}; evaluation: "

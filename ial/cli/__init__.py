@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "featurize": ("ial.cli.featurize", "Clips → spectrograms, frames, frame features in Parquet shards (Dask)."),
     "train": ("ial.cli.train", "Train the separator + independency critic with DeepSpeed."),
     "evaluate": ("ial.cli.evaluate", "Score a checkpoint: SDR/SIR/SAR, SDRi, oracle masks, report."),
+    "compare": ("ial.cli.compare", "Compare two evaluation reports source by source, with a 95 % CI."),
     "separate": ("ial.cli.separate", "Separate the sounds of your own video(s) with a checkpoint."),
     "serve": ("ial.cli.serve", "Serve the Prefect deployments (ingest/*, featurize, train, evaluate, retrain/nightly)."),
 }
@@ -61,8 +62,9 @@ def main() -> None:
       featurize  clips → shards/<dataset>/*.parquet (Dask)
       train      shards → checkpoints/<run>/ (DeepSpeed)
       evaluate   checkpoint → reports/<run>/ (SDR/SIR/SAR)
+    `ial compare` puts two reports side by side (paired 95 % CI of the difference);
     `ial demo` runs all of them on a generated corpus; `ial serve` serves the Prefect deployments.
-    Every subcommand takes --config FILE.yaml and repeated --set key=value overrides.
+    Every stage takes --config FILE.yaml and repeated --set key=value overrides.
     """
 
 

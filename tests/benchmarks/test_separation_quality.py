@@ -1,4 +1,5 @@
-"""benchmarks/separation_quality.py: its statistics, and the whole path on a tiny corpus."""
+"""benchmarks/separation_quality.py: the whole path on a tiny corpus (its statistics are
+``ial.evaluate.compare``'s, tested in tests/ial/evaluate/test_compare.py)."""
 
 from __future__ import annotations
 
@@ -18,41 +19,6 @@ SCRIPT = REPO / "benchmarks" / "separation_quality.py"
 _spec = importlib.util.spec_from_file_location("separation_quality", SCRIPT)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
-
-
-def test_paired_ci_is_deterministic_and_brackets_the_mean():
-    rng = np.random.default_rng(0)
-    a = {(i, 0): float(v) for i, v in enumerate(rng.normal(3.0, 1.0, 200))}
-    b = {k: v - 0.5 + float(rng.normal(0, 0.2)) for k, v in a.items()}
-    mean, lo, hi = bench.paired_ci(a, b, seed=1)
-    assert (mean, lo, hi) == bench.paired_ci(a, b, seed=1)
-    assert lo < mean < hi and 0.4 < mean < 0.6 and hi - lo < 0.2
-    only_shared = dict(list(b.items())[:50])  # pairs only the sources both scored
-    assert bench.paired_ci(a, only_shared)[0] == pytest.approx(
-        np.mean([a[k] - only_shared[k] for k in only_shared]))
-
-
-def test_across_seeds_ci_covers_the_spread_between_trainings():
-    rng = np.random.default_rng(0)
-    keys = [(i, 0) for i in range(200)]
-    b = {k: float(rng.normal(3.0, 1.0)) for k in keys}
-    # two trainings of "a", each a steady 0.2 or 1.0 dB above b: every paired CI is narrow
-    a = [{k: v + shift + float(rng.normal(0, 0.1)) for k, v in b.items()} for shift in (0.2, 1.0)]
-    mean, lo, hi = bench.across_seeds_ci(a, [b, b], seed=1)
-    assert (mean, lo, hi) == bench.across_seeds_ci(a, [b, b], seed=1)
-    assert mean == pytest.approx(np.mean([bench.paired_ci(x, b)[0] for x in a]))
-    assert lo < 0.25 and hi > 0.95  # the interval spans both trainings ...
-    for x in a:
-        single = bench.paired_ci(x, b)
-        assert single[2] - single[1] < 0.1  # ... where each one's paired CI does not
-    one = bench.across_seeds_ci(a[:1], [b], seed=1)  # one training: sources only
-    assert one[0] == pytest.approx(bench.paired_ci(a[0], b)[0]) and one[2] - one[1] < 0.1
-
-
-def test_per_source_sdr_reads_the_report_rows():
-    report = {"mixtures": [{"index": 0, "scores": {"model": {"sdr": [1.0, 2.0]}}},
-                           {"index": 1, "scores": {}}]}  # a skipped (silent) mixture
-    assert bench.per_source_sdr(report, "model") == {(0, 0): 1.0, (0, 1): 2.0}
 
 
 @pytest.mark.slow
