@@ -11,7 +11,9 @@
    score was measured on a different version of that set or under another evaluation protocol,
    ``ial.training.promotion.scoring_fingerprint``);
 6. **promote** the challenger only if it beats the champion's SDR (``ial.training.promotion``: the pointer is
-   replaced atomically, the decision and both scores recorded under ``promotions/``);
+   replaced atomically, the decision and both scores recorded under ``promotions/``), with the
+   paired 95 % interval of the gain beside it (``ial.evaluate.compare``; with ``require_ci``
+   its lower end must clear ``min_improvement``);
 7. a markdown **artifact** summarising the night (also written to ``retrain/<timestamp>.md``).
 
 The stages run as subflows of this flow, with the stage configs named in
@@ -64,6 +66,9 @@ class RetrainConfig:
     eval_data: str | None = None
     eval_mix: int = 2  # sources per mixture at evaluation
     min_improvement: float = 0.0  # dB of mean SDR the challenger must gain to be promoted
+    # true: min_improvement applies to the lower end of the paired 95 % interval of the gain
+    # (challenger - champion source by source, `ial compare`), not to the mean gain
+    require_ci: bool = False
     run_prefix: str = "nightly"  # training runs are named <run_prefix>-<UTC timestamp>
     dask_address: str | None = None  # Dask scheduler for ingest/featurize (None: local cluster)
 
@@ -114,6 +119,30 @@ def last_trained_fingerprint(root: Storage, dataset: str) -> str | None:
     return None
 
 
+def paired_gain(challenger_report: str | None, champion_report: str | None,
+                logger) -> tuple[float, float, float] | None:
+    """Challenger − champion SDR source by source on the same mixtures: (mean, 95 % low, high),
+    or None (logged) when a report is missing or the two scored different mixtures."""
+    from ial.errors import UserError
+    from ial.evaluate.compare import compare_reports
+
+    if not (challenger_report and champion_report):
+        return None
+    try:
+        return compare_reports([(challenger_report, champion_report)]).overall
+    except UserError as exc:
+        logger.warning("No paired interval of the gain: %s", exc)
+        return None
+
+
+def format_gain(gain_ci) -> str | None:
+    """``+0.31 [+0.02, +0.60]`` for a (mean, low, high) interval in dB; None without one."""
+    if not gain_ci:
+        return None
+    mean, lo, hi = gain_ci
+    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
 def render_summary(summary: dict) -> str:
     """The night as a markdown table (the Prefect artifact and ``retrain/<timestamp>.md``)."""
 
@@ -135,6 +164,7 @@ def render_summary(summary: dict) -> str:
         ("challenger SDR (dB)", summary.get("challenger_sdr")),
         ("champion", summary.get("champion")),
         ("champion SDR (dB)", summary.get("champion_sdr")),
+        ("gain, 95 % paired CI (dB)", format_gain(summary.get("gain_ci"))),
         ("decision", summary.get("decision")),
         ("reason", summary.get("reason")),
         ("skipped", "; ".join(summary.get("skipped", [])) or None),
@@ -232,10 +262,10 @@ def retrain_flow(
     challenger_sdr = overall_sdr(evaluated)
     eval_fingerprint = scoring_fingerprint(tree_fingerprint(eval_data, suffix=".parquet"),
                                            evaluated.get("protocol") or {})
-    champion_sdr = None
+    champion_sdr, champion_report = None, None
     if champion is not None:
         if champion.get("eval_fingerprint") == eval_fingerprint and champion.get("sdr") is not None:
-            champion_sdr = float(champion["sdr"])
+            champion_sdr, champion_report = float(champion["sdr"]), champion.get("report_dir")
         else:
             logger.info("Held-out set or evaluation protocol changed since the champion was "
                         "scored: re-scoring it.")
@@ -244,20 +274,21 @@ def retrain_flow(
                 out=store.url("reports", f"{run_name}-champion"), config=cfg.eval_config,
                 overrides=cfg.eval_overrides,
             )
-            champion_sdr = overall_sdr(rescored)
+            champion_sdr, champion_report = overall_sdr(rescored), rescored.get("report_dir")
     else:
         summary["skipped"].append("champion evaluation (no champion yet)")
+    gain_ci = paired_gain(evaluated.get("report_dir"), champion_report, logger)
 
     # 6. Promote only if better; both scores and the decision are recorded.
     decision, record = promote_if_better(
         store, challenger, challenger_sdr, min_improvement=cfg.min_improvement,
-        champion_sdr=champion_sdr,
+        champion_sdr=champion_sdr, gain_ci=gain_ci, require_ci=cfg.require_ci,
         details={"dataset": cfg.dataset, "run": run_name, "eval_data": eval_data,
                  "eval_fingerprint": eval_fingerprint, "train_fingerprint": fingerprint,
                  "report_dir": evaluated.get("report_dir")},
     )
     summary.update(challenger_sdr=decision.challenger_sdr, champion_sdr=decision.champion_sdr,
-                   decision=decision.action, reason=decision.reason,
+                   gain_ci=gain_ci, decision=decision.action, reason=decision.reason,
                    record=record["record_url"])
     logger.info("Nightly decision: %s (%s)", decision.action, decision.reason)
     return _finish(store, stamp, summary)

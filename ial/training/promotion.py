@@ -36,14 +36,23 @@ class Decision:
     champion_sdr: float | None
     challenger_sdr: float
     min_improvement: float
+    # challenger - champion on the same mixtures: (mean, 95 % low, 95 % high) of the paired
+    # difference (``ial.evaluate.compare``), when both reports were at hand
+    gain_ci: tuple[float, float, float] | None = None
 
     @property
     def action(self) -> str:
         return "promote" if self.promote else "keep"
 
 
-def decide(champion_sdr: float | None, challenger_sdr: float, min_improvement: float = 0.0) -> Decision:
-    """Promote iff there is no champion yet, or the challenger beats it by more than ``min_improvement`` dB.
+def decide(champion_sdr: float | None, challenger_sdr: float, min_improvement: float = 0.0,
+           gain_ci: tuple[float, float, float] | None = None, require_ci: bool = False
+           ) -> Decision:
+    """Promote iff there is no champion yet, or the challenger beats it by more than
+    ``min_improvement`` dB: its mean SDR gain, or with ``require_ci`` the lower end of the paired
+    95 % interval of the gain (``gain_ci``: challenger − champion source by source on the same
+    mixtures), so that a gain the test sources cannot tell from noise does not replace a known
+    model. Without ``gain_ci`` a ``require_ci`` challenger is kept.
 
     A challenger whose score is not a finite number is never promoted. Ties are kept (the
     champion stays): a new checkpoint has to be strictly better to replace a known one.
@@ -53,12 +62,22 @@ def decide(champion_sdr: float | None, challenger_sdr: float, min_improvement: f
     challenger_sdr = float(challenger_sdr)
 
     def result(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, champion_sdr, challenger_sdr, min_improvement)
+        return Decision(promote, reason, champion_sdr, challenger_sdr, min_improvement, gain_ci)
 
     if challenger_sdr != challenger_sdr or challenger_sdr in (float("inf"), float("-inf")):
         return result(False, f"challenger SDR is not a finite number ({challenger_sdr})")
     if champion_sdr is None:
         return result(True, "no champion yet")
+    if require_ci:
+        if gain_ci is None:
+            return result(False, "no paired interval of the gain (the champion's report is "
+                                 "gone), and require_ci asks for one")
+        low = gain_ci[1]
+        if low > min_improvement:
+            return result(True, f"the gain's 95 % interval [{low:.3f}, {gain_ci[2]:.3f}] dB "
+                                f"is above {min_improvement:g} dB")
+        return result(False, f"the gain's 95 % interval [{low:.3f}, {gain_ci[2]:.3f}] dB "
+                             f"reaches {min_improvement:g} dB or below")
     gain = challenger_sdr - float(champion_sdr)
     if gain > min_improvement:
         return result(True, f"challenger beats champion by {gain:.3f} dB (> {min_improvement:g} dB)")
@@ -146,6 +165,8 @@ def promote_if_better(
     champion_sdr: float | None = None,
     details: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
+    gain_ci: tuple[float, float, float] | None = None,
+    require_ci: bool = False,
 ) -> tuple[Decision, dict]:
     """Compare ``challenger`` (a model.pt URL) with the current champion and record the decision.
 
@@ -154,6 +175,7 @@ def promote_if_better(
     ``details`` (eval data, run names, data fingerprint, ...) is stored in both the decision record
     and, when promoted, the new champion pointer. Returns ``(decision, record)``; the record is
     written to ``<root>/promotions/<timestamp>.json`` (and its URL is ``record["record_url"]``).
+    ``gain_ci`` and ``require_ci``: see ``decide``; the interval is recorded when given.
     """
     root = root if isinstance(root, Storage) else Storage(root)
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -162,7 +184,7 @@ def promote_if_better(
         champion_sdr = current.get("sdr")
     if current is None:
         champion_sdr = None
-    decision = decide(champion_sdr, challenger_sdr, min_improvement)
+    decision = decide(champion_sdr, challenger_sdr, min_improvement, gain_ci, require_ci)
     details = dict(details or {})
     record = {
         "decided_at": now.isoformat(),
@@ -173,6 +195,8 @@ def promote_if_better(
         "challenger": challenger,
         "challenger_sdr": decision.challenger_sdr,
         "min_improvement": min_improvement,
+        "gain_ci": list(gain_ci) if gain_ci else None,
+        "require_ci": require_ci,
         **details,
     }
     if decision.promote:

@@ -126,6 +126,11 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert records[1]["challenger"] == night3["challenger"] != champion["checkpoint"]
         assert isinstance(records[1]["champion_sdr"], float)
         assert isinstance(records[1]["challenger_sdr"], float)
+        # the gain source by source on the same mixtures, with its paired 95 % interval
+        mean, lo, hi = night3["gain_ci"]
+        assert lo <= mean <= hi and records[1]["gain_ci"] == [mean, lo, hi]
+        assert mean == pytest.approx(night3["challenger_sdr"] - night3["champion_sdr"], abs=1e-6)
+        assert "| gain, 95 % paired CI (dB) |" in night3["markdown"]
         assert read_champion(str(root))["checkpoint"] == champion["checkpoint"]
 
 
@@ -164,6 +169,8 @@ def test_overall_sdr_and_last_fingerprint_and_summary(tmp_path):
     assert last_trained_fingerprint(tmp_path, "a") == "f2"
     assert last_trained_fingerprint(tmp_path, "b") == "g1"
     text = render_summary({"dataset": "a", "decision": "keep", "challenger_sdr": 1.5,
-                           "champion_sdr": 2.0, "reason": "x | y", "skipped": []})
+                           "champion_sdr": 2.0, "reason": "x | y", "skipped": [],
+                           "gain_ci": (-0.5, -0.9, -0.1)})
+    assert "| gain, 95 % paired CI (dB) | -0.50 [-0.90, -0.10] |" in text
     assert "| challenger SDR (dB) | 1.500 |" in text and "| champion SDR (dB) | 2.000 |" in text
     assert "x \\| y" in text  # a pipe in a value does not break the table

@@ -34,6 +34,24 @@ def test_decide_never_promotes_a_nan_score():
     assert not decide(1.0, float("inf")).promote
 
 
+@pytest.mark.parametrize(
+    "gain_ci, margin, promote",
+    [((0.5, 0.1, 0.9), 0.0, True),     # the whole interval above 0
+     ((0.5, -0.1, 1.1), 0.0, False),   # a mean gain the test sources cannot tell from 0
+     ((0.8, 0.4, 1.2), 0.5, False),    # the lower end below the margin
+     (None, 0.0, False)],              # no interval: kept, not promoted on the mean alone
+)
+def test_decide_with_require_ci_judges_the_interval_not_the_mean(gain_ci, margin, promote):
+    d = decide(5.0, 5.0 + (gain_ci[0] if gain_ci else 1.0), margin, gain_ci, require_ci=True)
+    assert d.promote is promote and d.gain_ci == gain_ci
+    assert ("interval" in d.reason) and (promote or "below" in d.reason or "gone" in d.reason)
+
+
+def test_decide_without_require_ci_keeps_the_interval_for_the_record_only():
+    d = decide(5.0, 5.5, 0.0, (0.5, -0.1, 1.1))
+    assert d.promote and d.gain_ci == (0.5, -0.1, 1.1) and "beats champion" in d.reason
+
+
 def test_decide_rejects_a_negative_margin():
     with pytest.raises(ValueError, match="min_improvement"):
         decide(1.0, 2.0, -0.1)
@@ -57,6 +75,7 @@ def test_promote_if_better_records_both_scores_and_moves_the_pointer(tmp_path):
     assert d3.promote and r3["champion"] == "ck/a/model.pt" and r3["champion_sdr"] == 4.1
     champion = read_champion(root)
     assert champion["checkpoint"] == "ck/c/model.pt" and champion["previous"] == "ck/a/model.pt"
+    assert r3["gain_ci"] is None and r3["require_ci"] is False
 
     records = list_promotions(root)
     assert [r["decision"] for r in records] == ["promote", "keep", "promote"]
@@ -65,6 +84,13 @@ def test_promote_if_better_records_both_scores_and_moves_the_pointer(tmp_path):
     assert sorted(os.listdir(tmp_path / "promotions")) == sorted(
         os.path.basename(r["record_url"]) for r in records)
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+    # require_ci: a gain whose interval reaches 0 does not replace the champion
+    d4, r4 = promote_if_better(root, "ck/d/model.pt", 4.5, gain_ci=(0.3, -0.2, 0.8),
+                               require_ci=True, now=t0 + dt.timedelta(days=3))
+    assert not d4.promote and r4["gain_ci"] == [0.3, -0.2, 0.8] and r4["require_ci"] is True
+    saved = json.loads(open(r4["record_url"]).read())
+    assert saved["gain_ci"] == [0.3, -0.2, 0.8] and saved["decision"] == "keep"
 
 
 def test_champion_pointer_is_replaced_whole_on_s3(s3_root):
