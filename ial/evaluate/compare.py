@@ -136,8 +136,7 @@ def compare_reports(pairs: list[tuple[str, str]], metric: str = "sdr", row: str 
     for other in named[1:]:
         check_same_mixtures(named[0], other)
     for url, r in named:
-        if not r["mixtures"] or row not in next((m["scores"] for m in r["mixtures"]
-                                                 if m["scores"]), {}):
+        if row not in r.get("rows", {}):
             raise UserError(f"{url}: no scores of row {row!r} (rows: "
                             f"{', '.join(r.get('rows', {})) or 'none'})")
     a = [per_source(ra, row, metric) for ra, _ in reports]
