@@ -5,19 +5,26 @@ and independent pairs (a component and a bank entry, i.e. a component of another
 It could do so by what the method wants, the traces one source leaves in the other's estimate,
 or by a shortcut. This probe scores, with the run's last committed critic:
 
-- ``dependent``: the two components of each mixture (classes a ≠ b: mixtures join different
-  classes), both orders;
-- independent pairs of a component (class a, partner class b) with a component of ANOTHER
-  mixture of class ``matched`` (b: the class make-up of a dependent pair), ``same`` (a: a make-up
-  only independent pairs have) or ``other`` (neither);
+- ``dependent``: every ordered pair of two components of one mixture (supervised: the two or
+  three sources; unsupervised duets: the four players, of one duet or of the other);
+- independent pairs of a component with a component of ANOTHER mixture whose class is
+  ``matched`` (the class of one of the component's partners in its own mixture: the class
+  make-up of a dependent pair), ``same`` (its own class: a make-up only independent pairs
+  have, as supervised mixtures join different classes) or ``other`` (neither). A run on duet
+  videos, whose players' classes are not known apart, has one kind, ``any``;
 
 and reports each kind's mean score and its AUC against the dependent pairs (the probability that
-an independent pair scores above a dependent one; 0.5: not told apart). ``components``:
-``model`` (the separator's), ``oracle`` (the true sources' magnitudes) or ``irm`` (the ideal
-ratio mask's components): a critic that reads leakage cannot tell the oracle's pairs apart.
+an independent pair scores above a dependent one; 0.5: not told apart). Unsupervised runs also
+report the dependent pairs of one duet's two players apart (``one_duet``): their sum is all the
+loss constrains, so how it is split between them is what only the adversary shapes.
+``components``: ``model`` (the separator's), ``oracle`` (the true sources' magnitudes: each
+player's own clip for duets built from solo pairs) or ``irm`` (the ideal ratio mask's
+components); a critic that reads leakage cannot tell the oracle's pairs apart. Duet videos have
+no per-player truth, so they take ``model`` only.
 
 Usage: ``python -m ial.training.critic_probe RUN_DIR [--separator RUN_DIR] [--components
-model|oracle|irm] [--rounds 4]``. Only the validation split is read, never test.
+model|oracle|irm] [--rounds 4] [--batch-size 32]``. Only the validation split is read, never
+test.
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ def probe_critic(run_dir: str, separator_run: str | None = None, components: str
                  rounds: int = 4, batch_size: int = 32, seed: int = 0) -> dict:
     """Scores and AUCs of the run's critic (see the module doc). ``separator_run``: take the
     separator from this run instead (same model). Returns {"n_mixtures", "dependent": {"mean",
-    "n"}, "matched"/"same"/"other": {"mean", "n", "auc"}, "same_vs_matched_auc"}."""
+    "n"}, "matched"/"same"/"other" (or "any"): {"mean", "n", "auc"}, "same_vs_matched_auc"};
+    duets add "dependent_one_duet"/"dependent_two_duets": {"mean", "n", "auc"}."""
     from ial.data.loader import list_dataset_shards, split_train_val
     from ial.method.objective import IALMethod
     from ial.training.config import method_config, model_config
@@ -79,78 +87,117 @@ def probe_critic(run_dir: str, separator_run: str | None = None, components: str
     splits = split_train_val(list_dataset_shards(cfg.root, cfg.dataset), cfg.val_fraction)
     if not splits.val:
         raise UserError(f"{run_dir}: dataset {cfg.dataset!r} has no validation clips to probe")
-    x, labels = prepared_components(method, splits, cfg, components, rounds, batch_size, seed)
-    return pair_scores(method.critic, x, labels, seed)
+    duet_videos = method_cfg.mode == "unsupervised" and method_cfg.duets == "videos"
+    if components != "model" and duet_videos:
+        raise UserError(f"--components {components}: {run_dir} trained on duet videos, whose "
+                        "players' own sources are not known; only --components model")
+    x, labels, component_source = prepared_components(method, splits, cfg, components, rounds,
+                                                      batch_size, seed)
+    return pair_scores(method.critic, x, labels, component_source, seed)
 
 
 @torch.no_grad()
 def prepared_components(method, splits, cfg, components: str, rounds: int, batch_size: int,
-                        seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Critic inputs of the two components of validation mixtures (``rounds`` passes over the
-    clips, random windows and pairings) and their class ids. Shape: → (M, 2, F', T'), (M, 2)."""
+                        seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Critic inputs of the components of validation mixtures (``rounds`` passes over the clips,
+    random windows and pairings), the class each component's query shows (−1: not known) and
+    the target each component belongs to. Shape: → (M, N, F', T'), (M, N), (N,)."""
     from ial import signal
     from ial.data.loader import ShardEpoch
 
     generator = torch.Generator().manual_seed(seed)
-    xs, labels = [], []
+    xs, labels, component_source = [], [], None
     for rnd in range(rounds):
         epoch = ShardEpoch(splits.val, splits.classes, epoch=rnd, seed=seed, rank=0,
                            world_size=1, batch_size=batch_size, num_workers=0, train=True,
                            drop_last=True, segment_samples=cfg.segment_samples,
                            visual_input=method.model_cfg.visual_input)
         for batch in epoch:
-            mix = method.mixtures(batch.clips(), generator)
-            if mix.n_components != 2 or mix.sources.shape[1] != 2:
-                raise UserError("the probe needs mixtures of two sources (method.n_mix: 2, "
-                                "supervised)")
+            clips = batch.clips()
+            mix = method.mixtures(clips, generator)
             out, _, mag = method.separate(mix)
             if components == "model":
                 est = out.mask * mag.unsqueeze(1)
             else:  # the true sources on the model's grid, or their ideal ratio masks' components
-                est = signal.log_warp(signal.stft(mix.sources).abs())  # (B, 2, 256, T)
+                est = signal.log_warp(signal.stft(component_sources(mix, clips)).abs())
                 if components == "irm":
                     est = est / est.sum(1, keepdim=True).clamp_min(1e-8) * mag.unsqueeze(1)
             xs.append(method.critic.prepare(est))
-            labels.append(method.component_labels(mix))
+            labels.append(mix.query_labels)
+            component_source = mix.component_source
     if not xs:
-        raise UserError(f"fewer than {batch_size} validation clips: nothing to probe")
-    return torch.cat(xs), torch.cat(labels)
+        raise UserError(f"fewer than {batch_size} validation clips: nothing to probe "
+                        "(a smaller --batch-size mixes fewer at a time)")
+    return torch.cat(xs), torch.cat(labels), component_source
+
+
+def component_sources(mix, clips) -> torch.Tensor:
+    """Each component's true source: the targets (supervised), or each player's own clip at its
+    duet's gain (duets of solo pairs, whose clip ids read "<id>+<id>"; ids never hold a "+").
+    Shape: → (M, N, L) samples."""
+    if mix.n_components == mix.sources.shape[1]:
+        return mix.sources
+    row = {clip_id: i for i, clip_id in enumerate(clips.clip_id)}
+    return torch.stack([
+        torch.stack([clips.audio[row[player]] * mix.gains[m, s]
+                     for s, duet in enumerate(duets) for player in duet.split("+")])
+        for m, duets in enumerate(mix.clip_ids)])
 
 
 @torch.no_grad()
-def pair_scores(critic, x: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+def pair_scores(critic, x: torch.Tensor, labels: torch.Tensor,
+                component_source: torch.Tensor | None = None, seed: int = 0,
                 per_component: int = 4) -> dict:
     """Scores of dependent pairs and of ``per_component`` independent pairs of each kind per
-    component. Shape: x (M, 2, F', T'), labels (M, 2)."""
-    M = x.shape[0]
-    flat, flat_labels = x.flatten(0, 1), labels.flatten().numpy()
-    mixture_of = np.repeat(np.arange(M), 2)
+    component (one kind, ``any``, when the classes are not known: labels −1). With components
+    of one target (``component_source`` repeating: duets), also the dependent pairs of one
+    duet and of two, apart, each with its AUC against all independent pairs.
+    Shape: x (M, N, F', T'), labels (M, N), component_source (N,) (default: all different)."""
+    M, N = x.shape[:2]
+    target = (torch.arange(N) if component_source is None else component_source.cpu()).tolist()
+    flat, flat_labels = x.flatten(0, 1), labels.flatten().cpu().numpy()
+    mixture_of = np.repeat(np.arange(M), N)
     rng = np.random.default_rng(seed)
 
-    def score(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    def score(index_a: list[int], index_b: list[int]) -> np.ndarray:
+        a, b = flat[index_a], flat[index_b]
         return torch.cat([critic(torch.stack([a[i:i + 256], b[i:i + 256]], 1))
                           for i in range(0, len(a), 256)]).numpy()
 
-    dependent = np.concatenate([score(x[:, 0], x[:, 1]), score(x[:, 1], x[:, 0])])
+    pairs = [(i, j) for i in range(N) for j in range(N) if i != j]
+    dependent = score([m * N + i for m in range(M) for i, _ in pairs],
+                      [m * N + j for m in range(M) for _, j in pairs])
     out = {"n_mixtures": M, "dependent": {"mean": float(dependent.mean()), "n": len(dependent)}}
-    for kind in KINDS:
+    known = bool((flat_labels >= 0).all())
+    independent = []
+    for kind in KINDS if known else ("any",):
         first, second = [], []
         for m in range(M):
-            for i in range(2):
-                a, b = labels[m, i].item(), labels[m, 1 - i].item()
-                wanted = {"matched": flat_labels == b, "same": flat_labels == a,
-                          "other": (flat_labels != a) & (flat_labels != b)}[kind]
+            for i in range(N):
+                own = flat_labels[m * N + i]
+                partners = [flat_labels[m * N + j] for j in range(N) if j != i]
+                wanted = {"matched": np.isin(flat_labels, partners), "same": flat_labels == own,
+                          "other": ~np.isin(flat_labels, partners + [own]),
+                          "any": np.ones_like(flat_labels, dtype=bool)}[kind]
                 pool = np.flatnonzero(wanted & (mixture_of != m))
                 if len(pool):
-                    first += [2 * m + i] * per_component
+                    first += [m * N + i] * per_component
                     second += rng.choice(pool, per_component).tolist()
         if first:
-            s = score(flat[first], flat[second])
+            s = score(first, second)
+            independent.append(s)
             out[kind] = {"mean": float(s.mean()), "n": len(s), "auc": auc(s, dependent),
                          "scores": s}
     if "same" in out and "matched" in out:  # > 0.5: a shared class reads as "independent"
         out["same_vs_matched_auc"] = auc(out["same"]["scores"], out["matched"]["scores"])
-    for kind in KINDS:
+    if len(set(target)) < N and independent:  # duets: a duet's players apart from the other's
+        one_duet = np.array([target[i] == target[j] for i, j in pairs] * M)
+        pooled = np.concatenate(independent)
+        for name, chosen in (("one_duet", one_duet), ("two_duets", ~one_duet)):
+            out[f"dependent_{name}"] = {"mean": float(dependent[chosen].mean()),
+                                        "n": int(chosen.sum()),
+                                        "auc": auc(pooled, dependent[chosen])}
+    for kind in KINDS + ("any",):
         out.get(kind, {}).pop("scores", None)
     return out
 
@@ -172,11 +219,15 @@ def main(argv: list[str] | None = None) -> dict:
                         "ideal ratio mask's components")
     p.add_argument("--rounds", type=int, default=4,
                    help="passes over the validation clips (random windows and pairings)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="validation clips mixed together at a time (the validation split needs "
+                        "at least this many)")
     a = p.parse_args(argv)
-    if a.rounds < 1:
-        sys.exit(f"Error: --rounds {a.rounds}: must be >= 1")
+    for name, value in (("--rounds", a.rounds), ("--batch-size", a.batch_size)):
+        if value < 1:
+            sys.exit(f"Error: {name} {value}: must be >= 1")
     try:
-        res = probe_critic(a.run_dir, a.separator, a.components, a.rounds)
+        res = probe_critic(a.run_dir, a.separator, a.components, a.rounds, a.batch_size)
     except UserError as exc:
         sys.exit(f"Error: {exc}")
     print(f"critic of {a.run_dir}, {a.components} components"
@@ -184,7 +235,12 @@ def main(argv: list[str] | None = None) -> dict:
           + f", {res['n_mixtures']} validation mixtures:")
     print(f"  dependent pairs        mean score {res['dependent']['mean']:+.3f}  "
           f"(n={res['dependent']['n']})")
-    for kind in KINDS:
+    for name, what in (("one_duet", "one duet's players"), ("two_duets", "two duets' players")):
+        if f"dependent_{name}" in res:
+            r = res[f"dependent_{name}"]
+            print(f"    of {what:20s} mean score {r['mean']:+.3f}  (n={r['n']})  "
+                  f"AUC of the independent pairs vs them {r['auc']:.3f}")
+    for kind in KINDS + ("any",):
         if kind in res:
             r = res[kind]
             print(f"  independent, {kind:7s}  mean score {r['mean']:+.3f}  (n={r['n']})  "
