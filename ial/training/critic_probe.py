@@ -22,9 +22,13 @@ player's own clip for duets built from solo pairs) or ``irm`` (the ideal ratio m
 components); a critic that reads leakage cannot tell the oracle's pairs apart. Duet videos have
 no per-player truth, so they take ``model`` only.
 
+``--gradients BATCHES`` asks instead how hard the adversary pushes the run's separator: the
+norm of the separator's gradient from λ_ind × its adversarial term over that of the rest of its
+loss, and the cosine between the two, on training-mode steps over validation batches.
+
 Usage: ``python -m ial.training.critic_probe RUN_DIR [--separator RUN_DIR] [--components
-model|oracle|irm] [--rounds 4] [--batch-size 32]``. Only the validation split is read, never
-test.
+model|oracle|irm] [--rounds 4] [--batch-size 32] [--gradients BATCHES]``. Only the validation
+split is read, never test.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ COMPONENTS = ("model", "oracle", "irm")
 KINDS = ("matched", "same", "other")
 
 
-def load_run_state(run_dir: str, engine: str) -> tuple[object, dict]:
-    """(the run's TrainConfig, the ``engine`` module's state at its last committed tag)."""
+def load_run_state(run_dir: str, engine: str) -> tuple[object, dict, int]:
+    """(the run's TrainConfig, the ``engine`` module's state at its last committed tag, the
+    step of that tag)."""
     from ial.config import load_config
     from ial.storage import exists, join, open_url, read_text
     from ial.training.config import TrainConfig
@@ -53,10 +58,44 @@ def load_run_state(run_dir: str, engine: str) -> tuple[object, dict]:
         raise UserError(f"{run_dir}: not a training run with a committed checkpoint (no "
                         "config.yaml or deepspeed/latest.json)")
     cfg = load_config(TrainConfig, join(run_dir, "config.yaml"))
-    tag = json.loads(read_text(marker))["tag"]
+    latest = json.loads(read_text(marker))
+    tag = latest["tag"]
     with open_url(join(run_dir, "deepspeed", engine, tag, "mp_rank_00_model_states.pt")) as f:
         state = torch.load(f, map_location="cpu", weights_only=False)["module"]
-    return cfg, state
+    return cfg, state, int(latest["step"])
+
+
+def load_method(run_dir: str, separator_run: str | None = None) -> tuple[object, object, int]:
+    """(the run's TrainConfig, its ``IALMethod`` with the separator and the critic of its last
+    committed checkpoint, that checkpoint's step). ``separator_run``: take the separator from
+    this run instead (the same model config). Raises UserError for a run that trained no
+    critic."""
+    from ial.method.objective import IALMethod
+    from ial.training.config import method_config, model_config
+    from ial.training.engines import vectorize_scalar_parameters
+
+    cfg, critic_state, step = load_run_state(run_dir, "critic")
+    model_cfg, method_cfg = model_config(cfg), method_config(cfg)
+    if method_cfg.lambda_ind == 0:
+        raise UserError(f"{run_dir}: method.lambda_ind is 0, the run trained no critic")
+    sep_cfg, sep_state, _ = load_run_state(separator_run or run_dir, "separator")
+    if model_config(sep_cfg) != model_cfg:
+        raise UserError(f"--separator {separator_run}: its model config differs from {run_dir}'s")
+    method = IALMethod(model_cfg, method_cfg)
+    vectorize_scalar_parameters(method)  # the shapes DeepSpeed saved
+    method.separator.load_state_dict(sep_state)
+    method.critic.load_state_dict(critic_state)
+    return cfg, method, step
+
+
+def validation_splits(run_dir: str, cfg):
+    """The run's dataset split into train and val shards; UserError when it has no val clips."""
+    from ial.data.loader import list_dataset_shards, split_train_val
+
+    splits = split_train_val(list_dataset_shards(cfg.root, cfg.dataset), cfg.val_fraction)
+    if not splits.val:
+        raise UserError(f"{run_dir}: dataset {cfg.dataset!r} has no validation clips to probe")
+    return splits
 
 
 def probe_critic(run_dir: str, separator_run: str | None = None, components: str = "model",
@@ -65,29 +104,12 @@ def probe_critic(run_dir: str, separator_run: str | None = None, components: str
     separator from this run instead (same model). Returns {"n_mixtures", "dependent": {"mean",
     "n"}, "matched"/"same"/"other" (or "any"): {"mean", "n", "auc"}, "same_vs_matched_auc"};
     duets add "dependent_one_duet"/"dependent_two_duets": {"mean", "n", "auc"}."""
-    from ial.data.loader import list_dataset_shards, split_train_val
-    from ial.method.objective import IALMethod
-    from ial.training.config import method_config, model_config
-    from ial.training.engines import vectorize_scalar_parameters
-
     if components not in COMPONENTS:
         raise UserError(f"--components {components!r}: one of {', '.join(COMPONENTS)}")
-    cfg, critic_state = load_run_state(run_dir, "critic")
-    model_cfg, method_cfg = model_config(cfg), method_config(cfg)
-    if method_cfg.lambda_ind == 0:
-        raise UserError(f"{run_dir}: method.lambda_ind is 0, the run trained no critic")
-    sep_cfg, sep_state = load_run_state(separator_run or run_dir, "separator")
-    if model_config(sep_cfg) != model_cfg:
-        raise UserError(f"--separator {separator_run}: its model config differs from {run_dir}'s")
-    method = IALMethod(model_cfg, method_cfg)
-    vectorize_scalar_parameters(method)  # the shapes DeepSpeed saved
-    method.separator.load_state_dict(sep_state)
-    method.critic.load_state_dict(critic_state)
+    cfg, method, _ = load_method(run_dir, separator_run)
     method.eval()
-    splits = split_train_val(list_dataset_shards(cfg.root, cfg.dataset), cfg.val_fraction)
-    if not splits.val:
-        raise UserError(f"{run_dir}: dataset {cfg.dataset!r} has no validation clips to probe")
-    duet_videos = method_cfg.mode == "unsupervised" and method_cfg.duets == "videos"
+    splits = validation_splits(run_dir, cfg)
+    duet_videos = method.cfg.mode == "unsupervised" and method.cfg.duets == "videos"
     if components != "model" and duet_videos:
         raise UserError(f"--components {components}: {run_dir} trained on duet videos, whose "
                         "players' own sources are not known; only --components model")
@@ -202,6 +224,61 @@ def pair_scores(critic, x: torch.Tensor, labels: torch.Tensor,
     return out
 
 
+def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | None = None,
+                             seed: int = 0) -> dict:
+    """How hard the adversary pushes the run's separator at its last committed step: on
+    ``batches`` batches of validation clips mixed as in training (random windows), the norm of
+    the separator's gradient from λ_ind · (its adversarial term) over the norm of the gradient
+    from the rest of its loss (separation, L_av, class loss), and the cosine between the two
+    (> 0: the adversary pushes where separation does). The separator runs in training mode, on
+    batches of the run's own ``batch_size`` unless one is given, as in a training step.
+    Returns {"step", "lambda_ind", "batches", "batch_size", "share": {"mean", "min", "max"},
+    "cosine"}."""
+    from ial.data.loader import ShardEpoch
+
+    cfg, method, step = load_method(run_dir)
+    splits = validation_splits(run_dir, cfg)
+    batch_size = batch_size or cfg.batch_size
+    method.train()
+    params = [p for p in method.separator.parameters() if p.requires_grad]
+    unscored = (lambda pairs: torch.zeros(pairs.shape[0]))  # the adversarial term is constant
+    # The adversary's gradient is (total − rest), taken with its term scaled by SCALE and divided
+    # back: at λ_ind 0.01 it is ~0.3 % of the rest, and a plain float32 difference would keep
+    # only two or three of its digits.
+    scale = 1000.0
+    scaled = (lambda pairs: method.critic(pairs) * scale)
+
+    def gradient(mix, critic) -> torch.Tensor:
+        with torch.random.fork_rng(), method.critic_frozen():
+            torch.manual_seed(seed)  # the same independent pairs in both calls
+            loss = method.separator_loss(mix, step, critic=critic)[0]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                          for g, p in zip(grads, params)])
+
+    generator = torch.Generator().manual_seed(seed)
+    shares, cosines, rnd = [], [], 0
+    while len(shares) < batches:
+        epoch = ShardEpoch(splits.val, splits.classes, epoch=rnd, seed=seed, rank=0,
+                           world_size=1, batch_size=batch_size, num_workers=0, train=True,
+                           drop_last=True, segment_samples=cfg.segment_samples,
+                           visual_input=method.model_cfg.visual_input)
+        for batch in list(epoch)[:batches - len(shares)]:
+            mix = method.mixtures(batch.clips(), generator)
+            rest = gradient(mix, unscored)
+            adversary = (gradient(mix, scaled) - rest) / scale
+            shares.append(float(adversary.norm() / rest.norm().clamp_min(1e-12)))
+            cosines.append(float(torch.nn.functional.cosine_similarity(adversary, rest, 0)))
+        rnd += 1
+        if rnd == 1 and not shares:
+            raise UserError(f"fewer than {batch_size} validation clips: nothing to probe "
+                            "(a smaller --batch-size mixes fewer at a time)")
+    return {"step": step, "lambda_ind": method.lambda_ind(step), "batches": len(shares),
+            "batch_size": batch_size,
+            "share": {"mean": float(np.mean(shares)), "min": min(shares), "max": max(shares)},
+            "cosine": float(np.mean(cosines))}
+
+
 def auc(high: np.ndarray, low: np.ndarray) -> float:
     """P(a score of ``high`` > a score of ``low``), ties counting half."""
     diff = high[:, None] - low[None, :]
@@ -219,17 +296,43 @@ def main(argv: list[str] | None = None) -> dict:
                         "ideal ratio mask's components")
     p.add_argument("--rounds", type=int, default=4,
                    help="passes over the validation clips (random windows and pairings)")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--batch-size", type=int, default=None,
                    help="validation clips mixed together at a time (the validation split needs "
-                        "at least this many)")
+                        "at least this many; default 32, with --gradients the run's own)")
+    p.add_argument("--gradients", type=int, default=None, metavar="BATCHES",
+                   help="instead, measure how hard the adversary pushes the separator: its share "
+                        "of the separator's gradient on BATCHES batches, and their cosine")
     a = p.parse_args(argv)
-    for name, value in (("--rounds", a.rounds), ("--batch-size", a.batch_size)):
-        if value < 1:
+    for name, value in (("--rounds", a.rounds), ("--batch-size", a.batch_size),
+                        ("--gradients", a.gradients)):
+        if value is not None and value < 1:
             sys.exit(f"Error: {name} {value}: must be >= 1")
+    if a.gradients and (a.separator or a.components != "model"):
+        sys.exit("Error: --gradients measures the run's own separator: it does not go with "
+                 "--separator or --components")
     try:
-        res = probe_critic(a.run_dir, a.separator, a.components, a.rounds, a.batch_size)
+        if a.gradients:
+            res = adversary_gradient_share(a.run_dir, a.gradients, a.batch_size)
+        else:
+            res = probe_critic(a.run_dir, a.separator, a.components, a.rounds,
+                               a.batch_size or 32)
     except UserError as exc:
         sys.exit(f"Error: {exc}")
+    (print_gradient_share if a.gradients else print_pair_scores)(a, res)
+    return res
+
+
+def print_gradient_share(a, res: dict) -> None:
+    share = res["share"]
+    print(f"adversary of {a.run_dir} at step {res['step']} (lambda_ind {res['lambda_ind']:g}), "
+          f"{res['batches']} batches of {res['batch_size']} validation clips:")
+    print(f"  |gradient of lambda_ind x adversarial term| / |gradient of the rest of the loss| "
+          f"= {100 * share['mean']:.2f} % ({100 * share['min']:.2f}-{100 * share['max']:.2f} %)")
+    print(f"  cosine between the two gradients {res['cosine']:+.3f} (> 0: the adversary pushes "
+          "where the rest of the loss does)")
+
+
+def print_pair_scores(a, res: dict) -> None:
     print(f"critic of {a.run_dir}, {a.components} components"
           + (f" of {a.separator}'s separator" if a.separator else "")
           + f", {res['n_mixtures']} validation mixtures:")
@@ -248,8 +351,6 @@ def main(argv: list[str] | None = None) -> dict:
     if "same_vs_matched_auc" in res:
         print(f"  AUC same-class vs matched independent pairs {res['same_vs_matched_auc']:.3f} "
               "(above 0.5: a shared class reads as 'independent', a shortcut)")
-    return res
-
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from ial.storage import Storage
 from ial.training.config import TrainConfig
 from ial.method.mixing import ClipBatch, make_mixtures
 from ial.training.critic_probe import (
-    auc, component_sources, main, pair_scores, probe_critic)
+    adversary_gradient_share, auc, component_sources, main, pair_scores, probe_critic)
 from ial.training.launcher import launch
 
 
@@ -106,7 +106,24 @@ def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
     irm = probe_critic(run, components="irm", rounds=2, batch_size=4)
     assert irm["dependent"]["mean"] not in (res["dependent"]["mean"], oracle["dependent"]["mean"])
 
+    share = adversary_gradient_share(run, batches=2, batch_size=4)
+    assert (share["step"], share["batches"], share["batch_size"]) == (6, 2, 4)
+    assert share["lambda_ind"] == 0.01 and 0 < share["share"]["min"] <= share["share"]["max"]
+    assert -1 <= share["cosine"] <= 1
+    stronger = tmp_path / "stronger"  # the same run, as if λ_ind were ten times larger
+    shutil.copytree(run, stronger)
+    config = stronger / "config.yaml"
+    assert "  lambda_ind_steps:" in config.read_text()  # method: holds the run's overrides only
+    config.write_text(config.read_text().replace("  lambda_ind_steps:",
+                                                 "  lambda_ind: 0.1\n  lambda_ind_steps:"))
+    ten = adversary_gradient_share(str(stronger), batches=2, batch_size=4)
+    assert ten["share"]["mean"] == pytest.approx(10 * share["share"]["mean"], rel=1e-4)
+    assert ten["cosine"] == pytest.approx(share["cosine"], abs=1e-3)  # the same directions
+    main([run, "--gradients", "1", "--batch-size", "4"])
+    assert "adversary of" in capsys.readouterr().out
+
     for argv, message in (([str(tmp_path / "nothing")], "not a training run"),
+                          ([run, "--gradients", "1", "--separator", run], "does not go with"),
                           ([run, "--rounds", "0"], "--rounds 0"),
                           ([run, "--batch-size", "0"], "--batch-size 0"),
                           ([run, "--batch-size", "64"], "smaller --batch-size")):
