@@ -82,20 +82,25 @@ def test_auc_counts_ties_half():
     assert auc(np.array([1.0]), np.array([1.0, 2.0])) == 0.25
 
 
-@pytest.mark.slow
-def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
-    root = str(tmp_path)
-    write_synthetic_shards(root, "toy", shards=2, rows=16, samples=6000,
+def train_tiny_run(root: str, name: str, rows: int, batch_size: int, steps: int,
+                   **method) -> str:
+    """A tiny trained run with a critic on synthetic shards (a quarter of the clips val)."""
+    write_synthetic_shards(root, "toy", shards=2, rows=rows, samples=6000,
                            splits=("train", "val", "train", "train"))
-    cfg = TrainConfig(root=root, dataset="toy", run_name="tiny", batch_size=4, steps=6,
-                      segment_samples=4095, val_every=6, val_mixtures=2, checkpoint_every=3,
-                      num_workers=0, seed=1,
+    cfg = TrainConfig(root=root, dataset="toy", run_name=name, batch_size=batch_size,
+                      steps=steps, segment_samples=4095, val_every=steps, val_mixtures=2,
+                      checkpoint_every=3, num_workers=0, seed=1,
                       model={"visual_channels": 8, "embed_dim": 8, "audio_channels": [4, 4, 4, 4],
                              "common_hidden": 8},
                       method={"bank_size": 16, "critic_ndf": 4, "critic_input_size": [16, 16],
-                              "lambda_ind_steps": [0, 2], "drop_hardest": 0})
+                              "lambda_ind_steps": [0, 2], "drop_hardest": 0, **method})
     launch(cfg, in_process=True, progress=False)
-    run = Storage(root).url("checkpoints", "tiny")
+    return Storage(root).url("checkpoints", name)
+
+
+@pytest.mark.slow
+def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
+    run = train_tiny_run(str(tmp_path), "tiny", rows=16, batch_size=4, steps=6)
     res = probe_critic(run, rounds=2, batch_size=4)
     assert res["dependent"]["n"] == 2 * res["n_mixtures"] > 0
     for kind in ("matched", "same", "other"):
@@ -134,19 +139,8 @@ def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_probe_of_an_unsupervised_run_of_solo_pair_duets(tmp_path, capsys):
-    root = str(tmp_path)
-    write_synthetic_shards(root, "toy", shards=2, rows=24, samples=6000,
-                           splits=("train", "val", "train", "train"))
-    cfg = TrainConfig(root=root, dataset="toy", run_name="duets", batch_size=8, steps=3,
-                      segment_samples=4095, val_every=3, val_mixtures=2, checkpoint_every=3,
-                      num_workers=0, seed=1,
-                      model={"visual_channels": 8, "embed_dim": 8, "audio_channels": [4, 4, 4, 4],
-                             "common_hidden": 8},
-                      method={"mode": "unsupervised", "duets": "solo_pairs", "bank_size": 16,
-                              "critic_ndf": 4, "critic_input_size": [16, 16],
-                              "lambda_ind_steps": [0, 2], "drop_hardest": 0})
-    launch(cfg, in_process=True, progress=False)
-    run = Storage(root).url("checkpoints", "duets")
+    run = train_tiny_run(str(tmp_path), "duets", rows=24, batch_size=8, steps=3,
+                         mode="unsupervised", duets="solo_pairs")
     res = probe_critic(run, rounds=2, batch_size=8)
     M = res["n_mixtures"]
     assert M > 0 and res["dependent"]["n"] == 12 * M  # four players, every ordered pair
