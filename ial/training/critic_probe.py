@@ -226,11 +226,11 @@ def pair_scores(critic, x: torch.Tensor, labels: torch.Tensor,
 
 def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | None = None,
                              seed: int = 0) -> dict:
-    """How hard the adversary pushes the run's separator at its last committed step: on
-    ``batches`` batches of validation clips mixed as in training (random windows), the norm of
-    the separator's gradient from λ_ind · (its adversarial term) over the norm of the gradient
-    from the rest of its loss (separation, L_av, class loss), and the cosine between the two
-    (> 0: the adversary pushes where separation does). The separator runs in training mode, on
+    """How hard the adversary pushes the run's separator at its last committed step (its last
+    separator update up to it): on ``batches`` batches of validation clips mixed as in training
+    (random windows), the norm of the separator's gradient from λ_ind · (its adversarial term)
+    over the norm of the gradient from the rest of its loss (separation, L_av, class loss), and
+    the cosine between the two (> 0: the adversary pushes where separation does). The separator runs in training mode, on
     batches of the run's own ``batch_size`` unless one is given, as in a training step.
     Returns {"step", "lambda_ind", "batches", "batch_size", "share": {"mean", "min", "max"},
     "cosine"}."""
@@ -239,6 +239,7 @@ def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | N
     cfg, method, step = load_method(run_dir)
     splits = validation_splits(run_dir, cfg)
     batch_size = batch_size or cfg.batch_size
+    step -= step % method.cfg.separator_every  # the last separator update (the authors: 1 in 3)
     method.train()
     params = [p for p in method.separator.parameters() if p.requires_grad]
     unscored = (lambda pairs: torch.zeros(pairs.shape[0]))  # the adversarial term is constant
@@ -351,6 +352,7 @@ def print_pair_scores(a, res: dict) -> None:
     if "same_vs_matched_auc" in res:
         print(f"  AUC same-class vs matched independent pairs {res['same_vs_matched_auc']:.3f} "
               "(above 0.5: a shared class reads as 'independent', a shortcut)")
+
 
 if __name__ == "__main__":
     main()
