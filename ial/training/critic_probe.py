@@ -125,16 +125,11 @@ def prepared_components(method, splits, cfg, components: str, rounds: int, batch
     random windows and pairings), the class each component's query shows (−1: not known) and
     the target each component belongs to. Shape: → (M, N, F', T'), (M, N), (N,)."""
     from ial import signal
-    from ial.data.loader import ShardEpoch
 
     generator = torch.Generator().manual_seed(seed)
     xs, labels, component_source = [], [], None
     for rnd in range(rounds):
-        epoch = ShardEpoch(splits.val, splits.classes, epoch=rnd, seed=seed, rank=0,
-                           world_size=1, batch_size=batch_size, num_workers=0, train=True,
-                           drop_last=True, segment_samples=cfg.segment_samples,
-                           visual_input=method.model_cfg.visual_input)
-        for batch in epoch:
+        for batch in validation_batches(method, splits, cfg, batch_size, rnd, seed):
             clips = batch.clips()
             mix = method.mixtures(clips, generator)
             out, _, mag = method.separate(mix)
@@ -147,10 +142,22 @@ def prepared_components(method, splits, cfg, components: str, rounds: int, batch
             xs.append(method.critic.prepare(est))
             labels.append(mix.query_labels)
             component_source = mix.component_source
-    if not xs:
+    return torch.cat(xs), torch.cat(labels), component_source
+
+
+def validation_batches(method, splits, cfg, batch_size: int, epoch: int, seed: int) -> list:
+    """One pass over the validation clips in batches as training draws them (random windows of
+    ``cfg.segment_samples``); UserError when there are fewer clips than one batch."""
+    from ial.data.loader import ShardEpoch
+
+    batches = list(ShardEpoch(splits.val, splits.classes, epoch=epoch, seed=seed, rank=0,
+                              world_size=1, batch_size=batch_size, num_workers=0, train=True,
+                              drop_last=True, segment_samples=cfg.segment_samples,
+                              visual_input=method.model_cfg.visual_input))
+    if not batches:
         raise UserError(f"fewer than {batch_size} validation clips: nothing to probe "
                         "(a smaller --batch-size mixes fewer at a time)")
-    return torch.cat(xs), torch.cat(labels), component_source
+    return batches
 
 
 def component_sources(mix, clips) -> torch.Tensor:
@@ -230,12 +237,11 @@ def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | N
     separator update up to it): on ``batches`` batches of validation clips mixed as in training
     (random windows), the norm of the separator's gradient from λ_ind · (its adversarial term)
     over the norm of the gradient from the rest of its loss (separation, L_av, class loss), and
-    the cosine between the two (> 0: the adversary pushes where separation does). The separator runs in training mode, on
-    batches of the run's own ``batch_size`` unless one is given, as in a training step.
+    the cosine between the two (> 0: the adversary pushes where separation does). The separator
+    runs in training mode, on batches of the run's own ``batch_size`` unless one is given, as in
+    a training step.
     Returns {"step", "lambda_ind", "batches", "batch_size", "share": {"mean", "min", "max"},
     "cosine"}."""
-    from ial.data.loader import ShardEpoch
-
     cfg, method, step = load_method(run_dir)
     splits = validation_splits(run_dir, cfg)
     batch_size = batch_size or cfg.batch_size
@@ -260,20 +266,14 @@ def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | N
     generator = torch.Generator().manual_seed(seed)
     shares, cosines, rnd = [], [], 0
     while len(shares) < batches:
-        epoch = ShardEpoch(splits.val, splits.classes, epoch=rnd, seed=seed, rank=0,
-                           world_size=1, batch_size=batch_size, num_workers=0, train=True,
-                           drop_last=True, segment_samples=cfg.segment_samples,
-                           visual_input=method.model_cfg.visual_input)
-        for batch in list(epoch)[:batches - len(shares)]:
+        for batch in validation_batches(method, splits, cfg, batch_size, rnd, seed)[
+                :batches - len(shares)]:
             mix = method.mixtures(batch.clips(), generator)
             rest = gradient(mix, unscored)
             adversary = (gradient(mix, scaled) - rest) / scale
             shares.append(float(adversary.norm() / rest.norm().clamp_min(1e-12)))
             cosines.append(float(torch.nn.functional.cosine_similarity(adversary, rest, 0)))
         rnd += 1
-        if rnd == 1 and not shares:
-            raise UserError(f"fewer than {batch_size} validation clips: nothing to probe "
-                            "(a smaller --batch-size mixes fewer at a time)")
     return {"step": step, "lambda_ind": method.lambda_ind(step), "batches": len(shares),
             "batch_size": batch_size,
             "share": {"mean": float(np.mean(shares)), "min": min(shares), "max": max(shares)},
