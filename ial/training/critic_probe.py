@@ -34,8 +34,10 @@ split is read, never test.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -145,19 +147,24 @@ def prepared_components(method, splits, cfg, components: str, rounds: int, batch
     return torch.cat(xs), torch.cat(labels), component_source
 
 
-def validation_batches(method, splits, cfg, batch_size: int, epoch: int, seed: int) -> list:
+def validation_batches(method, splits, cfg, batch_size: int, epoch: int,
+                       seed: int) -> Iterator:
     """One pass over the validation clips in batches as training draws them (random windows of
-    ``cfg.segment_samples``); UserError when there are fewer clips than one batch."""
+    ``cfg.segment_samples``), read as they are asked for; UserError when there are fewer clips
+    than one batch."""
     from ial.data.loader import ShardEpoch
 
-    batches = list(ShardEpoch(splits.val, splits.classes, epoch=epoch, seed=seed, rank=0,
-                              world_size=1, batch_size=batch_size, num_workers=0, train=True,
-                              drop_last=True, segment_samples=cfg.segment_samples,
-                              visual_input=method.model_cfg.visual_input))
-    if not batches:
+    epoch_batches = ShardEpoch(splits.val, splits.classes, epoch=epoch, seed=seed, rank=0,
+                               world_size=1, batch_size=batch_size, num_workers=0, train=True,
+                               drop_last=True, segment_samples=cfg.segment_samples,
+                               visual_input=method.model_cfg.visual_input)
+    any_batch = False
+    for batch in epoch_batches:
+        any_batch = True
+        yield batch
+    if not any_batch:
         raise UserError(f"fewer than {batch_size} validation clips: nothing to probe "
                         "(a smaller --batch-size mixes fewer at a time)")
-    return batches
 
 
 def component_sources(mix, clips) -> torch.Tensor:
@@ -266,8 +273,8 @@ def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | N
     generator = torch.Generator().manual_seed(seed)
     shares, cosines, rnd = [], [], 0
     while len(shares) < batches:
-        for batch in validation_batches(method, splits, cfg, batch_size, rnd, seed)[
-                :batches - len(shares)]:
+        for batch in itertools.islice(validation_batches(method, splits, cfg, batch_size, rnd,
+                                                         seed), batches - len(shares)):
             mix = method.mixtures(batch.clips(), generator)
             rest = gradient(mix, unscored)
             adversary = (gradient(mix, scaled) - rest) / scale
