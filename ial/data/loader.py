@@ -21,7 +21,8 @@ How one epoch is laid out (for one data split, e.g. ``train``):
    logical batch ``N`` and the order continues unchanged.
 
 Each batch crops a ``segment_samples`` window of every clip (random offset from
-``seed, epoch, clip`` for training, offset 0 for validation). Mixing happens in the training loop
+``seed, epoch, clip`` for training, offset 0 for validation); training windows may be played at
+a random speed first (``speed_factors``, ``ial.data.speed``), drawn from the same seed. Mixing happens in the training loop
 (``ial.method.mixing.make_mixtures``), so the same clips are mixed differently every epoch.
 
 Exact resume assumes the same world size, ``num_workers`` and ``batch_size`` as the run that saved.
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ial.data.speed import change_speed, draw_factor, input_length
 from ial.signal import SEGMENT_SAMPLES
 from preprocessing.shard_schema import decode_row
 
@@ -214,9 +216,10 @@ class ShardEpoch(IterableDataset):
     def __init__(self, shards: list[ShardRows], classes: list[str], *, epoch: int, seed: int,
                  rank: int, world_size: int, batch_size: int, num_workers: int,
                  start_batch: int = 0, train: bool = True, drop_last: bool = True,
-                 segment_samples: int = SEGMENT_SAMPLES, visual_input: str = "features"):
+                 segment_samples: int = SEGMENT_SAMPLES, visual_input: str = "features",
+                 speed_factors: tuple[float, ...] = ()):
         self.shards, self.class_index = shards, {c: i for i, c in enumerate(classes)}
-        self.visual_input = visual_input
+        self.visual_input, self.speed_factors = visual_input, tuple(speed_factors)
         self.epoch, self.seed, self.train = epoch, seed, train
         self.num_workers, self.start_batch = num_workers, start_batch
         self.segment_samples = segment_samples
@@ -257,12 +260,14 @@ class ShardEpoch(IterableDataset):
         audio = np.zeros((len(clips), L), dtype=np.float32)
         for b, (clip, pos) in enumerate(clips):
             wave = clip.audio
-            if self.train and wave.shape[0] > L:
+            factor, need, offset = 1.0, L, 0
+            if self.train:
                 rng = np.random.default_rng([self.seed, self.epoch, pos, _stable_hash(clip.clip_id)])
-                offset = int(rng.integers(0, wave.shape[0] - L + 1))
-            else:
-                offset = 0
-            piece = wave[offset:offset + L]
+                factor = draw_factor(rng, self.speed_factors)
+                need = input_length(L, factor)
+                if wave.shape[0] > need:
+                    offset = int(rng.integers(0, wave.shape[0] - need + 1))
+            piece = change_speed(wave[offset:offset + need], factor)[:L]
             audio[b, :piece.shape[0]] = piece
         visual = np.stack([visual_of(clip, self.visual_input) for clip, _ in clips])
         labels = [self.class_index.get(clip.label, -1) for clip, _ in clips]
@@ -315,11 +320,12 @@ class ShardStream:
     def __init__(self, shards: list[ShardRows], classes: list[str], *, seed: int, rank: int,
                  world_size: int, batch_size: int, num_workers: int = 0, train: bool = True,
                  drop_last: bool = True, segment_samples: int = SEGMENT_SAMPLES,
-                 visual_input: str = "features"):
+                 visual_input: str = "features", speed_factors: tuple[float, ...] = ()):
         self.shards, self.classes = shards, classes
         self.kw = dict(seed=seed, rank=rank, world_size=world_size, batch_size=batch_size,
                        num_workers=num_workers, train=train, drop_last=drop_last,
-                       segment_samples=segment_samples, visual_input=visual_input)
+                       segment_samples=segment_samples, visual_input=visual_input,
+                       speed_factors=speed_factors)
         self.num_workers = num_workers
         self.position = LoaderPosition()
 

@@ -12,7 +12,7 @@ own learning rate). ``backend`` picks the process-group backend: ``gloo`` (CPU) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ial.config import REPO, ConfigError, load_config, read_sub_config, resolve_path, sub_config
@@ -62,6 +62,12 @@ class TrainConfig:
     lr_decay: str = "constant"
     # Samples per training window (65535 = 256 STFT frames, the paper's ~5.94 s).
     segment_samples: int = 65535
+    # Speed perturbation of training clips (ial.data.speed): each clip's window is played at one
+    # of these factors, drawn per clip and epoch from the seed (pitch and tempo together; 1.1 is
+    # ~1.7 semitones up and 10 % faster), before mixing. Empty (or only 1.0): off, the default and
+    # the authors' recipe. Kaldi's speech recipes use [0.9, 1.0, 1.1]. Validation and evaluation
+    # never perturb.
+    speed_factors: list[float] = field(default_factory=list)
     # Validate (SDR on fixed val mixtures) every N steps, and at the end.
     val_every: int = 1000
     # Number of fixed validation mixtures (built once from the first val clips).
@@ -116,6 +122,10 @@ class TrainConfig:
                 raise ConfigError(name, "must be positive")
         if self.num_workers < 0:
             raise ConfigError("num_workers", "must be >= 0")
+        from ial.data.speed import check_factors
+
+        if (why := check_factors(self.speed_factors)) is not None:
+            raise ConfigError("speed_factors", why)
         if self.val_samples < 0:
             raise ConfigError("val_samples", "must be >= 0 (0: one training window)")
         if self.max_minutes < 0:

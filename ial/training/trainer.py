@@ -190,7 +190,8 @@ class Trainer:
                              world_size=self.world, batch_size=cfg.batch_size,
                              num_workers=cfg.num_workers, train=True, drop_last=True,
                              segment_samples=cfg.segment_samples,
-                             visual_input=self.model_cfg.visual_input)
+                             visual_input=self.model_cfg.visual_input,
+                             speed_factors=tuple(cfg.speed_factors))
         self.val_mix = (validation_mixtures(self.val_shards, self.classes, self.method, cfg)
                         if self.rank == 0 else None)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.run_name}", unit="step",
