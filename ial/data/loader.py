@@ -22,8 +22,9 @@ How one epoch is laid out (for one data split, e.g. ``train``):
 
 Each batch crops a ``segment_samples`` window of every clip (random offset from
 ``seed, epoch, clip`` for training, offset 0 for validation); training windows may be played at
-a random speed first (``speed_factors``, ``ial.data.speed``), drawn from the same seed. Mixing happens in the training loop
-(``ial.method.mixing.make_mixtures``), so the same clips are mixed differently every epoch.
+a random speed first (``speed_factors``, ``ial.data.speed``), drawn from the same seed. Mixing
+happens in the training loop (``ial.method.mixing.make_mixtures``), so the same clips are mixed
+differently every epoch.
 
 Exact resume assumes the same world size, ``num_workers`` and ``batch_size`` as the run that saved.
 """
@@ -262,7 +263,8 @@ class ShardEpoch(IterableDataset):
             wave = clip.audio
             factor, need, offset = 1.0, L, 0
             if self.train:
-                rng = np.random.default_rng([self.seed, self.epoch, pos, _stable_hash(clip.clip_id)])
+                rng = np.random.default_rng(
+                    [self.seed, self.epoch, pos, _stable_hash(clip.clip_id)])
                 factor = draw_factor(rng, self.speed_factors)
                 need = input_length(L, factor)
                 if wave.shape[0] > need:

@@ -2,11 +2,12 @@
 together, as a resampler (or a tape) does. Kaldi's ``speed_perturb`` for speech (factors 0.9, 1.0,
 1.1; Ko et al., Interspeech 2015).
 
-Why this and not pitch or tempo alone: resampling changes neither the timbre's harmonic structure
-nor the attack shapes beyond a uniform time scale, it needs no phase vocoder (whose smearing would
-be a new artefact for the separator to learn), and an instrument played ~1.7 semitones higher and
-10 % faster is still a plausible recording of it. Larger factors move formants far enough to change
-what an instrument sounds like, so keep them near 1.
+Why this and not pitch or tempo alone: resampling scales frequency and time uniformly, so the
+ratios of the harmonics and the shape of every attack are kept; it needs no phase vocoder (whose
+smearing would be a new artefact for the separator to learn); and an instrument played ~1.7
+semitones higher and 10 % faster is still a plausible recording of it. Its spectral envelope
+(formants) moves with the pitch, which larger factors make audible as another instrument, so keep
+them near 1.
 
 The loader applies it to training windows only (``TrainConfig.speed_factors``), per clip, before
 mixing: mixtures, targets and the mixture's own STFT are all built from the perturbed clips, so the
