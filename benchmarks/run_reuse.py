@@ -11,7 +11,10 @@ unfinished training is deleted: a step or wall-time budget cannot resume exactly
 A training is the same only on the same data too: the trainer records the dataset digest
 (``preprocessing.shards.dataset_digest``) in ``result.json``; a new corpus, a relabeled or
 re-featurized shard in the same ``--work`` gives another digest, so the training is set aside, not
-reused. Trainings from before the digest was recorded are reused on their config alone.
+reused. Trainings from before the digest was recorded are reused on their config alone. And only
+with the same DeepSpeed configs as they act (``deepspeed_identity``): the train config names its
+JSON by path, so an edit of the file's learning rates is another training; the trainer saves the
+configs it used in ``deepspeed.json``.
 """
 
 from __future__ import annotations
@@ -23,17 +26,59 @@ import shutil
 from pathlib import Path
 
 
-def training_identity(config: dict, data: str | None = None) -> dict:
+def training_identity(config: dict, data: str | None = None,
+                      deepspeed: dict | None = None) -> dict:
     """A saved train config without what does not change the training: the critic's fields
     when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``); with the dataset digest ``data``
-    it trained on, when known (None: not recorded)."""
+    it trained on and its DeepSpeed configs ``deepspeed`` ({"separator": …, "critic": …}, as
+    ``deepspeed_identity`` reads them), each when known (None: not recorded)."""
     from ial.method.config import CRITIC_ONLY_FIELDS
 
     method = dict(config.get("method") or {})
-    if method.get("lambda_ind") == 0:
+    adversary = method.get("lambda_ind") != 0
+    if not adversary:
         method = {k: v for k, v in method.items() if k not in CRITIC_ONLY_FIELDS}
     identity = {**config, "method": method}
-    return identity if data is None else {**identity, "data": data}
+    if data is not None:
+        identity["data"] = data
+    if deepspeed is not None:
+        identity["deepspeed_configs"] = deepspeed_identity(deepspeed, adversary)
+    return identity
+
+
+def deepspeed_identity(configs: dict, adversary: bool) -> dict:
+    """A training's DeepSpeed configs ({"separator": …, "critic": …}) as they act: an optimizer
+    lr that the config's scheduler replaces with its one ``warmup_max_lr`` reads as that value (a
+    critic that inherited the separator's WarmupLR, before ``ial.training.config.SEPARATOR_ONLY``,
+    trained at its peak whatever lr it named); the critic's without parameter groups (it never
+    used them), and left out without the adversary (no critic trains)."""
+    acting = {}
+    for part, ds in configs.items():
+        if part == "critic" and not adversary:
+            continue
+        ds = json.loads(json.dumps(ds))
+        if part == "critic":
+            ds.pop("param_groups", None)
+        peak = ((ds.get("scheduler") or {}).get("params") or {}).get("warmup_max_lr")
+        params = (ds.get("optimizer") or {}).get("params") or {}
+        if isinstance(peak, (int, float)) and "lr" in params:
+            params["lr"] = peak
+        acting[part] = ds
+    return acting
+
+
+def current_deepspeed(cfg) -> dict:
+    """The DeepSpeed configs ``cfg`` trains with on one rank (the benchmark's), as the trainer
+    saves them in ``deepspeed.json``."""
+    from ial.training.config import deepspeed_configs
+
+    return dict(zip(("separator", "critic"), deepspeed_configs(cfg, world_size=1)))
+
+
+def recorded_deepspeed(run_dir: Path) -> dict | None:
+    """The DeepSpeed configs a training in ``run_dir`` saved (None: none saved)."""
+    saved = run_dir / "deepspeed.json"
+    return json.loads(saved.read_text()) if saved.exists() else None
 
 
 def recorded_data(run_dir: Path) -> str | None:
@@ -45,14 +90,16 @@ def recorded_data(run_dir: Path) -> str | None:
 
 def saved_identity(run_dir: Path, config_type) -> dict | None:
     """The training identity of the config saved in ``run_dir`` (read through ``config_type``:
-    a field added since it was saved takes its default, the earlier behaviour), or None when
-    there is none or it has a field that no longer exists."""
+    a field added since it was saved takes its default, the earlier behaviour) with its recorded
+    data digest and DeepSpeed configs, or None when there is none or it has a field that no
+    longer exists."""
     from ial.config import ConfigError, load_config, to_dict
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return None
     try:
-        return training_identity(to_dict(load_config(config_type, saved)), recorded_data(run_dir))
+        return training_identity(to_dict(load_config(config_type, saved)), recorded_data(run_dir),
+                                 recorded_deepspeed(run_dir))
     except ConfigError:
         return None
 
@@ -70,7 +117,8 @@ def finished_training(run_dir: Path, cfg, data: str | None = None) -> dict | Non
     fields that only configure the critic (``CRITIC_ONLY_FIELDS``) are not compared: they do not
     change its training. A field added since the run was saved compares at its default (the
     earlier behaviour); a field that no longer exists: not reusable. A training that recorded no
-    digest (or ``data`` None) compares on its config alone."""
+    digest (or ``data`` None) compares on its config alone, one that saved no DeepSpeed configs
+    on its train config's JSON path alone."""
     from ial.config import to_dict
 
     result = run_dir / "result.json"
@@ -78,8 +126,9 @@ def finished_training(run_dir: Path, cfg, data: str | None = None) -> dict | Non
         return None
     recorded = recorded_data(run_dir)
     same = recorded is None or data is None or recorded == data
+    deepspeed = current_deepspeed(cfg) if recorded_deepspeed(run_dir) is not None else None
     same = same and saved_identity(run_dir, type(cfg)) == training_identity(to_dict(cfg),
-                                                                             recorded)
+                                                                             recorded, deepspeed)
     return json.loads(result.read_text()) if same else None
 
 
@@ -104,9 +153,10 @@ def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> 
         shutil.rmtree(run_dir, ignore_errors=True)
     if (report_dir / "results.json").exists():  # the report of a training no longer here
         set_aside_report(report_dir)
-    # set aside under its config and data, or (trained before digests were recorded) its config
+    # set aside under its config, data and DeepSpeed configs, or under what it recorded of them
     aside = [run_dir.with_name(run_dir.name + ".set-aside-" + identity_digest(
-        training_identity(to_dict(cfg), d))) for d in (data, None)]
+        training_identity(to_dict(cfg), d, ds))) for d in (data, None)
+        for ds in (current_deepspeed(cfg), None)]
     kept = next((k for k in aside if finished_training(k, cfg, data) is not None), None)
     if kept is None:
         return None

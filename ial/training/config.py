@@ -7,7 +7,9 @@ applies on top of the method file the config names (the run's saved config.yaml 
 result).
 ``deepspeed`` names the DeepSpeed JSON (ZeRO stage, bf16 switch, gradient clipping, optimizer);
 its optional top-level ``"critic"`` mapping is merged over it for the critic's engine (e.g. its
-own learning rate). ``backend`` picks the process-group backend: ``gloo`` (CPU) or ``nccl`` (GPU).
+own learning rate), except the separator's ``"scheduler"`` and ``"param_groups"``, which the
+critic never inherits (``SEPARATOR_ONLY``). ``backend`` picks the process-group backend: ``gloo``
+(CPU) or ``nccl`` (GPU).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from ial.method.config import MethodConfig
 from ial.models.config import ModelConfig
 from ial.training.budget import LR_DECAYS
 
-__all__ = ["REPO", "TrainConfig", "deepspeed_configs", "load_train_config", "method_config",
-           "model_config", "resolve_path"]
+__all__ = ["REPO", "SEPARATOR_ONLY", "TrainConfig", "deepspeed_configs", "load_train_config",
+           "method_config", "model_config", "resolve_path"]
 
 
 @dataclass
@@ -177,12 +179,22 @@ def method_config(cfg: TrainConfig) -> MethodConfig:
     return read_sub_config(MethodConfig, cfg.method, "method")
 
 
+# What of a DeepSpeed JSON is the separator's alone. Its lr scheduler: DeepSpeed's WarmupLR sets
+# every parameter group's lr to its ``warmup_max_lr``, so a critic that inherited it would train at
+# the separator's lr whatever its own "critic" mapping says (configs/deepspeed/realistic.json's
+# critic did, at 1e-3 instead of the 1e-4 it named, until this was found; docs/experiments.md,
+# "The critic's learning rate"). Its parameter groups name the separator's modules. The critic
+# gets a scheduler only from its own mapping.
+SEPARATOR_ONLY = ("scheduler", "param_groups")
+
+
 def deepspeed_configs(cfg: TrainConfig, world_size: int) -> tuple[dict, dict]:
     """(separator, critic) DeepSpeed config dicts from ``cfg.deepspeed``.
 
     The batch fields are set from ``batch_size`` (DeepSpeed only uses them for bookkeeping: the
     loop calls ``backward``/``step`` itself). The critic's config is the file's top-level
-    ``"critic"`` mapping merged over the rest.
+    ``"critic"`` mapping merged over the rest, less ``SEPARATOR_ONLY``. A scheduler that would
+    replace an lr the file names (``check_scheduled_lrs``) is a ``ConfigError``.
     """
     import json
 
@@ -202,4 +214,26 @@ def deepspeed_configs(cfg: TrainConfig, world_size: int) -> tuple[dict, dict]:
     base["gradient_accumulation_steps"] = 1
     base["train_batch_size"] = cfg.batch_size * world_size
     base.setdefault("steps_per_print", 10**9)
-    return base, merge(base, critic_part)
+    critic = merge({k: v for k, v in base.items() if k not in SEPARATOR_ONLY}, critic_part)
+    check_scheduled_lrs(base, "", str(path))
+    check_scheduled_lrs(critic, "critic.", str(path))
+    return base, critic
+
+
+def check_scheduled_lrs(ds: dict, prefix: str, path: str) -> None:
+    """Refuse a scheduler with one ``warmup_max_lr`` (WarmupLR, WarmupDecayLR) in ``ds`` when an
+    lr the config names differs from it: DeepSpeed would replace that lr with it, silently.
+    ``prefix``: where ``ds``'s fields are in the file ("" or "critic.")."""
+    scheduler = ds.get("scheduler") or {}
+    peak = (scheduler.get("params") or {}).get("warmup_max_lr")
+    if peak is None or isinstance(peak, (list, tuple)):  # one value per group: the user's order
+        return
+    named = {"optimizer.params.lr": ((ds.get("optimizer") or {}).get("params") or {}).get("lr")}
+    named.update({f"param_groups.{name}.lr": group.get("lr")
+                  for name, group in (ds.get("param_groups") or {}).items()})
+    for name, lr in named.items():
+        if lr is not None and float(lr) != float(peak):
+            raise ConfigError("deepspeed", f"{path}: its {prefix}scheduler "
+                              f"{scheduler.get('type')} sets every parameter group's lr to its "
+                              f"warmup_max_lr {float(peak):g}, so {prefix}{name} "
+                              f"{float(lr):g} would never be used: make them equal")

@@ -161,15 +161,15 @@ def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_las
     """(separator engine, critic engine, vectorized scalar parameters) for an ``IALMethod``.
 
     The separator's optimizer gets its parameter groups (``optimizer_groups``, settings from the
-    JSON's ``"param_groups"``). The critic's parameters must be trainable here (ZeRO only takes
+    JSON's ``"param_groups"``); ``ds_critic`` is ``deepspeed_configs``' critic config, which has
+    none. The critic's parameters must be trainable here (ZeRO only takes
     trainable parameters); ``train_step`` freezes them during the separator's backward.
     ``channels_last`` (``TrainConfig.channels_last``): conv weights NHWC once the engines have
     started (their start-up broadcast views each parameter as bytes, which needs NCHW), the
     activations follow them; not under ZeRO, whose optimizer owns flat parameter buffers.
     """
-    ds_sep, ds_critic = dict(ds_sep), dict(ds_critic)
+    ds_sep = dict(ds_sep)
     groups = ds_sep.pop("param_groups", {}) or {}
-    ds_critic.pop("param_groups", None)
     scalars = vectorize_scalar_parameters(method)
     sep, _, _, _ = deepspeed.initialize(model=method.separator, config=ds_sep,
                                         model_parameters=optimizer_groups(method.separator, groups))

@@ -146,3 +146,45 @@ def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file
     assert stored_report(config("n_per_combination=2"), str(checkpoint)) is None
     checkpoint.write_bytes(b"other weights")  # the run's best checkpoint changed since
     assert stored_report(config(), str(checkpoint)) is None
+
+
+def test_an_edited_deepspeed_file_is_another_training_of_the_adversary(tmp_path):
+    """The train config names its DeepSpeed JSON by path: an edit of the file's critic lr is
+    another `ial` training, the same `cms` one (no critic); a critic that inherited the
+    separator's warm-up trained at its peak, and reads so."""
+    from benchmarks.run_reuse import current_deepspeed
+
+    ds_file = tmp_path / "ds.json"
+    ds = json.loads((REPO / "configs/deepspeed/realistic.json").read_text())
+    ds_file.write_text(json.dumps(ds))
+    ial = train_config(tmp_path, f"deepspeed={ds_file}")
+    cms = train_config(tmp_path, f"deepspeed={ds_file}", "method.lambda_ind=0")
+    runs = {}
+    for name, cfg in (("ial", ial), ("cms", cms)):
+        runs[name] = tmp_path / name
+        finish(runs[name], cfg, 7)
+        (runs[name] / "deepspeed.json").write_text(json.dumps(current_deepspeed(cfg)))
+        assert finished_training(runs[name], cfg) == {"step": 7}
+    # the critic as realistic.json gave it before 2026-12-05: its own lr 1e-4 named, the
+    # separator's WarmupLR to 1e-3 inherited (and acting)
+    saved = json.loads((runs["ial"] / "deepspeed.json").read_text())
+    saved["critic"]["optimizer"]["params"]["lr"] = 1e-4
+    saved["critic"]["param_groups"] = ds["param_groups"]
+    (runs["ial"] / "deepspeed.json").write_text(json.dumps(saved))
+    assert finished_training(runs["ial"], ial) == {"step": 7}
+    # the file edited: the critic's peak lr 3e-3
+    ds["critic"]["optimizer"]["params"]["lr"] = 3e-3
+    ds["critic"]["scheduler"]["params"]["warmup_max_lr"] = 3e-3
+    ds_file.write_text(json.dumps(ds))
+    assert finished_training(runs["ial"], ial) is None
+    assert finished_training(runs["cms"], cms) == {"step": 7}
+    assert claim_run(runs["ial"], tmp_path / "report", ial) is None  # set aside, not lost
+    ds["critic"]["optimizer"]["params"]["lr"] = 1e-3
+    ds["critic"]["scheduler"]["params"]["warmup_max_lr"] = 1e-3
+    ds_file.write_text(json.dumps(ds))  # back to 1e-3: moved back
+    assert claim_run(runs["ial"], tmp_path / "report", ial) == {"step": 7}
+    ds["gradient_clipping"] = 1.0  # the separator's part: another training of both
+    ds_file.write_text(json.dumps(ds))
+    assert finished_training(runs["cms"], cms) is None
+    (runs["cms"] / "deepspeed.json").unlink()  # saved none: compared on the config alone
+    assert finished_training(runs["cms"], cms) == {"step": 7}

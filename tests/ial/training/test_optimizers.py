@@ -96,3 +96,56 @@ def test_a_warm_up_schedule_starts_without_deepspeed_s_spurious_warning(deepspee
         logger.removeHandler(handler)
     assert type(sep.lr_scheduler).__name__ == "WarmupLR"
     assert not [r.getMessage() for r in records if "scheduler" in r.getMessage()]
+
+
+def _json_with(tmp_path, base: str, **changes) -> str:
+    import json
+
+    cfg = json.loads(open(base).read())
+    cfg.update(changes)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def _warmup(peak: float) -> dict:
+    return {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": peak,
+                                           "warmup_num_steps": 4, "warmup_type": "linear"}}
+
+
+def test_the_critic_trains_at_its_own_lr_not_the_separator_s_schedule(deepspeed, tmp_path):
+    # a separator warm-up to 1e-3 and a critic that names 1e-4: DeepSpeed's WarmupLR would set
+    # the critic's lr to 1e-3 too, if the critic inherited it (as realistic.json's once did)
+    path = _json_with(tmp_path, "configs/deepspeed/cpu.json", scheduler=_warmup(1e-3),
+                      optimizer={"type": "Adam", "params": {"lr": 1e-3}},
+                      param_groups={"visual": {"lr": 1e-3}})
+    _, sep, critic = _engines(deepspeed, "configs/train/demo.yaml", f"deepspeed={path}")
+    for _ in range(6):
+        sep.lr_scheduler.step()
+    assert critic.lr_scheduler is None
+    assert _groups(critic)["critic"][0] == 1e-4
+    assert {g["lr"] for g in sep.optimizer.param_groups} == {1e-3}
+
+
+def test_the_realistic_critic_warms_up_to_1e_3(deepspeed):
+    _, _, critic = _engines(deepspeed, "configs/train/demo.yaml", "backend=gloo",
+                            "deepspeed=configs/deepspeed/realistic.json")
+    assert type(critic.lr_scheduler).__name__ == "WarmupLR"
+    for _ in range(60):
+        critic.lr_scheduler.step()
+    assert _groups(critic) == {"critic": (1e-3, (0.0, 0.9), 1e-3, None)}
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"scheduler": _warmup(1e-3), "param_groups": {"visual": {"lr": 1e-4}},
+      "optimizer": {"type": "Adam", "params": {"lr": 1e-3}}},
+     "its scheduler WarmupLR sets every parameter group's lr to its warmup_max_lr 0.001, so "
+     "param_groups.visual.lr 0.0001 would never be used"),
+    ({"critic": {"optimizer": {"params": {"lr": 1e-4}}, "scheduler": _warmup(3e-3)}},
+     "its critic.scheduler WarmupLR .* warmup_max_lr 0.003, so critic.optimizer.params.lr 0.0001"),
+])
+def test_a_scheduler_that_would_replace_a_named_lr_is_refused(tmp_path, changes, named):
+    path = _json_with(tmp_path, "configs/deepspeed/cpu.json", **changes)
+    with pytest.raises(ConfigError, match=named) as info:
+        deepspeed_configs(TrainConfig(deepspeed=path), world_size=1)
+    assert str(info.value).startswith("config field 'deepspeed': ") and path in str(info.value)
