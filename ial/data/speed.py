@@ -32,6 +32,8 @@ def speed_ratio(factor: float) -> Fraction:
 
 def input_length(samples: int, factor: float) -> int:
     """Samples of the original clip that, played at ``factor``, fill ``samples`` samples."""
+    if factor == 1.0:  # every clip of an unperturbed run: no Fraction arithmetic
+        return samples
     return math.ceil(samples * speed_ratio(factor))
 
 
