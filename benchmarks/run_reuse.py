@@ -52,6 +52,8 @@ def deepspeed_identity(configs: dict, adversary: bool) -> dict:
     critic that inherited the separator's WarmupLR, before ``ial.training.config.SEPARATOR_ONLY``,
     trained at its peak whatever lr it named); the critic's without parameter groups (it never
     used them), and left out without the adversary (no critic trains)."""
+    from ial.training.config import scheduled_peak_lr
+
     acting = {}
     for part, ds in configs.items():
         if part == "critic" and not adversary:
@@ -59,9 +61,9 @@ def deepspeed_identity(configs: dict, adversary: bool) -> dict:
         ds = json.loads(json.dumps(ds))
         if part == "critic":
             ds.pop("param_groups", None)
-        peak = ((ds.get("scheduler") or {}).get("params") or {}).get("warmup_max_lr")
+        peak = scheduled_peak_lr(ds)
         params = (ds.get("optimizer") or {}).get("params") or {}
-        if isinstance(peak, (int, float)) and "lr" in params:
+        if peak is not None and "lr" in params:
             params["lr"] = peak
         acting[part] = ds
     return acting
@@ -154,9 +156,9 @@ def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> 
     if (report_dir / "results.json").exists():  # the report of a training no longer here
         set_aside_report(report_dir)
     # set aside under its config, data and DeepSpeed configs, or under what it recorded of them
+    deepspeed = current_deepspeed(cfg)
     aside = [run_dir.with_name(run_dir.name + ".set-aside-" + identity_digest(
-        training_identity(to_dict(cfg), d, ds))) for d in (data, None)
-        for ds in (current_deepspeed(cfg), None)]
+        training_identity(to_dict(cfg), d, ds))) for d in (data, None) for ds in (deepspeed, None)]
     kept = next((k for k in aside if finished_training(k, cfg, data) is not None), None)
     if kept is None:
         return None

@@ -23,7 +23,7 @@ from ial.models.config import ModelConfig
 from ial.training.budget import LR_DECAYS
 
 __all__ = ["REPO", "SEPARATOR_ONLY", "TrainConfig", "deepspeed_configs", "load_train_config",
-           "method_config", "model_config", "resolve_path"]
+           "method_config", "model_config", "resolve_path", "scheduled_peak_lr"]
 
 
 @dataclass
@@ -224,16 +224,23 @@ def check_scheduled_lrs(ds: dict, prefix: str, path: str) -> None:
     """Refuse a scheduler with one ``warmup_max_lr`` (WarmupLR, WarmupDecayLR) in ``ds`` when an
     lr the config names differs from it: DeepSpeed would replace that lr with it, silently.
     ``prefix``: where ``ds``'s fields are in the file ("" or "critic.")."""
-    scheduler = ds.get("scheduler") or {}
-    peak = (scheduler.get("params") or {}).get("warmup_max_lr")
-    if peak is None or isinstance(peak, (list, tuple)):  # one value per group: the user's order
+    peak = scheduled_peak_lr(ds)
+    if peak is None:
         return
     named = {"optimizer.params.lr": ((ds.get("optimizer") or {}).get("params") or {}).get("lr")}
     named.update({f"param_groups.{name}.lr": group.get("lr")
                   for name, group in (ds.get("param_groups") or {}).items()})
     for name, lr in named.items():
-        if lr is not None and float(lr) != float(peak):
+        if lr is not None and float(lr) != peak:
             raise ConfigError("deepspeed", f"{path}: its {prefix}scheduler "
-                              f"{scheduler.get('type')} sets every parameter group's lr to its "
-                              f"warmup_max_lr {float(peak):g}, so {prefix}{name} "
+                              f"{ds['scheduler'].get('type')} sets every parameter group's lr to its "
+                              f"warmup_max_lr {peak:g}, so {prefix}{name} "
                               f"{float(lr):g} would never be used: make them equal")
+
+
+def scheduled_peak_lr(ds: dict) -> float | None:
+    """The one lr that the scheduler of DeepSpeed config ``ds`` gives every parameter group (the
+    ``warmup_max_lr`` of WarmupLR, WarmupDecayLR), or None: no such scheduler, or one value per
+    group (the user's own order)."""
+    peak = (((ds.get("scheduler") or {}).get("params")) or {}).get("warmup_max_lr")
+    return None if peak is None or isinstance(peak, (list, tuple)) else float(peak)

@@ -162,8 +162,8 @@ def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_las
 
     The separator's optimizer gets its parameter groups (``optimizer_groups``, settings from the
     JSON's ``"param_groups"``); ``ds_critic`` is ``deepspeed_configs``' critic config, which has
-    none. The critic's parameters must be trainable here (ZeRO only takes
-    trainable parameters); ``train_step`` freezes them during the separator's backward.
+    none. The critic's parameters must be trainable here (ZeRO only takes trainable parameters);
+    ``train_step`` freezes them during the separator's backward.
     ``channels_last`` (``TrainConfig.channels_last``): conv weights NHWC once the engines have
     started (their start-up broadcast views each parameter as bytes, which needs NCHW), the
     activations follow them; not under ZeRO, whose optimizer owns flat parameter buffers.
