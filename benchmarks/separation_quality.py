@@ -23,7 +23,9 @@ never deleted, and moved back when that config returns (``benchmarks/run_reuse.p
 the training step's clips/s before and after the channels-last change (measured side by side,
 ``step_throughput``), the table with the oracle and mixture rows, the steps each model reached
 and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored sources)
-of the SDR differences. Last lines::
+of the SDR differences, then ial − cms in SIR and SAR with theirs: the adversary aims at
+interference (what one estimate keeps of the other source), so its effect and its cost show
+there before they show in SDR. Last lines::
 
     RESULT ial_sdr=<dB> target>=6
     RESULT ial_minus_sop_sdr=<dB> target>=2
@@ -62,6 +64,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.run_reuse import claim_run, stored_report  # noqa: E402
 from ial.evaluate.compare import across_seeds_ci, paired_ci, per_source  # noqa: E402
+
+# What the adversary trades, printed beside the SDR differences: interference, which it aims at,
+# and artifacts (docs/experiments.md, "What the adversary trades").
+TRADE = ("sir", "sar")
 
 RUNS = {
     "ial": [],
@@ -289,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed = ", ".join(f"{r['diffs'][key][0]:+.2f}" for r in runs.values())
             print(f"{key.replace('_', ' ')}: {per_seed} → mean {mean:+.2f} dB SDR, 95 % "
                   f"two-level bootstrap CI [{lo:+.2f}, {hi:+.2f}]")
+        print_trade({m: across_seeds_ci([r["scores"][m]["ial"] for r in runs.values()],
+                                        [r["scores"][m]["cms"] for r in runs.values()])
+                     for m in TRADE}, "95 % two-level bootstrap CIs")
     print(f"RESULT ial_sdr={ial_sdr:.2f} target>=6")
     print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
     print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
@@ -322,7 +331,9 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
                for name, overrides in RUNS.items()}
     ial = results["ial"]["report"]
     print_table(results)
-    sdr = {n: per_source(r["report"], "model", "sdr") for n, r in results.items()}
+    scores = {m: {n: per_source(r["report"], "model", m) for n, r in results.items()}
+              for m in ("sdr", *TRADE)}
+    sdr = scores["sdr"]
     diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], seed),
              "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], seed)}
     print(f"\n({budget} of training each, seed {seed}; evaluation: "
@@ -332,7 +343,16 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
     for key, (mean, lo, hi) in diffs.items():
         print(f"{key.replace('_', ' ')}: {mean:+.2f} dB SDR, 95 % paired bootstrap CI "
               f"[{lo:+.2f}, {hi:+.2f}]")
-    return {"results": results, "sdr": sdr, "diffs": diffs}
+    print_trade({m: paired_ci(scores[m]["ial"], scores[m]["cms"], seed) for m in TRADE},
+                "95 % paired bootstrap CIs")
+    return {"results": results, "sdr": sdr, "scores": scores, "diffs": diffs}
+
+
+def print_trade(trade: dict[str, tuple[float, float, float]], intervals: str) -> None:
+    """One line: ial − cms in each of ``TRADE`` (metric → (mean, low, high), dB)."""
+    parts = ", ".join(f"{m.upper()} {mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                      for m, (mean, lo, hi) in trade.items())
+    print(f"ial minus cms, interference and artifacts: {parts} dB ({intervals})")
 
 
 if __name__ == "__main__":

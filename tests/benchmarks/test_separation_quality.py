@@ -37,6 +37,9 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     names = [re.match(r"RESULT (\w+)=(-?[\d.]+) target", x).group(1) for x in lines[-3:]]
     assert names == ["ial_sdr", "ial_minus_sop_sdr", "ial_minus_cms_sdr"]
     assert "95 % paired bootstrap CI" in run.stdout
+    assert re.search(r"^ial minus cms, interference and artifacts: SIR [+-]\d+\.\d\d \[.+\], "
+                     r"SAR [+-]\d+\.\d\d \[.+\] dB \(95 % paired bootstrap CIs\)$",
+                     run.stdout, re.M)
 
 
 @pytest.mark.slow
@@ -75,10 +78,13 @@ def test_a_step_budget_trains_the_same_models_again(tmp_path):
     assert sorted(p.name for p in checkpoints.iterdir() if "-s1-" in p.name) == [
         "cms-s1-6steps", "ial-s1-6steps", "sop-s1-6steps"]
     assert both[6].startswith("over seeds 0, 1 (2 trainings of each model")
-    assert [x.split(":")[0] for x in both[7:9]] == ["ial minus sop", "ial minus cms"]
+    assert [x.split(":")[0] for x in both[7:10]] == [
+        "ial minus sop", "ial minus cms", "ial minus cms, interference and artifacts"]
+    assert re.fullmatch(r"ial minus cms, interference and artifacts: SIR [+-]\d+\.\d\d \[.+\], "
+                        r"SAR [+-]\d+\.\d\d \[.+\] dB \(95 % two-level bootstrap CIs\)", both[9])
     mean_of_rows = np.mean([float(both[0][1]), float(both[3][1])])  # the rows are rounded
-    assert both[9].startswith("RESULT ial_sdr=") and both[9].endswith(" target>=6")
-    assert abs(float(both[9].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
+    assert both[10].startswith("RESULT ial_sdr=") and both[10].endswith(" target>=6")
+    assert abs(float(both[10].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
 
 
 def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):
