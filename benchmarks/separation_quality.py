@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
     if len(runs) == 1:
         diffs = next(iter(runs.values()))["diffs"]
     else:
-        diffs = {key: across_seeds_ci([r["sdr"]["ial"] for r in runs.values()],
-                                      [r["sdr"][other] for r in runs.values()])
+        diffs = {key: across_seeds_ci([r["scores"]["sdr"]["ial"] for r in runs.values()],
+                                      [r["scores"]["sdr"][other] for r in runs.values()])
                  for key, other in (("ial_minus_sop", "sop"), ("ial_minus_cms", "cms"))}
         print(f"\nover seeds {', '.join(map(str, runs))} ({len(runs)} trainings of each model, "
               f"{budget} each; the intervals resample the trainings, then each one's test "
@@ -326,7 +326,8 @@ def print_table(results: dict[str, dict]) -> None:
 def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool,
                    budget: str) -> dict:
     """Train (or reuse) and evaluate the three models with ``seed``; print their table and the
-    paired CIs of the differences. Returns {"results", "sdr": per-source SDRs, "diffs"}."""
+    paired CIs of the differences. Returns {"results", "scores": metric → model → per-source
+    scores (``per_source``), "diffs"}."""
     results = {name: train_and_evaluate(root, name, overrides, minutes, seed, quick, steps)
                for name, overrides in RUNS.items()}
     ial = results["ial"]["report"]
@@ -345,7 +346,7 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
               f"[{lo:+.2f}, {hi:+.2f}]")
     print_trade({m: paired_ci(scores[m]["ial"], scores[m]["cms"], seed) for m in TRADE},
                 "95 % paired bootstrap CIs")
-    return {"results": results, "sdr": sdr, "scores": scores, "diffs": diffs}
+    return {"results": results, "scores": scores, "diffs": diffs}
 
 
 def print_trade(trade: dict[str, tuple[float, float, float]], intervals: str) -> None:
