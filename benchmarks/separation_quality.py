@@ -284,8 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     if len(runs) == 1:
         diffs = next(iter(runs.values()))["diffs"]
     else:
-        diffs = {key: across_seeds_ci([r["scores"]["sdr"]["ial"] for r in runs.values()],
-                                      [r["scores"]["sdr"][other] for r in runs.values()])
+        diffs = {key: seeds_ci(runs, "sdr", other)
                  for key, other in (("ial_minus_sop", "sop"), ("ial_minus_cms", "cms"))}
         print(f"\nover seeds {', '.join(map(str, runs))} ({len(runs)} trainings of each model, "
               f"{budget} each; the intervals resample the trainings, then each one's test "
@@ -295,9 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed = ", ".join(f"{r['diffs'][key][0]:+.2f}" for r in runs.values())
             print(f"{key.replace('_', ' ')}: {per_seed} → mean {mean:+.2f} dB SDR, 95 % "
                   f"two-level bootstrap CI [{lo:+.2f}, {hi:+.2f}]")
-        print_trade({m: across_seeds_ci([r["scores"][m]["ial"] for r in runs.values()],
-                                        [r["scores"][m]["cms"] for r in runs.values()])
-                     for m in TRADE}, "95 % two-level bootstrap CIs")
+        print_trade({m: seeds_ci(runs, m, "cms") for m in TRADE}, "95 % two-level bootstrap CIs")
     print(f"RESULT ial_sdr={ial_sdr:.2f} target>=6")
     print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
     print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
@@ -347,6 +344,13 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
     print_trade({m: paired_ci(scores[m]["ial"], scores[m]["cms"], seed) for m in TRADE},
                 "95 % paired bootstrap CIs")
     return {"results": results, "scores": scores, "diffs": diffs}
+
+
+def seeds_ci(runs: dict[int, dict], metric: str, other: str) -> tuple[float, float, float]:
+    """ial − ``other`` in ``metric`` over the seeds' ``compare_models`` results ``runs``: mean
+    and two-level bootstrap interval (``across_seeds_ci``), dB."""
+    return across_seeds_ci([r["scores"][metric]["ial"] for r in runs.values()],
+                           [r["scores"][metric][other] for r in runs.values()])
 
 
 def print_trade(trade: dict[str, tuple[float, float, float]], intervals: str) -> None:

@@ -233,8 +233,8 @@ def check_scheduled_lrs(ds: dict, prefix: str, path: str) -> None:
     for name, lr in named.items():
         if lr is not None and float(lr) != peak:
             raise ConfigError("deepspeed", f"{path}: its {prefix}scheduler "
-                              f"{ds['scheduler'].get('type')} sets every parameter group's lr to its "
-                              f"warmup_max_lr {peak:g}, so {prefix}{name} "
+                              f"{ds['scheduler'].get('type')} sets every parameter group's lr to "
+                              f"its warmup_max_lr {peak:g}, so {prefix}{name} "
                               f"{float(lr):g} would never be used: make them equal")
 
 
@@ -242,5 +242,5 @@ def scheduled_peak_lr(ds: dict) -> float | None:
     """The one lr that the scheduler of DeepSpeed config ``ds`` gives every parameter group (the
     ``warmup_max_lr`` of WarmupLR, WarmupDecayLR), or None: no such scheduler, or one value per
     group (the user's own order)."""
-    peak = (((ds.get("scheduler") or {}).get("params")) or {}).get("warmup_max_lr")
+    peak = ((ds.get("scheduler") or {}).get("params") or {}).get("warmup_max_lr")
     return None if peak is None or isinstance(peak, (list, tuple)) else float(peak)
