@@ -211,7 +211,8 @@ def set_aside_report(report_dir: Path) -> Path:
 def stored_report(ecfg, checkpoint: str) -> dict | None:
     """The stored report (``results.json`` in ``ecfg.out``) of exactly this evaluation: the same
     eval config (its device resolved as ``evaluate`` resolves it) of the same checkpoint bytes
-    (sha256), else None."""
+    (sha256), with the mask measures (a report written before them is scored again), else
+    None."""
     from ial.config import to_dict
     from ial.runtime import torch_device
     from ial.storage import sha256
@@ -223,6 +224,7 @@ def stored_report(ecfg, checkpoint: str) -> dict | None:
     wanted = json.loads(json.dumps(to_dict(dataclasses.replace(
         ecfg, device=torch_device(ecfg.device)))))
     if stored.get("config") != wanted or \
-            stored.get("checkpoint", {}).get("sha256") != sha256(checkpoint):
+            stored.get("checkpoint", {}).get("sha256") != sha256(checkpoint) or \
+            "mask_own" not in stored.get("rows", {}).get("model", {}):
         return None
     return stored

@@ -25,7 +25,9 @@ the training step's clips/s before and after the channels-last change (measured 
 and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored sources)
 of the SDR differences, then ial − cms in SIR and SAR with theirs: the adversary aims at
 interference (what one estimate keeps of the other source), so its effect and its cost show
-there before they show in SDR. Last lines::
+there before they show in SDR; and in the mask measures (``ial.evaluate.masks``: what a
+source's mask keeps of its own bins, lets through of another source's, and what both masks keep
+of the bins the sources share), which say where in the time-frequency plane. Last lines::
 
     RESULT ial_sdr=<dB> target>=6
     RESULT ial_minus_sop_sdr=<dB> target>=2
@@ -64,10 +66,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.run_reuse import claim_run, stored_report  # noqa: E402
 from ial.evaluate.compare import across_seeds_ci, paired_ci, per_source  # noqa: E402
+from ial.evaluate.masks import MASK_MEASURES  # noqa: E402
 
 # What the adversary trades, printed beside the SDR differences: interference, which it aims at,
-# and artifacts (docs/experiments.md, "What the adversary trades").
-TRADE = ("sir", "sar")
+# and artifacts (docs/experiments.md, "What the adversary trades"); and where, by the masks
+# ("What the adversary's masks do"). One printed line per group.
+TRADE = {"interference and artifacts": ("sir", "sar"), "masks": MASK_MEASURES}
+TRADED = tuple(m for group in TRADE.values() for m in group)
 
 RUNS = {
     "ial": [],
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed = ", ".join(f"{r['diffs'][key][0]:+.2f}" for r in runs.values())
             print(f"{key.replace('_', ' ')}: {per_seed} → mean {mean:+.2f} dB SDR, 95 % "
                   f"two-level bootstrap CI [{lo:+.2f}, {hi:+.2f}]")
-        print_trade({m: seeds_ci(runs, m, "cms") for m in TRADE}, "95 % two-level bootstrap CIs")
+        print_trade({m: seeds_ci(runs, m, "cms") for m in TRADED}, "95 % two-level bootstrap CIs")
     print(f"RESULT ial_sdr={ial_sdr:.2f} target>=6")
     print(f"RESULT ial_minus_sop_sdr={diffs['ial_minus_sop'][0]:.2f} target>=2")
     print(f"RESULT ial_minus_cms_sdr={diffs['ial_minus_cms'][0]:.2f} target>=0.5")
@@ -303,21 +308,28 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(results: dict[str, dict]) -> None:
     """Each trained model's row (``train_and_evaluate`` summaries: SDR, SIR, SAR, SDRi, sources,
-    steps, training clips/s, best val SDR), then the oracle and mixture rows of the first one's
-    report (the same test mixtures for every model)."""
+    steps, training clips/s, best val SDR, the mask measures), then the oracle and mixture rows
+    of the first one's report (the same test mixtures for every model)."""
     print(f"\n{'row':14s} {'SDR':>7s} {'SIR':>7s} {'SAR':>7s} {'SDRi':>7s} {'n':>5s} "
-          f"{'steps':>6s} {'clips/s':>8s} {'val SDR':>8s}")
+          f"{'steps':>6s} {'clips/s':>8s} {'val SDR':>8s}   masks: {'own':>6s} {'other':>6s} "
+          f"{'shared':>6s}")
     for name, r in results.items():
         row = r["report"]["rows"]["model"]
         print(f"{name:14s} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
               f"{row['sdri']:7.2f} {row['n']:5d} {r['steps']:6d} "
               f"{(r['clips_per_s'] or float('nan')):8.1f} "
-              f"{(r['best_val_sdr'] or float('nan')):8.2f}")
+              f"{(r['best_val_sdr'] or float('nan')):8.2f}          {mask_columns(row)}")
     first = next(iter(results.values()))["report"]
     for row_name in ("oracle_irm", "oracle_ibm", "mixture"):
         row = first["rows"][row_name]
         print(f"{row_name:14s} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
-              f"{row['sdri']:7.2f} {row['n']:5d}")
+              f"{row['sdri']:7.2f} {row['n']:5d} {'':34s}{mask_columns(row)}")
+
+
+def mask_columns(row: dict) -> str:
+    """A report row's mask measures (own, other, shared; fractions), as the table prints them."""
+    return " ".join(f"{row[m]:6.3f}" if row.get(m) is not None else f"{'-':>6s}"
+                    for m in MASK_MEASURES)
 
 
 def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool,
@@ -330,7 +342,7 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
     ial = results["ial"]["report"]
     print_table(results)
     scores = {m: {n: per_source(r["report"], "model", m) for n, r in results.items()}
-              for m in ("sdr", *TRADE)}
+              for m in ("sdr", *TRADED)}
     sdr = scores["sdr"]
     diffs = {"ial_minus_sop": paired_ci(sdr["ial"], sdr["sop"], seed),
              "ial_minus_cms": paired_ci(sdr["ial"], sdr["cms"], seed)}
@@ -341,7 +353,7 @@ def compare_models(root: str, seed: int, minutes: float, steps: int, quick: bool
     for key, (mean, lo, hi) in diffs.items():
         print(f"{key.replace('_', ' ')}: {mean:+.2f} dB SDR, 95 % paired bootstrap CI "
               f"[{lo:+.2f}, {hi:+.2f}]")
-    print_trade({m: paired_ci(scores[m]["ial"], scores[m]["cms"], seed) for m in TRADE},
+    print_trade({m: paired_ci(scores[m]["ial"], scores[m]["cms"], seed) for m in TRADED},
                 "95 % paired bootstrap CIs")
     return {"results": results, "scores": scores, "diffs": diffs}
 
@@ -354,10 +366,17 @@ def seeds_ci(runs: dict[int, dict], metric: str, other: str) -> tuple[float, flo
 
 
 def print_trade(trade: dict[str, tuple[float, float, float]], intervals: str) -> None:
-    """One line: ial − cms in each of ``TRADE`` (metric → (mean, low, high), dB)."""
-    parts = ", ".join(f"{m.upper()} {mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-                      for m, (mean, lo, hi) in trade.items())
-    print(f"ial minus cms, interference and artifacts: {parts} dB ({intervals})")
+    """One line per group of ``TRADE``: ial − cms in each of its measures (``trade``: measure →
+    (mean, low, high); dB, the mask measures in fractions)."""
+    for group, measures in TRADE.items():
+        if group == "masks":
+            parts = ", ".join(f"{m.removeprefix('mask_')} {trade[m][0]:+.3f} "
+                              f"[{trade[m][1]:+.3f}, {trade[m][2]:+.3f}]" for m in measures)
+            print(f"ial minus cms, masks: {parts} (fractions; {intervals})")
+        else:
+            parts = ", ".join(f"{m.upper()} {trade[m][0]:+.2f} [{trade[m][1]:+.2f}, "
+                              f"{trade[m][2]:+.2f}]" for m in measures)
+            print(f"ial minus cms, {group}: {parts} dB ({intervals})")
 
 
 if __name__ == "__main__":

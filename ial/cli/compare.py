@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ial.evaluate.compare import MEASURES
+
 
 @click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("report_a", metavar="REPORT_A")
@@ -12,7 +14,11 @@ import click
               help="Another training of each model (another seed), same protocol. Repeatable; "
                    "the interval then resamples the trainings as well as the sources.")
 @click.option("--metric", default="sdr", show_default=True,
-              type=click.Choice(["sdr", "sir", "sar", "sdri"]), help="What is compared.")
+              type=click.Choice(MEASURES),
+              help="What is compared: a score (dB) or a mask measure (a fraction: what each "
+                   "source's mask keeps of the bins its source dominates, lets through of the "
+                   "bins another source dominates, or all masks keep of the shared bins; "
+                   "docs/evaluation.md).")
 @click.option("--row", default="model", show_default=True,
               help="The report row compared: model, oracle_irm, oracle_ibm or mixture.")
 @click.option("--names", nargs=2, default=("A", "B"), show_default=True,

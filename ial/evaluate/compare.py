@@ -20,8 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ial.errors import UserError
+from ial.evaluate.masks import MASK_MEASURES
 
 METRICS = ("sdr", "sir", "sar", "sdri")
+# what can be compared: the scores (dB) and the mask measures (fractions, ial.evaluate.masks)
+MEASURES = (*METRICS, *MASK_MEASURES)
 # protocol fields that decide which mixtures are scored: two reports must agree on all of them
 SAME_MIXTURES = ("split", "mix", "n_per_combination", "seed", "max_mixtures", "clip_seconds",
                  "sample_rate")
@@ -30,13 +33,15 @@ Sources = dict[tuple[int, int], float]
 
 
 def per_source(report: dict, row: str = "model", metric: str = "sdr") -> Sources:
-    """(mixture index, source position) → ``metric`` (dB) of ``row`` in an evaluation report's
-    ``mixtures``; skipped mixtures (no scores) are left out."""
+    """(mixture index, source position) → ``metric`` (one of ``MEASURES``) of ``row`` in an
+    evaluation report's ``mixtures``; skipped mixtures (no scores) and None values (a mask
+    measure over no bin) are left out."""
     out = {}
     for m in report["mixtures"]:
         if m["scores"]:
             for i, v in enumerate(m["scores"][row][metric]):
-                out[(m["index"], i)] = v
+                if v is not None:
+                    out[(m["index"], i)] = v
     return out
 
 
@@ -129,8 +134,8 @@ def compare_reports(pairs: list[tuple[str, str]], metric: str = "sdr", row: str 
                     seed: int = 0) -> Comparison:
     """Compare models A and B from ``pairs`` of report URLs (A's, B's): one pair per training
     seed. Every report must have scored the same mixtures."""
-    if metric not in METRICS:
-        raise UserError(f"--metric {metric!r}: one of {', '.join(METRICS)}")
+    if metric not in MEASURES:
+        raise UserError(f"--metric {metric!r}: one of {', '.join(MEASURES)}")
     reports = [(load_report(a), load_report(b)) for a, b in pairs]
     named = [(url, r) for pair, loaded in zip(pairs, reports) for url, r in zip(pair, loaded)]
     for other in named[1:]:
@@ -139,6 +144,9 @@ def compare_reports(pairs: list[tuple[str, str]], metric: str = "sdr", row: str 
         if row not in r.get("rows", {}):
             raise UserError(f"{url}: no scores of row {row!r} (rows: "
                             f"{', '.join(r.get('rows', {})) or 'none'})")
+        if metric not in r["rows"][row]:
+            raise UserError(f"{url}: no {metric!r} in row {row!r} (a report written before "
+                            "the mask measures; re-run `ial evaluate` to write them)")
     a = [per_source(ra, row, metric) for ra, _ in reports]
     b = [per_source(rb, row, metric) for _, rb in reports]
     shared = [sorted(set(x) & set(y)) for x, y in zip(a, b)]
@@ -158,17 +166,20 @@ def compare_reports(pairs: list[tuple[str, str]], metric: str = "sdr", row: str 
 
 
 def format_comparison(c: Comparison, name_a: str = "A", name_b: str = "B") -> str:
-    """The comparison as text: overall line, then one line per class."""
+    """The comparison as text: overall line, then one line per class. Mask measures, fractions,
+    get three decimals."""
     kind = ("paired bootstrap" if c.trainings == 1
             else f"two-level bootstrap over {c.trainings} trainings")
     mean, lo, hi = c.overall
+    u, d = (" dB", 2) if c.metric in METRICS else ("", 3)
     lines = [f"{c.metric.upper()} of row {c.row!r}, {c.sources} sources scored by both: "
-             f"{name_a} {c.mean_a:.2f} dB, {name_b} {c.mean_b:.2f} dB",
-             f"{name_a} - {name_b}: {mean:+.2f} dB, 95 % {kind} CI [{lo:+.2f}, {hi:+.2f}]",
+             f"{name_a} {c.mean_a:.{d}f}{u}, {name_b} {c.mean_b:.{d}f}{u}",
+             f"{name_a} - {name_b}: {mean:+.{d}f}{u}, 95 % {kind} CI "
+             f"[{lo:+.{d}f}, {hi:+.{d}f}]",
              "per class (the class of the source scored):"]
     width = max((len(k) for k in c.per_class), default=5)
     for label, (m, lo, hi) in c.per_class.items():
-        lines.append(f"  {label:<{width}}  {m:+6.2f}  [{lo:+.2f}, {hi:+.2f}]")
+        lines.append(f"  {label:<{width}}  {m:+6.{d}f}  [{lo:+.{d}f}, {hi:+.{d}f}]")
     return "\n".join(lines)
 
 
@@ -189,7 +200,8 @@ def plot_comparison(path: str, c: Comparison, name_a: str = "A", name_b: str = "
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=9)
-    ax.set_xlabel(f"{name_a} - {name_b}, {c.metric.upper()} (dB), 95 % CI")
+    scale = " (dB)" if c.metric in METRICS else " (fraction)"
+    ax.set_xlabel(f"{name_a} - {name_b}, {c.metric.upper()}{scale}, 95 % CI")
     ax.set_title(f"{name_a} vs {name_b} on the same mixtures ({c.sources} sources)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

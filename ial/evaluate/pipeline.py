@@ -5,14 +5,17 @@ Steps: load the model export (``ial.models.export.load_model``) → list the tes
 full 10 s mixture with a sliding window, by default the checkpoint's training window
 (``ial.separate.waveforms``: ``separate_waveforms``, ``training_window``; one visual query per
 source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
-→ tables and report (``report.write_report``), uploaded to ``cfg.out``.
+→ the mask measures of every row (``masks.rows_mask_measures``: where in the time-frequency plane
+each estimate keeps or drops sound) → tables and report (``report.write_report``), uploaded to
+``cfg.out``.
 
 The returned dict (also ``results.json``, minus the per-mixture scores) — keys others rely on:
 
 - ``sdr``: the model's overall mean SDR in dB (the number the nightly retraining compares);
-- ``rows``: ``{row: {"sdr", "sir", "sar", "sdri", "sdr_median", "n"}}`` for ``model``, each
-  oracle (``oracle_irm``, ``oracle_ibm``, ...) and ``mixture`` (dB, mean over all scored sources;
-  ``n`` = sources);
+- ``rows``: ``{row: {"sdr", "sir", "sar", "sdri", "sdr_median", "n", "mask_own", "mask_other",
+  "mask_shared"}}`` for ``model``, each oracle (``oracle_irm``, ``oracle_ibm``, ...) and
+  ``mixture`` (dB, mean over all scored sources; ``n`` = sources; the mask measures are
+  fractions, ``ial.evaluate.masks``);
 - ``per_class``: ``{class: {row: {"sdr", "sir", "sar", "sdri", "n"}}}`` (sources of that class);
 - ``per_pair``: ``{class: {other class: {"sdri", "n"}}}``: the model's mean SDRi of a class's
   sources in the mixtures that also hold the other class (which pairs it cannot tell apart);
@@ -37,6 +40,7 @@ import torch
 from ial.config import dump_yaml, to_dict
 from ial.errors import UserError
 from ial.evaluate.config import EvalConfig
+from ial.evaluate.masks import MASK_MEASURES, rows_mask_measures
 from ial.evaluate.metrics import score_mixture, silent_sources
 from ial.evaluate.oracle import oracle_estimates
 from ial.evaluate.protocol import MixtureSpec, build_mixtures, mix_sources
@@ -191,24 +195,18 @@ def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], cfg: EvalConfig
     return est.detach().to("cpu", torch.float64).numpy()
 
 
-def _effective_mask(estimates: np.ndarray, mixture: np.ndarray) -> np.ndarray:
-    """|estimate| / |mixture| on the log grid, clipped to [0, 1]. Shape: (N, L), (L,) → (N, 256, T)."""
-    from ial.signal import log_magnitude
-
-    est = log_magnitude(torch.as_tensor(estimates, dtype=torch.float64))
-    mix = log_magnitude(torch.as_tensor(mixture, dtype=torch.float64))
-    return (est / mix.clamp_min(1e-8)).clamp(0.0, 1.0).numpy()
-
-
 def aggregate(mixtures: list[dict], row_names: list[str]) -> tuple[dict, dict]:
-    """Overall and per-class means of the scored mixtures' per-source scores."""
+    """Overall and per-class means of the scored mixtures' per-source scores; the overall
+    rows also hold the means of the mask measures (``ial.evaluate.masks``, None values left
+    out)."""
     overall: dict = {}
     per_class: dict = collections.defaultdict(dict)
     scored = [m for m in mixtures if m["scores"] is not None]
     for row in row_names:
-        values = {k: [v for m in scored for v in m["scores"][row][k]] for k in METRICS}
+        values = {k: [v for m in scored for v in m["scores"][row].get(k, []) if v is not None]
+                  for k in (*METRICS, *MASK_MEASURES)}
         n = len(values["sdr"])
-        overall[row] = {k: (float(np.mean(values[k])) if n else None) for k in METRICS}
+        overall[row] = {k: (float(np.mean(v)) if v else None) for k, v in values.items()}
         overall[row]["sdr_median"] = float(np.median(values["sdr"])) if n else None
         overall[row]["n"] = n
         classes: dict = collections.defaultdict(lambda: {k: [] for k in METRICS})
@@ -291,9 +289,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             oracles = oracle_estimates(list(cfg.oracles), refs, mixture)
             estimates = {MODEL_ROW: est, **{n: e for n, (e, _) in oracles.items()}}
             scores = score_mixture(refs, mixture, estimates, cfg.silent_db, cfg.clamp_db)
-            record["scores"] = {r: scores[r] for r in row_names}
+            as_mixture = np.repeat(mixture[None], len(refs), axis=0)
+            measures, effective = rows_mask_measures({**estimates, MIXTURE_ROW: as_mixture},
+                                                     refs, mixture)
+            record["scores"] = {r: {**scores[r], **measures[r]} for r in row_names}
             if len(examples) < cfg.num_examples:
-                masks = {MODEL_ROW: _effective_mask(est, mixture),
+                masks = {MODEL_ROW: effective[MODEL_ROW],
                          **{n: mk for n, (_, mk) in oracles.items()}}
                 examples.append(Example(spec.index, spec.labels, spec.clip_ids, mixture,
                                         refs, estimates, masks))

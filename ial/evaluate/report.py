@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ial.evaluate.masks import MASK_MEASURES
 from ial.signal import SAMPLE_RATE
 
 METRICS = ("sdr", "sir", "sar", "sdri")
@@ -54,16 +55,22 @@ def _fmt(x: float | None, width: int = 7) -> str:
 
 
 def format_table(results: dict) -> str:
-    """Overall table (rows × SDR/SIR/SAR/SDRi, dB) of an ``evaluate`` result, as text."""
+    """Overall table (rows × SDR/SIR/SAR/SDRi, dB, and the mask measures of
+    ``ial.evaluate.masks``: own / other / shared, fractions) of an ``evaluate`` result, as
+    text."""
     counts = results.get("counts", {})
-    lines = [f"{'row':<18}{'SDR':>8}{'SIR':>8}{'SAR':>8}{'SDRi':>8}{'n':>7}"]
+    lines = [f"{'row':<18}{'SDR':>8}{'SIR':>8}{'SAR':>8}{'SDRi':>8}{'n':>7}"
+             f"{'own':>8}{'other':>8}{'shared':>8}"]
     for name, row in results["rows"].items():
-        lines.append(f"{name:<18} " + " ".join(_fmt(row.get(m)) for m in METRICS)
-                     + f"{row.get('n', 0):>7}")
+        scores = " ".join(_fmt(row.get(m)) for m in METRICS)
+        masks = " ".join(_fmt(row.get(m)) for m in MASK_MEASURES)
+        lines.append(f"{name:<18} {scores}{row.get('n', 0):>7} {masks}")
     lines.append(
         f"(dB, mean over sources; {counts.get('evaluated', 0)} of {counts.get('mixtures', 0)} "
         f"{results.get('protocol', {}).get('mix', '?')}-source mixtures scored, "
-        f"{counts.get('skipped_silent', 0)} skipped for a silent reference)")
+        f"{counts.get('skipped_silent', 0)} skipped for a silent reference. own / other: what "
+        "a source's mask keeps of the bins its source / another source dominates; shared: what "
+        "all masks keep of the shared bins (docs/evaluation.md))")
     return "\n".join(lines)
 
 

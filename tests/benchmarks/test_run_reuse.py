@@ -140,7 +140,11 @@ def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file
     assert stored_report(config(), str(checkpoint)) is None  # nothing there
     (tmp_path / "report").mkdir()
     stored = {"config": to_dict(dataclasses.replace(config(), device="cpu")),  # as evaluated
-              "checkpoint": {"sha256": hashlib.sha256(b"weights").hexdigest()}, "mixtures": []}
+              "checkpoint": {"sha256": hashlib.sha256(b"weights").hexdigest()}, "mixtures": [],
+              "rows": {"model": {"sdr": 1.0}}}
+    (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
+    assert stored_report(config(), str(checkpoint)) is None  # written before the mask measures
+    stored["rows"]["model"]["mask_own"] = 0.9
     (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
     assert stored_report(config(), str(checkpoint)) == stored
     assert stored_report(config("n_per_combination=2"), str(checkpoint)) is None

@@ -40,6 +40,11 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     assert re.search(r"^ial minus cms, interference and artifacts: SIR [+-]\d+\.\d\d \[.+\], "
                      r"SAR [+-]\d+\.\d\d \[.+\] dB \(95 % paired bootstrap CIs\)$",
                      run.stdout, re.M)
+    fraction = r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]"
+    assert re.search(rf"^ial minus cms, masks: own {fraction}, other {fraction}, shared "
+                     rf"{fraction} \(fractions; 95 % paired bootstrap CIs\)$", run.stdout, re.M)
+    # the mask measures of every row: the mixture keeps everything of every bin
+    assert re.search(r"^mixture .* 1\.000  1\.000  2\.000$", run.stdout, re.M)
 
 
 @pytest.mark.slow
@@ -78,13 +83,15 @@ def test_a_step_budget_trains_the_same_models_again(tmp_path):
     assert sorted(p.name for p in checkpoints.iterdir() if "-s1-" in p.name) == [
         "cms-s1-6steps", "ial-s1-6steps", "sop-s1-6steps"]
     assert both[6].startswith("over seeds 0, 1 (2 trainings of each model")
-    assert [x.split(":")[0] for x in both[7:10]] == [
-        "ial minus sop", "ial minus cms", "ial minus cms, interference and artifacts"]
+    assert [x.split(":")[0] for x in both[7:11]] == [
+        "ial minus sop", "ial minus cms", "ial minus cms, interference and artifacts",
+        "ial minus cms, masks"]
     assert re.fullmatch(r"ial minus cms, interference and artifacts: SIR [+-]\d+\.\d\d \[.+\], "
                         r"SAR [+-]\d+\.\d\d \[.+\] dB \(95 % two-level bootstrap CIs\)", both[9])
+    assert both[10].endswith("(fractions; 95 % two-level bootstrap CIs)")
     mean_of_rows = np.mean([float(both[0][1]), float(both[3][1])])  # the rows are rounded
-    assert both[10].startswith("RESULT ial_sdr=") and both[10].endswith(" target>=6")
-    assert abs(float(both[10].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
+    assert both[11].startswith("RESULT ial_sdr=") and both[11].endswith(" target>=6")
+    assert abs(float(both[11].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
 
 
 def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):

@@ -102,12 +102,27 @@ def test_a_real_report_against_itself_and_against_a_shifted_copy(reports, tmp_pa
     assert two.overall[1] == pytest.approx(0.0) and two.overall[2] == pytest.approx(1.5)
 
 
-def test_reports_of_other_mixtures_are_refused_by_name(reports):
+def test_reports_of_other_mixtures_are_refused_by_name(reports, tmp_path):
     report, n1 = reports
     with pytest.raises(UserError, match="protocol 'n_per_combination' is 2 against 1"):
         compare_reports([(report, n1)])
     with pytest.raises(UserError, match="no scores of row 'nope'"):
         compare_reports([(report, report)], row="nope")
+    older = json.loads(open(os.path.join(report, "results.json")).read())
+    for row in older["rows"].values():
+        del row["mask_own"]
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "results.json").write_text(json.dumps(older))
+    with pytest.raises(UserError, match="no 'mask_own' in row 'model' .* re-run `ial evaluate`"):
+        compare_reports([(str(tmp_path / "older"), report)], metric="mask_own")
+
+
+def test_a_mask_measure_is_compared_as_a_fraction(reports, tmp_path):
+    report, _ = reports
+    c = compare_reports([(report, report)], metric="mask_shared", row="oracle_irm")
+    assert c.overall == (0.0, 0.0, 0.0) and 0.7 < c.mean_a < 1.3
+    assert "MASK_SHARED of row 'oracle_irm'" in format_comparison(c)
+    assert "+0.000, 95 % paired bootstrap CI [+0.000, +0.000]" in format_comparison(c)
 
 
 def test_cli_prints_the_difference_and_draws_it(reports, tmp_path):

@@ -149,6 +149,12 @@ def test_evaluate_local_writes_report(local_setup):
     assert rows["mixture"]["sdri"] == 0.0
     assert rows["oracle_irm"]["sdr"] > rows["mixture"]["sdr"] + 3
     assert rows["oracle_ibm"]["sdr"] > rows["mixture"]["sdr"] + 3
+    # the mask measures (ial.evaluate.masks): the mixture keeps everything, the IRM splits it
+    assert rows["mixture"]["mask_own"] == pytest.approx(1.0, abs=1e-3)
+    assert rows["mixture"]["mask_shared"] == pytest.approx(2.0, abs=1e-3)
+    assert rows["oracle_irm"]["mask_own"] > 0.8 and rows["oracle_irm"]["mask_other"] < 0.2
+    assert 0.7 < rows["oracle_irm"]["mask_shared"] < 1.3
+    assert all(0.0 <= rows["model"][m] <= 2.0 for m in ("mask_own", "mask_other", "mask_shared"))
     assert sorted(results["per_class"]) == sorted(CLASSES)
     assert results["per_class"]["bass"]["model"]["n"] == 4
     # the silent class's mixtures are skipped, so it pairs with no class
@@ -178,7 +184,7 @@ def test_evaluate_local_writes_report(local_setup):
     assert f"sha256 <code>{sha256(ckpt)[:16]}</code>" in html
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary files left
     table = format_table(results)
-    assert "oracle_irm" in table and "6 of 12" in table
+    assert "oracle_irm" in table and "6 of 12" in table and "shared" in table
 
 
 def test_the_checkpoint_is_applied_with_its_training_window(local_setup, tmp_path, monkeypatch):
