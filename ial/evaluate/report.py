@@ -255,8 +255,11 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def write_html(path: str, results: dict, examples: list[tuple[Example, str, list[str]]]) -> None:
     """report.html: overall + per-class tables, the bar chart, example figures and stems."""
     rows = results["rows"]
-    overall = _html_table(["row", "SDR", "SIR", "SAR", "SDRi", "sources"],
-                          [[n, *(_fmt(r.get(m), 0) for m in METRICS), str(r.get("n", 0))]
+    overall = _html_table(["row", "SDR", "SIR", "SAR", "SDRi", "sources", "mask: own", "other",
+                           "shared"],
+                          [[n, *(_fmt(r.get(m), 0) for m in METRICS), str(r.get("n", 0)),
+                            *(f"{r[m]:.3f}" if r.get(m) is not None else "-"
+                              for m in MASK_MEASURES)]
                            for n, r in rows.items()])
     per_class = _html_table(
         ["class", *(f"{r} SDR" for r in rows), "sources"],
@@ -287,7 +290,10 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
         f"(RMS &lt; {results['metric']['silent_db']} dBFS).</p>",
         f"<p>Metrics: {html.escape(results['metric']['implementation'])}; fixed assignment "
         "(no permutation search); SDRi = SDR − SDR of the mixture; scores clipped to ±"
-        f"{results['metric']['clamp_db']:.0f} dB. See docs/evaluation.md.</p>",
+        f"{results['metric']['clamp_db']:.0f} dB. Mask measures (fractions): what a source's "
+        "effective mask keeps of the bins its source owns (own, ideal 1) and of the bins another "
+        "source owns (other, ideal 0), and what all masks keep of the shared bins (shared, the "
+        "IRM's is 1). See docs/evaluation.md.</p>",
         "<h2>Overall (dB, mean over sources)</h2>", overall,
         "<h2>Per class (mean SDR, dB)</h2>", per_class,
         "<img src='per_class_sdr.png' alt='per-class SDR'>",

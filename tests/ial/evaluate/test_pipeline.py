@@ -181,6 +181,7 @@ def test_evaluate_local_writes_report(local_setup):
     assert len(lines) == 6 * 2 * 4  # scored mixtures × sources × rows
     html = open(os.path.join(out, "report.html")).read()
     assert "per_class_sdr.png" in html and figures[0] in html and "<audio" in html
+    assert "<th>mask: own</th>" in html
     assert f"sha256 <code>{sha256(ckpt)[:16]}</code>" in html
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary files left
     table = format_table(results)
