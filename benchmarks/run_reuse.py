@@ -128,7 +128,7 @@ def finished_training(run_dir: Path, cfg, data: str | None = None) -> dict | Non
         return None
     recorded = recorded_data(run_dir)
     same = recorded is None or data is None or recorded == data
-    deepspeed = current_deepspeed(cfg) if recorded_deepspeed(run_dir) is not None else None
+    deepspeed = current_deepspeed(cfg) if (run_dir / "deepspeed.json").exists() else None
     same = same and saved_identity(run_dir, type(cfg)) == training_identity(to_dict(cfg),
                                                                              recorded, deepspeed)
     return json.loads(result.read_text()) if same else None

@@ -1,4 +1,4 @@
-"""Benchmark: separation quality on realistic sound — IAL vs CMS (no adversary) vs Sound of Pixels.
+"""Benchmark: separation quality on realistic sound: IAL vs CMS (no adversary) vs Sound of Pixels.
 
 On the realistic corpus (``benchmarks/corpus_realistic.py``: 8 General-MIDI instruments playing
 Bach chorale voices, 2304 training sections, disjoint test music and recordings, a VGGSound CSV
