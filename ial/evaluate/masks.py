@@ -33,31 +33,28 @@ OWN_SHARE = 0.8  # a bin belongs to a source whose share of the warped magnitude
 MASK_MEASURES = ("mask_own", "mask_other", "mask_shared")
 
 
-def effective_mask(estimates: np.ndarray, mixture: np.ndarray) -> np.ndarray:
-    """|estimate| / |mixture| on the log grid, clipped to [0, 1].
+def warped_magnitude(waves: np.ndarray) -> np.ndarray:
+    """The warped STFT magnitude (``ial.signal.log_magnitude``), in float32: the measures are
+    fractions, quoted to three decimals, and float64 took twice the time.
 
-    Shape: estimates (N, L), mixture (L,) samples → (N, 256, T)."""
+    Shape: (..., L) samples → (..., 256, T)."""
     import torch
 
     from ial.signal import log_magnitude
 
-    est = log_magnitude(torch.as_tensor(estimates, dtype=torch.float64))
-    mix = log_magnitude(torch.as_tensor(mixture, dtype=torch.float64))
-    return (est / mix.clamp_min(1e-8)).clamp(0.0, 1.0).numpy()
+    return log_magnitude(torch.as_tensor(waves, dtype=torch.float32)).numpy()
 
 
-def source_shares(references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def source_shares(references: np.ndarray, mixture: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(each source's share of the warped magnitude ``r`` (N, 256, T), the mixture's energy
-    per bin ``|X|²`` (256, T)). Shape: references (N, L) samples; the mixture is their sum."""
-    import torch
+    per bin ``|X|²`` (256, T), its warped magnitude ``|X|`` (256, T)).
 
-    from ial.signal import log_magnitude
-
-    refs = torch.as_tensor(references, dtype=torch.float64)
-    mags = log_magnitude(refs)
-    shares = mags / mags.sum(dim=0, keepdim=True).clamp_min(1e-10)
-    energy = log_magnitude(refs.sum(dim=0)) ** 2
-    return shares.numpy(), energy.numpy()
+    Shape: references (N, L), mixture (L,) samples (their sum)."""
+    mags = warped_magnitude(references)
+    shares = mags / np.maximum(mags.sum(axis=0, keepdims=True), 1e-10)
+    mix = warped_magnitude(mixture)
+    return shares, mix.astype(np.float64) ** 2, mix
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray, where: np.ndarray) -> float | None:
@@ -83,10 +80,14 @@ def mask_measures(masks: np.ndarray, shares: np.ndarray,
 
 def rows_mask_measures(estimates: dict[str, np.ndarray], references: np.ndarray,
                        mixture: np.ndarray) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """``mask_measures`` of every row of one mixture, and the rows' effective masks.
+    """``mask_measures`` of every row of one mixture, and the rows' effective masks
+    ``|estimate| / |mixture|`` on the log grid, clipped to [0, 1] (one STFT of all the rows'
+    estimates together).
 
     Shape: estimates {row: (N, L)}, references (N, L), mixture (L,) samples →
     ({row: {measure: [N values]}}, {row: (N, 256, T)})."""
-    shares, energy = source_shares(references)
-    masks = {row: effective_mask(est, mixture) for row, est in estimates.items()}
+    shares, energy, mix = source_shares(references, mixture)
+    rows = list(estimates)
+    mags = warped_magnitude(np.stack([estimates[r] for r in rows]))  # (rows, N, 256, T)
+    masks = dict(zip(rows, np.clip(mags / np.maximum(mix, 1e-8), 0.0, 1.0)))
     return {row: mask_measures(m, shares, energy) for row, m in masks.items()}, masks
