@@ -50,8 +50,8 @@ class Example:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _fmt(x: float | None, width: int = 7) -> str:
-    return f"{x:{width}.2f}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
+def _fmt(x: float | None, width: int = 7, digits: int = 2) -> str:
+    return f"{x:{width}.{digits}f}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
 
 
 def format_table(results: dict) -> str:
@@ -63,14 +63,14 @@ def format_table(results: dict) -> str:
              f"{'own':>8}{'other':>8}{'shared':>8}"]
     for name, row in results["rows"].items():
         scores = " ".join(_fmt(row.get(m)) for m in METRICS)
-        masks = " ".join(_fmt(row.get(m)) for m in MASK_MEASURES)
+        masks = " ".join(_fmt(row.get(m), digits=3) for m in MASK_MEASURES)
         lines.append(f"{name:<18} {scores}{row.get('n', 0):>7} {masks}")
     lines.append(
         f"(dB, mean over sources; {counts.get('evaluated', 0)} of {counts.get('mixtures', 0)} "
         f"{results.get('protocol', {}).get('mix', '?')}-source mixtures scored, "
-        f"{counts.get('skipped_silent', 0)} skipped for a silent reference. own / other: what "
-        "a source's mask keeps of the bins its source / another source dominates; shared: what "
-        "all masks keep of the shared bins (docs/evaluation.md))")
+        f"{counts.get('skipped_silent', 0)} skipped for a silent reference)")
+    lines.append("(own, other, shared: what a mask keeps of its source's bins, of another "
+                 "source's, and all masks of the shared ones; fractions, docs/evaluation.md)")
     return "\n".join(lines)
 
 
@@ -258,8 +258,7 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
     overall = _html_table(["row", "SDR", "SIR", "SAR", "SDRi", "sources", "mask: own", "other",
                            "shared"],
                           [[n, *(_fmt(r.get(m), 0) for m in METRICS), str(r.get("n", 0)),
-                            *(f"{r[m]:.3f}" if r.get(m) is not None else "-"
-                              for m in MASK_MEASURES)]
+                            *(_fmt(r.get(m), 0, 3) for m in MASK_MEASURES)]
                            for n, r in rows.items()])
     per_class = _html_table(
         ["class", *(f"{r} SDR" for r in rows), "sources"],
