@@ -367,16 +367,14 @@ def seeds_ci(runs: dict[int, dict], metric: str, other: str) -> tuple[float, flo
 
 def print_trade(trade: dict[str, tuple[float, float, float]], intervals: str) -> None:
     """One line per group of ``TRADE``: ial − cms in each of its measures (``trade``: measure →
-    (mean, low, high); dB, the mask measures in fractions)."""
+    (mean, low, high); dB, the mask measures in fractions, to three decimals)."""
     for group, measures in TRADE.items():
-        if group == "masks":
-            parts = ", ".join(f"{m.removeprefix('mask_')} {trade[m][0]:+.3f} "
-                              f"[{trade[m][1]:+.3f}, {trade[m][2]:+.3f}]" for m in measures)
-            print(f"ial minus cms, masks: {parts} (fractions; {intervals})")
-        else:
-            parts = ", ".join(f"{m.upper()} {trade[m][0]:+.2f} [{trade[m][1]:+.2f}, "
-                              f"{trade[m][2]:+.2f}]" for m in measures)
-            print(f"ial minus cms, {group}: {parts} dB ({intervals})")
+        masks = group == "masks"
+        d, unit = (3, "(fractions; ") if masks else (2, "dB (")
+        parts = ", ".join(f"{m.removeprefix('mask_') if masks else m.upper()} "
+                          f"{trade[m][0]:+.{d}f} [{trade[m][1]:+.{d}f}, {trade[m][2]:+.{d}f}]"
+                          for m in measures)
+        print(f"ial minus cms, {group}: {parts} {unit}{intervals})")
 
 
 if __name__ == "__main__":

@@ -45,16 +45,12 @@ def warped_magnitude(waves: np.ndarray) -> np.ndarray:
     return log_magnitude(torch.as_tensor(waves, dtype=torch.float32)).numpy()
 
 
-def source_shares(references: np.ndarray, mixture: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(each source's share of the warped magnitude ``r`` (N, 256, T), the mixture's energy
-    per bin ``|X|²`` (256, T), its warped magnitude ``|X|`` (256, T)).
+def source_shares(references: np.ndarray) -> np.ndarray:
+    """Each source's share of the warped magnitude, ``r``.
 
-    Shape: references (N, L), mixture (L,) samples (their sum)."""
+    Shape: references (N, L) samples → (N, 256, T)."""
     mags = warped_magnitude(references)
-    shares = mags / np.maximum(mags.sum(axis=0, keepdims=True), 1e-10)
-    mix = warped_magnitude(mixture)
-    return shares, mix.astype(np.float64) ** 2, mix
+    return mags / np.maximum(mags.sum(axis=0, keepdims=True), 1e-10)
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray, where: np.ndarray) -> float | None:
@@ -66,8 +62,8 @@ def mask_measures(masks: np.ndarray, shares: np.ndarray,
                   energy: np.ndarray) -> dict[str, list[float | None]]:
     """The module's three measures for each source of one mixture.
 
-    Shape: masks (N, 256, T) effective masks of one row, shares (N, 256, T) and energy
-    (256, T) from ``source_shares`` → ``{measure: [N values]}``."""
+    Shape: masks (N, 256, T) effective masks of one row, shares (N, 256, T) from
+    ``source_shares``, energy (256, T) the mixture's ``|X|²`` → ``{measure: [N values]}``."""
     shared_bins = (shares < OWN_SHARE).all(axis=0)
     shared = _weighted_mean(masks.sum(axis=0), energy, shared_bins)
     out: dict[str, list[float | None]] = {m: [] for m in MASK_MEASURES}
@@ -86,7 +82,9 @@ def rows_mask_measures(estimates: dict[str, np.ndarray], references: np.ndarray,
 
     Shape: estimates {row: (N, L)}, references (N, L), mixture (L,) samples →
     ({row: {measure: [N values]}}, {row: (N, 256, T)})."""
-    shares, energy, mix = source_shares(references, mixture)
+    shares = source_shares(references)
+    mix = warped_magnitude(mixture)
+    energy = mix.astype(np.float64) ** 2
     rows = list(estimates)
     mags = warped_magnitude(np.stack([estimates[r] for r in rows]))  # (rows, N, 256, T)
     masks = dict(zip(rows, np.clip(mags / np.maximum(mix, 1e-8), 0.0, 1.0)))
