@@ -91,6 +91,11 @@ class MethodConfig:
     lambda_cls: float = 0.0
     # Train the critic every `critic_every` batches (authors' train_critics_interval: 1).
     critic_every: int = 1
+    # Critic updates on each batch it trains on (ours; authors: 1). Each draws fresh independent
+    # partners from the bank; the batch's components join the bank once, after the last. With
+    # separator_every 3 the authors' critic gets 3 updates per separator update over three
+    # batches; with separator_every 1, critic_updates 3 gives that ratio on one batch.
+    critic_updates: int = 1
     # Update the separator (separation + L_av + the adversarial term) every `separator_every`
     # batches (authors' train_generator_interval: 3; between those batches only the critic
     # trains, on a no-grad forward of the separator).
@@ -127,7 +132,7 @@ class MethodConfig:
                                                    "start <= end")
             if any(s < 0 for s in steps) or list(steps) != sorted(steps):
                 raise ConfigError(f"{name}_steps", "steps must be ascending and >= 0")
-        for name in ("critic_every", "separator_every"):
+        for name in ("critic_every", "critic_updates", "separator_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "intervals must be >= 1")
         if self.lambda_cls > 0 and self.mode != "supervised" and self.duets != "solo_pairs":
@@ -163,8 +168,8 @@ class MethodConfig:
 # after both (ial.training.trainer), and it is never trained or scored. So a run without the
 # adversary is the same training whatever they hold (used by the realistic benchmark to reuse
 # a finished `cms` run when only the critic of `ial` changed).
-CRITIC_ONLY_FIELDS = ("lambda_ind_schedule", "lambda_ind_steps", "critic_every", "bank_size",
-                      "critic_ndf", "critic_input_size", "critic_hinge_c", "critic_pairs")
+CRITIC_ONLY_FIELDS = ("lambda_ind_schedule", "lambda_ind_steps", "critic_every", "critic_updates",
+                      "bank_size", "critic_ndf", "critic_input_size", "critic_hinge_c", "critic_pairs")
 
 
 def lambda_ind_at(cfg: MethodConfig, batch: int) -> float:

@@ -240,9 +240,11 @@ class IALMethod(nn.Module):
         return mix.labels[:, mix.component_source.to(mix.labels.device)]
 
     def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None,
-                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    labels: torch.Tensor | None = None,
+                    remember: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
         """Critic objective on the (detached) components of one separator step; then pushes
-        them into the memory bank. ``step`` is unused by the loss itself (kept for schedules).
+        them into the memory bank unless ``remember`` is False (all but the last of a batch's
+        ``critic_updates``). ``step`` is unused by the loss itself (kept for schedules).
         ``labels``: the components' class ids (``component_labels``), needed by
         ``critic_pairs: label_matched``.
 
@@ -253,7 +255,8 @@ class IALMethod(nn.Module):
         dependent, independent = self.critic.make_pairs(x, labels=labels)
         s_dep, s_ind = score(dependent), score(independent)
         loss = critic_hinge_loss(self.critic, s_dep, s_ind, self.cfg.critic_hinge_c)
-        self.critic.remember(x, labels)
+        if remember:
+            self.critic.remember(x, labels)
         acc = 0.5 * (float((s_ind > 0).float().mean()) + float((s_dep < 0).float().mean()))
         logs = {"critic_loss": float(loss.detach()),
                 "critic_distance": float((s_ind.mean() - s_dep.mean()).detach()),

@@ -222,9 +222,10 @@ def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, f
     Separator, when due (every ``separator_every``-th batch): forward (through its engine) and
     backward with the critic frozen (its parameters must get no gradient), engine step. Critic,
     when due: hinge loss on the detached components (the separator's, or a no-grad forward on the
-    batches without a separator update), backward, engine step (this also pushes the components
-    into the memory bank). The adversarial term scores pairs with the critic MODULE, not its
-    engine: the engine's forward arms backward hooks that expect ``critic_engine.backward``.
+    batches without a separator update), backward, engine step, ``critic_updates`` times, each
+    with fresh bank partners (the last also pushes the components into the memory bank). The
+    adversarial term scores pairs with the critic MODULE, not its engine: the engine's forward
+    arms backward hooks that expect ``critic_engine.backward``.
     """
     sep_engine.train()
     critic_engine.train()
@@ -239,10 +240,13 @@ def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, f
     if method.critic_due(step):
         if components is None:
             components = method.components(mix)
-        c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine,
-                                            labels=method.component_labels(mix))
-        critic_engine.backward(c_loss)
-        critic_engine.step()
-        logs.update(c_logs)
+        labels, updates = method.component_labels(mix), method.cfg.critic_updates
+        for update in range(updates):
+            c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine,
+                                                labels=labels, remember=update == updates - 1)
+            critic_engine.backward(c_loss)
+            critic_engine.step()
+            if update == 0:  # its scores before it trained on this batch, as with one update
+                logs.update(c_logs)
     logs["separator_update"] = float(method.separator_due(step))
     return logs

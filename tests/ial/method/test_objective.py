@@ -145,6 +145,26 @@ def test_train_step_updates_the_separator_every_third_batch_and_the_critic_every
                        (False, True, False, 0.0), (False, True, False, 0.0)]
 
 
+def test_critic_updates_train_the_critic_several_times_per_batch_and_bank_it_once():
+    from ial.training.engines import train_step
+
+    clips = tone_clips()
+    runs = {}
+    for updates in (1, 3):
+        m = method(critic_updates=updates, separator_every=1)
+        sep, critic = _Engine(m.separator), _Engine(m.critic)
+        steps = []
+        critic.step = lambda engine=critic: (steps.append(1), _Engine.step(engine))
+        logs = train_step(m, sep, critic, m.mixtures(clips, torch.Generator().manual_seed(0)), 0)
+        runs[updates] = (len(steps), len(m.bank), logs["critic_accuracy"],
+                         [p.detach().clone() for p in m.critic.parameters()])
+    assert runs[1][:2] == (1, 4) and runs[3][:2] == (3, 4)  # the batch's 4 components, once
+    assert runs[1][2] == runs[3][2]  # logged: the scores before the critic trained on the batch
+    assert any(not torch.equal(a, b) for a, b in zip(runs[1][3], runs[3][3]))
+    with pytest.raises(ConfigError, match="critic_updates"):
+        from_dict(MethodConfig, {"critic_updates": 0})
+
+
 def test_configs_and_validation():
     for name in ("ial", "cms_only", "sop", "authors_supervised", "authors_unsupervised", "demo"):
         cfg = load_config(MethodConfig, f"configs/method/{name}.yaml")
