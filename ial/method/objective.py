@@ -68,6 +68,10 @@ class IALMethod(nn.Module):
         if loss == "auto":
             loss = "weighted_bce" if model_cfg.name == "sop" else "si_snr"
         self.loss_kind = loss
+        if loss == "weighted_bce" and model_cfg.mask_activation != "sigmoid":
+            raise ConfigError("method.separation_loss",
+                              "weighted_bce scores sigmoid masks; model.mask_activation is "
+                              f"{model_cfg.mask_activation!r}")
         if method_cfg.lambda_cls > 0 and getattr(self.separator, "class_head", None) is None:
             raise ConfigError("model.n_classes",
                               f"lambda_cls {method_cfg.lambda_cls} needs a class head: model "

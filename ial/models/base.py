@@ -20,9 +20,10 @@ from ial.models.config import ModelConfig
 class SeparationOutput:
     """What a separator returns.
 
-    mask: (B, N, 256, T) in [0, 1] — ratio mask on the log grid (``sop``: the sigmoid of
+    mask: (B, N, 256, T) ≥ 0 — ratio mask on the log grid, in [0, 1] but for ``ial_cms`` with
+      ``mask_activation: relu`` (the authors' unbounded IRM head) (``sop``: the sigmoid of
       ``logits``; its ``mask_threshold`` binarises it after unwarping, at test time).
-    logits: (B, N, 256, T) pre-sigmoid mask, or None.
+    logits: (B, N, 256, T) the score map before the mask head, or None.
     visual_embedding: (B, N, D, H, W) L2-normalised visual map in the common space, or None.
     audio_embedding: (B, N, D) L2-normalised audio embedding of each separated source, or None.
     localization: (B, N, H, W) sounding-object map (A→V attention), or None.

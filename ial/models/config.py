@@ -55,6 +55,11 @@ class ModelConfig:
     # w, b (authors' ParamSigmoid: w = 1, b = −0.2).
     loc_sigmoid_weight: float = 1.0
     loc_sigmoid_bias: float = -0.2
+    # ial_cms: the mask head on the score map (ial.models.ial_cms.MASK_ACTIVATIONS): "sigmoid", a
+    # ratio mask in [0, 1] (the authors' "IBM" head), or "relu", relu(score + 0.5), an unbounded
+    # ratio mask that can keep more than the mixture where sources cancel (the authors' "IRM" head
+    # with IRM_bias, which both of their configs use).
+    mask_activation: Literal["sigmoid", "relu"] = "sigmoid"
     # ial_cms: > 0 adds a linear class head on the max-pooled visual embedding, (B, N, D) →
     # (B, N, n_classes), for the method's auxiliary lambda_cls loss; the dataset's class count.
     # Not in the paper (docs/model.md); unused at inference. 0: no head.

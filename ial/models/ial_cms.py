@@ -21,9 +21,10 @@ Architecture (DESIGN.md "Method"; authors' code ZhenkaiLin/IAL-CMS, files
    - decoder input ``[v broadcast, fa']``, context vector ``[v, mean_FT fa']``.
 4. Decoder (authors' UnetBlock): four levels of ×2 upsample, 3×3 conv, LeakyReLU, BN, AdaIN from
    the context vector, then concatenation with the encoder feature of that resolution; a last ×2
-   upsample + 3×3 conv gives one score map; ``score·scale + bias`` → sigmoid → ratio mask on the
-   log grid (1, 256, T). (The authors' "IRM" head is relu(score + 0.5), unbounded; our contract
-   asks for masks in [0, 1], so we use a sigmoid.)
+   upsample + 3×3 conv gives one score map; ``score·scale + bias`` → the mask head
+   (``mask_activation``, ``MASK_ACTIVATIONS``) → ratio mask on the log grid (1, 256, T): a sigmoid
+   (in [0, 1], the default, the authors' "IBM" head) or their "IRM" head relu(score + 0.5)
+   (unbounded, what both of their configs use).
 
 The audio encoder runs once per mixture; CMS and the decoder run once per source.
 """
@@ -44,6 +45,16 @@ from ial.models.visual_heads import build_visual_head
 # at scale 1 the logits stay within ±‖w‖ and, at lr 1e-3, the cross-entropy barely fell in 600
 # steps (2.08 → 1.63); 10 is the usual scale of a normalised-softmax ("cosine") classifier.
 CLASS_LOGIT_SCALE = 10.0
+
+
+def irm_head(score: torch.Tensor) -> torch.Tensor:
+    """The authors' "IRM" mask head with IRM_bias: relu(score + 0.5), 0.5 at a zero score as the
+    sigmoid is, unbounded above. Shape: any → the same."""
+    return F.relu(score + 0.5)
+
+
+# The mask heads by name (``ModelConfig.mask_activation``): score map → ratio mask.
+MASK_ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": irm_head}
 
 
 class BasicBlock(nn.Module):
@@ -197,6 +208,7 @@ class IALCMS(Separator):
         self.score_scale = nn.Parameter(torch.ones(1))
         self.score_bias = nn.Parameter(torch.zeros(1))
         self.class_head = nn.Linear(d, cfg.n_classes) if cfg.n_classes > 0 else None
+        self.mask_activation = cfg.mask_activation
 
     def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:
         B = mix_mag.shape[0]
@@ -226,7 +238,7 @@ class IALCMS(Separator):
             pooled = F.normalize(fv.amax(dim=(-2, -1)), dim=1) * CLASS_LOGIT_SCALE
             classes = self.class_head(pooled).reshape(B, N, -1)
         return SeparationOutput(
-            mask=torch.sigmoid(logits), logits=logits,
+            mask=MASK_ACTIVATIONS[self.mask_activation](logits), logits=logits,
             visual_embedding=fv.reshape(B, N, *fv.shape[1:]),
             audio_embedding=audio_emb.reshape(B, N, -1),
             localization=loc.reshape(B, N, *loc.shape[1:]), class_logits=classes)

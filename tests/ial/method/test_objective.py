@@ -165,6 +165,12 @@ def test_critic_updates_train_the_critic_several_times_per_batch_and_bank_it_onc
         from_dict(MethodConfig, {"critic_updates": 0})
 
 
+def test_weighted_bce_is_refused_for_a_mask_head_that_is_not_a_sigmoid():
+    with pytest.raises(ConfigError, match="separation_loss.*relu"):
+        IALMethod(ModelConfig(name="ial_cms", mask_activation="relu", **SMALL),
+                  MethodConfig(separation_loss="weighted_bce", **CRITIC))
+
+
 def test_configs_and_validation():
     for name in ("ial", "cms_only", "sop", "authors_supervised", "authors_unsupervised", "demo"):
         cfg = load_config(MethodConfig, f"configs/method/{name}.yaml")

@@ -53,6 +53,21 @@ def test_masks_depend_on_the_visual_query():
     assert torch.allclose(same.mask[0, 0], same.mask[0, 1])
 
 
+def test_the_authors_irm_mask_head_is_relu_of_the_score_plus_a_half_and_unbounded():
+    torch.manual_seed(0)
+    sigmoid = build_model(ModelConfig(name="ial_cms", **SMALL)).eval()
+    torch.manual_seed(0)
+    relu = build_model(ModelConfig(name="ial_cms", mask_activation="relu", **SMALL)).eval()
+    mag, v = torch.rand(1, 256, 32) + 1e-3, torch.rand(1, 2, 1, 8, 4, 4)
+    with torch.no_grad():
+        a, b = sigmoid(mag, v), relu(mag, v)
+        assert torch.equal(a.logits, b.logits)  # the same score map, another head
+        assert torch.equal(a.mask, torch.sigmoid(a.logits))
+        assert torch.equal(b.mask, torch.relu(b.logits + 0.5))
+        relu.score_bias.fill_(2.0)  # a score past 0.5 keeps more than the mixture
+        assert float(relu(mag, v).mask.max()) > 1
+
+
 def test_default_size_matches_documentation():
     # docs/model.md quotes these counts
     assert count_parameters(build_model(ModelConfig())) == 25_439_687
