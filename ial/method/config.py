@@ -169,7 +169,8 @@ class MethodConfig:
 # adversary is the same training whatever they hold (used by the realistic benchmark to reuse
 # a finished `cms` run when only the critic of `ial` changed).
 CRITIC_ONLY_FIELDS = ("lambda_ind_schedule", "lambda_ind_steps", "critic_every", "critic_updates",
-                      "bank_size", "critic_ndf", "critic_input_size", "critic_hinge_c", "critic_pairs")
+                      "bank_size", "critic_ndf", "critic_input_size", "critic_hinge_c",
+                      "critic_pairs")
 
 
 def lambda_ind_at(cfg: MethodConfig, batch: int) -> float:
