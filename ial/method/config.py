@@ -132,9 +132,11 @@ class MethodConfig:
                                                    "start <= end")
             if any(s < 0 for s in steps) or list(steps) != sorted(steps):
                 raise ConfigError(f"{name}_steps", "steps must be ascending and >= 0")
-        for name in ("critic_every", "critic_updates", "separator_every"):
+        for name in ("critic_every", "separator_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "intervals must be >= 1")
+        if self.critic_updates < 1:
+            raise ConfigError("critic_updates", "the critic's updates per batch must be >= 1")
         if self.lambda_cls > 0 and self.mode != "supervised" and self.duets != "solo_pairs":
             raise ConfigError("lambda_cls", "needs one label per visual query: supervised mode, "
                                             "or duets: solo_pairs (a duet video's two players "
