@@ -98,5 +98,8 @@ class ModelConfig:
                 raise ConfigError(name, "must be positive")
         if self.n_classes < 0:
             raise ConfigError("n_classes", "must be >= 0 (0: no class head)")
+        if self.name == "sop" and self.mask_activation != "sigmoid":
+            raise ConfigError("mask_activation", "sop's masks are sigmoids (its threshold "
+                                                 "binarises them); relu is an ial_cms head")
         if not 2 <= self.sop_levels <= 8:
             raise ConfigError("sop_levels", "must be between 2 and 8")

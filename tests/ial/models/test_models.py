@@ -66,6 +66,8 @@ def test_the_authors_irm_mask_head_is_relu_of_the_score_plus_a_half_and_unbounde
         assert torch.equal(b.mask, torch.relu(b.logits + 0.5))
         relu.score_bias.fill_(2.0)  # a score past 0.5 keeps more than the mixture
         assert float(relu(mag, v).mask.max()) > 1
+    with pytest.raises(ConfigError, match="mask_activation"):
+        from_dict(ModelConfig, {"name": "sop", "mask_activation": "relu"})
 
 
 def test_default_size_matches_documentation():
