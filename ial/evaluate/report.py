@@ -178,6 +178,13 @@ def plot_pair_sdri(path: str, per_pair: dict) -> None:
     plt.close(fig)
 
 
+def mask_colour_max(masks: list[np.ndarray]) -> float:
+    """Top of the one colour scale the figures' masks share (from 0): 1, or the 99.5th
+    percentile of the masks' values where it is higher (an unbounded relu head, or
+    |est| / |mix| where the sources cancel), so such bins are not all drawn as 1."""
+    return max([1.0] + [float(np.percentile(m, 99.5)) for m in masks])
+
+
 def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
     """Mixture spectrogram on top; per source: reference, model estimate, model mask, oracle mask."""
     import matplotlib
@@ -195,11 +202,12 @@ def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
     mix_db = _spectrogram_db(ex.mixture)
     vmax = float(mix_db.max())
     vmin = vmax - 80.0
+    mask_max = mask_colour_max([ex.masks[r] for r in [model_row, *mask_rows] if r in ex.masks])
 
     def show(ax, img, title, mask=False):
         ax.axis("on")
         ax.imshow(img, origin="lower", aspect="auto", cmap="magma" if not mask else "viridis",
-                  vmin=0.0 if mask else vmin, vmax=1.0 if mask else vmax)
+                  vmin=0.0 if mask else vmin, vmax=mask_max if mask else vmax)
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -214,7 +222,8 @@ def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
             show(axes[k + 1, 2], ex.masks[model_row][k], "model mask |est|/|mix|", mask=True)
         for j, row in enumerate(mask_rows):
             show(axes[k + 1, 3 + j], ex.masks[row][k], f"{row} mask", mask=True)
-    fig.suptitle(f"example {ex.index}: " + " + ".join(ex.labels), fontsize=10)
+    scale = f" (masks: colour scale 0 to {mask_max:.2f})" if mask_max > 1.0 else ""
+    fig.suptitle(f"example {ex.index}: " + " + ".join(ex.labels) + scale, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
