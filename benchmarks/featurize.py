@@ -8,8 +8,9 @@ opens the K frames nearest the chosen times, resizes the short side and centre-c
 ResNet-18 trunk (eager) gives the frame features.
 
 Project: ``preprocessing.featurize.featurize`` on the LocalCluster ``ial featurize`` starts
-(``dask_client``: 2 worker processes, 1 torch thread each, profiler off): audio and frames in one ffmpeg pass, batched ``InferenceTrunk`` (BN folded,
-Winograd convs), decode overlapped with compute, Parquet shards written as it goes.
+(``dask_client``: 2 worker processes, 1 torch thread each, profiler off): audio and frames in
+one ffmpeg pass, batched ``InferenceTrunk`` (BN folded, Winograd convs), decode overlapped with
+compute, Parquet shards written as it goes.
 
 Both sides are timed warm, i.e. in the steady state a 200k-clip run spends its time in: before
 its clock the baseline process builds its trunk and featurizes one clip, and each project worker
@@ -74,7 +75,8 @@ def make_sources(out_dir: Path, count: int = 4, kind: str = "ingest") -> list[st
         run_ffmpeg(["-y", "-f", "lavfi", "-i", f"sine=frequency={220 * (i + 1)}:duration=10:"
                     "sample_rate=44100", "-f", "lavfi", "-i",
                     "testsrc2=size=480x360:rate=25:duration=10", "-ac", "2",
-                    "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest", str(path)])
+                    "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest",
+                    str(path)])
         if kind == "ingest":
             clip = out_dir / f"clip{i}.mp4"
             slice_clip(str(path), str(clip), 0.0, 10.0, fps=ingest.fps,
@@ -239,7 +241,8 @@ def main() -> None:
     try:
         sources = make_sources(work, kind=args.sources)
         ours = {k: run_project(work / f"root{k}", sources, k, size, workers) for k in (n, 2 * n)}
-        clip_paths = {k: [str(p) for p in sorted((work / f"root{k}" / "clips" / "bench").glob("*.mp4"))]
+        clip_paths = {k: [str(p) for p in
+                          sorted((work / f"root{k}" / "clips" / "bench").glob("*.mp4"))]
                       for k in (n, 2 * n)}
         spec_file = str(work / "baseline_spec.npy")
         base = {n: run_baseline(clip_paths[n], size, work, spec_file)}

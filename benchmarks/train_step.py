@@ -3,8 +3,9 @@
 1. Step overhead. Two identical ``IALMethod`` (same seed, same model/method configs) train on the
    same MixBatch for the same step indices (after the λ_ind ramp: adversarial term every 3rd
    step, critic every step):
-   - deepspeed: ``ial.training.engines.train_step`` with the two engines of ``configs/deepspeed/cpu.json``
-     (``gpu_bf16_zero2.json`` on a GPU), exactly what ``ial.training`` runs;
+   - deepspeed: ``ial.training.engines.train_step`` with the two engines of
+     ``configs/deepspeed/cpu.json`` (``gpu_bf16_zero2.json`` on a GPU), exactly what
+     ``ial.training`` runs;
    - baseline: a plain PyTorch loop — the same losses, ``torch.optim.Adam`` with the same
      hyper-parameters, ``clip_grad_norm_`` with the same threshold.
    Steps alternate one by one between the two (the order flips every step, so drift in machine
@@ -114,7 +115,8 @@ def bench_steps(args) -> tuple[float, float, float]:
     ds_file = "configs/deepspeed/gpu_bf16_zero2.json" if gpu else "configs/deepspeed/cpu.json"
     model_cfg = load_config(ModelConfig, resolve_path(args.model))
     method_cfg = load_config(MethodConfig, resolve_path(args.method))
-    ds_sep, ds_critic = deepspeed_configs(TrainConfig(deepspeed=ds_file, batch_size=args.batch_size), 1)
+    train_cfg = TrainConfig(deepspeed=ds_file, batch_size=args.batch_size)
+    ds_sep, ds_critic = deepspeed_configs(train_cfg, 1)
     single_process_env()
     deepspeed = init_distributed(backend)
 
@@ -202,7 +204,8 @@ def main() -> None:
     parser.add_argument("--model", default="configs/model/demo.yaml")
     parser.add_argument("--method", default="configs/method/demo.yaml")
     parser.add_argument("--batch-size", type=int, default=None, help="clips per step (8; quick 4)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (× --steps steps per side)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds (× --steps steps per side)")
     parser.add_argument("--steps", type=int, default=None, help="steps per side per round")
     parser.add_argument("--workers", type=int, default=None,
                         help="loader worker processes (default: the num_workers of "

@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def config_path(relative: str) -> str:
-    """A config file under ``configs/``: absolute when the source tree has it, else relative to cwd."""
+    """A config file under ``configs/``: absolute when the source tree has it, else relative to
+    cwd."""
     candidate = REPO_ROOT / "configs" / relative
     return str(candidate) if candidate.exists() else f"configs/{relative}"
 
@@ -53,7 +54,8 @@ def _ingest(name: str, fmt: str) -> DeploymentSpec:
     return DeploymentSpec(
         "ingest", name, "flows.ingest:ingest_flow",
         {"manifest_format": fmt, "dataset": name, "config": config_path(f"ingest/{name}.yaml")},
-        f"Download and slice {name} clips (yt-dlp + ffmpeg) from a manifest; needs --param manifest=URL.",
+        f"Download and slice {name} clips (yt-dlp + ffmpeg) from a manifest; "
+        "needs --param manifest=URL.",
         takes_dask=True,
     )
 
@@ -110,7 +112,8 @@ def load_flow(spec: DeploymentSpec):
 
 
 def select(only: list[str] | tuple[str, ...] | None = None) -> list[DeploymentSpec]:
-    """The specs named in ``only`` (full names, or a flow name for all its deployments); all when empty."""
+    """The specs named in ``only`` (full names, or a flow name for all its deployments); all
+    when empty."""
     if not only:
         return list(SPECS)
     chosen = []

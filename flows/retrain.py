@@ -6,14 +6,15 @@
 2. **featurize** (completed shards are skipped: only new clips become new shards);
 3. if the training shards are exactly those the last nightly already trained on (same
    fingerprint, recorded in ``promotions/``), stop here: nothing new to learn, no duplicate work;
-4. **train**, resuming from the champion checkpoint (``champion.json``; from scratch the first night);
+4. **train**, resuming from the champion checkpoint (``champion.json``; from scratch the first
+   night);
 5. **evaluate** the challenger on the fixed held-out set (and the champion too, when its stored
    score was measured on a different version of that set or under another evaluation protocol,
    ``ial.training.promotion.scoring_fingerprint``);
-6. **promote** the challenger only if it beats the champion's SDR (``ial.training.promotion``: the pointer is
-   replaced atomically, the decision and both scores recorded under ``promotions/``), with the
-   paired 95 % interval of the gain beside it (``ial.evaluate.compare``; with ``require_ci``
-   its lower end must clear ``min_improvement``);
+6. **promote** the challenger only if it beats the champion's SDR (``ial.training.promotion``:
+   the pointer is replaced atomically, the decision and both scores recorded under
+   ``promotions/``), with the paired 95 % interval of the gain beside it
+   (``ial.evaluate.compare``; with ``require_ci`` its lower end must clear ``min_improvement``);
 7. a markdown **artifact** summarising the night (also written to ``retrain/<timestamp>.md``).
 
 The stages run as subflows of this flow, with the stage configs named in
@@ -96,7 +97,8 @@ def load_retrain_config(
     overrides: list[str] | None = None,
     **values,
 ) -> RetrainConfig:
-    """YAML ← explicit values (None = keep) ← ``key=value`` overrides, validated; stage config paths resolved."""
+    """YAML ← explicit values (None = keep) ← ``key=value`` overrides, validated; stage config
+    paths resolved."""
     cfg = load_config(RetrainConfig, resolve_config_path(config), overrides or (), **values)
     for name in ("ingest_config", "featurize_config", "train_config", "eval_config"):
         setattr(cfg, name, resolve_config_path(getattr(cfg, name)))

@@ -48,8 +48,8 @@ def train_flow(root: str = "./data", dataset: str = "vggsound", config: str | No
     ``resume_from``: a model.pt (or run directory) to warm-start the separator from (e.g. the
     champion, for nightly retraining); the run itself still resumes exactly from its own last
     checkpoint when restarted. ``progress``: show the job's progress bar on the console (off for
-    deployments, whose logs are not a terminal). Returns the trainer's result: ``checkpoint`` (model.pt URL),
-    ``best_checkpoint``, ``metrics`` (validation), ``step``, ``run_dir``.
+    deployments, whose logs are not a terminal). Returns the trainer's result: ``checkpoint``
+    (model.pt URL), ``best_checkpoint``, ``metrics`` (validation), ``step``, ``run_dir``.
     """
     from ial.training.config import load_train_config
 

@@ -147,7 +147,8 @@ def apply_mask(mixture_spec: torch.Tensor, mask_log: torch.Tensor, length: int,
     return istft(mixture_spec.unsqueeze(1) * mask_lin.to(mixture_spec.real.dtype), length)
 
 
-def sliding_windows(length: int, window: int = SEGMENT_SAMPLES, hop: int | None = None) -> list[int]:
+def sliding_windows(length: int, window: int = SEGMENT_SAMPLES,
+                    hop: int | None = None) -> list[int]:
     """Start offsets (samples) of windows covering ``length`` samples; the last window ends at
     ``length`` (or the only window starts at 0 when ``length <= window``)."""
     hop = hop or window // 2

@@ -48,7 +48,8 @@ def is_remote(url: str) -> bool:
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``(fs, path)`` for a URL. S3 listings are not cached (another writer may have added files)."""
+    """``(fs, path)`` for a URL. S3 listings are not cached (another writer may have added
+    files)."""
     url = str(url)
     if url.startswith("s3://"):
         return url_to_fs(url, use_listings_cache=False)

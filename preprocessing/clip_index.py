@@ -128,7 +128,8 @@ def read_clip_index(root, dataset: str) -> pa.Table:
 
 
 def latest_per_clip(table: pa.Table) -> pa.Table:
-    """One row per clip_id: the one with the newest ``updated_at`` (vectorised; sorted by clip_id)."""
+    """One row per clip_id: the one with the newest ``updated_at`` (vectorised; sorted by
+    clip_id)."""
     import pyarrow.compute as pc
 
     if table.num_rows == 0:

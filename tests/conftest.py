@@ -89,7 +89,8 @@ def moto_server():
     )
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in
-             ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+             ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+              "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
                       AWS_SECRET_ACCESS_KEY="testing-secret", AWS_DEFAULT_REGION="us-east-1")
     try:
@@ -141,7 +142,8 @@ def demo_corpus(tmp_path_factory):
 @pytest.fixture
 def video_server(demo_corpus):
     """A fresh Range-capable loopback HTTP server over ``demo_corpus``
-    (``ial.demo.video_server.VideoServer``; ``.url_template`` for ingest, ``.script`` for faults)."""
+    (``ial.demo.video_server.VideoServer``; ``.url_template`` for ingest, ``.script`` for
+    faults)."""
     from ial.demo.video_server import VideoServer
 
     with VideoServer(demo_corpus.out_dir) as srv:

@@ -139,3 +139,13 @@ def test_no_module_over_400_lines_and_no_folder_over_10_modules():
             folders[p.parent] = folders.get(p.parent, 0) + 1
     crowded = [f"{d.relative_to(REPO)}: {n}" for d, n in folders.items() if n > 10]
     assert not crowded, "folders with more than 10 modules: " + ", ".join(crowded)
+
+
+def test_no_line_over_100_characters():
+    """The code style's line limit, in the packages, the tests and the benchmarks."""
+    files = source_files() + sorted((REPO / "tests").rglob("*.py")) + sorted(
+        (REPO / "benchmarks").rglob("*.py"))
+    long = [f"{p.relative_to(REPO)}:{i}: {len(line)}" for p in files
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if len(line) > 100]
+    assert not long, "lines over 100 characters:\n" + "\n".join(long)

@@ -23,12 +23,16 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 SUBCOMMANDS = {
     "demo": ("ial.cli.demo", "Generate the demo corpus and run all four stages end to end."),
     "ingest": ("ial.cli.ingest", "Download and slice clips from a manifest (yt-dlp + ffmpeg)."),
-    "featurize": ("ial.cli.featurize", "Clips → spectrograms, frames, frame features in Parquet shards (Dask)."),
+    "featurize": ("ial.cli.featurize",
+                  "Clips → spectrograms, frames, frame features in Parquet shards (Dask)."),
     "train": ("ial.cli.train", "Train the separator + independency critic with DeepSpeed."),
-    "evaluate": ("ial.cli.evaluate", "Score a checkpoint: SDR/SIR/SAR, SDRi, oracle masks, report."),
-    "compare": ("ial.cli.compare", "Compare two evaluation reports source by source, with a 95 % CI."),
+    "evaluate": ("ial.cli.evaluate",
+                 "Score a checkpoint: SDR/SIR/SAR, SDRi, oracle masks, report."),
+    "compare": ("ial.cli.compare",
+                "Compare two evaluation reports source by source, with a 95 % CI."),
     "separate": ("ial.cli.separate", "Separate the sounds of your own video(s) with a checkpoint."),
-    "serve": ("ial.cli.serve", "Serve the Prefect deployments (ingest/*, featurize, train, evaluate, retrain/nightly)."),
+    "serve": ("ial.cli.serve", "Serve the Prefect deployments (ingest/*, featurize, train, "
+              "evaluate, retrain/nightly)."),
 }
 
 

@@ -22,7 +22,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "eval" / "def
               help="Mixtures per class combination (fixed seed).")
 @click.option("--out", metavar="DIR", default=None,
               help="Report dir (local or s3://); default <root>/reports/<checkpoint run>/.")
-@click.option("--device", default=None, help="torch device for the model: auto (the default: CUDA when visible), cpu, cuda:N.")
+@click.option("--device", default=None,
+              help="torch device for the model: auto (the default: CUDA when visible), cpu, "
+              "cuda:N.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @config_options(str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None)
 def command(checkpoint, data, mix, n_per_combination, out, device, no_progress, config_path,

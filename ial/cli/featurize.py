@@ -40,7 +40,7 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
     Per clip: waveform (mono, 11025 Hz, 10 s, int16 PCM), the log-frequency spectrogram
     (STFT 1022/256 → 256 log bins, float16), K frames at fixed times (JPEG) and their frozen
     ResNet-18 feature maps (float16). Writes under --root:
-      shards/<dataset>/shard-NNNNN.parquet        feature rows (schema: preprocessing/shard_schema.py)
+      shards/<dataset>/shard-NNNNN.parquet        feature rows (preprocessing/shard_schema.py)
       shards/<dataset>/_stats/shard-NNNNN.json    per-shard stats; marks the shard complete
       shards/<dataset>/index.json                 shards, rows, per-split and per-class counts
     Clips are assigned to shards deterministically; complete shards are skipped, so re-running

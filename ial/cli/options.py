@@ -17,7 +17,8 @@ def config_options(default_config: str | None = None) -> Callable:
     def decorator(fn: Callable) -> Callable:
         fn = click.option(
             "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-            help="Override a config field (dotted for nested fields), e.g. --set lr=3e-4. Repeatable.",
+            help="Override a config field (dotted for nested fields), e.g. --set lr=3e-4. "
+            "Repeatable.",
         )(fn)
         fn = click.option(
             "--config", "config_path", type=click.Path(dir_okay=False), default=default_config,

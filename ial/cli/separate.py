@@ -7,7 +7,8 @@ import click
 
 @click.command("separate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("videos", nargs=-1, required=True, metavar="VIDEO [VIDEO ...]")
-@click.option("--checkpoint", required=True, metavar="URL", help="model.pt export (local or s3://).")
+@click.option("--checkpoint", required=True, metavar="URL",
+              help="model.pt export (local or s3://).")
 @click.option("--out", "out_dir", default="./separated", show_default=True, metavar="DIR",
               help="Where the WAV stems and spectrogram.png go (local or s3://).")
 @click.option("--device", default="auto", show_default=True,

@@ -9,18 +9,25 @@ from flows.deployments import DEFAULT_CRON, DEFAULT_TIMEZONE, deployment_names
 
 @click.command(name="serve")
 @click.option("--only", multiple=True, metavar="NAME",
-              help="Serve only this deployment (e.g. ingest/vggsound) or flow (e.g. ingest). Repeatable.")
+              help="Serve only this deployment (e.g. ingest/vggsound) or flow (e.g. ingest). "
+              "Repeatable.")
 @click.option("--cron", default=DEFAULT_CRON, show_default=True, envvar="IAL_RETRAIN_CRON",
               help="Cron schedule of retrain/nightly (env IAL_RETRAIN_CRON).")
-@click.option("--timezone", default=DEFAULT_TIMEZONE, show_default=True, envvar="IAL_RETRAIN_TIMEZONE",
+@click.option("--timezone", default=DEFAULT_TIMEZONE, show_default=True,
+              envvar="IAL_RETRAIN_TIMEZONE",
               help="Timezone of the cron schedule (env IAL_RETRAIN_TIMEZONE).")
 @click.option("--root", default=None, metavar="URL", envvar="IAL_ROOT",
-              help="Default storage root of every deployment: a directory or s3://bucket/prefix (env IAL_ROOT).")
+              help="Default storage root of every deployment: a directory or "
+              "s3://bucket/prefix (env IAL_ROOT).")
 @click.option("--dask-address", default=None, metavar="ADDR", envvar="IAL_DASK_ADDRESS",
-              help="Default Dask scheduler for ingest/featurize/retrain, e.g. tcp://dask:8786 (env IAL_DASK_ADDRESS).")
-@click.option("--retrain-config", default=None, type=click.Path(dir_okay=False), envvar="IAL_RETRAIN_CONFIG",
-              help="YAML config of the nightly retraining (default configs/retrain/nightly.yaml; env IAL_RETRAIN_CONFIG).")
-@click.option("--limit", default=None, type=int, help="Most flow runs executed at once by this process.")
+              help="Default Dask scheduler for ingest/featurize/retrain, e.g. tcp://dask:8786 "
+              "(env IAL_DASK_ADDRESS).")
+@click.option("--retrain-config", default=None, type=click.Path(dir_okay=False),
+              envvar="IAL_RETRAIN_CONFIG",
+              help="YAML config of the nightly retraining (default "
+              "configs/retrain/nightly.yaml; env IAL_RETRAIN_CONFIG).")
+@click.option("--limit", default=None, type=int,
+              help="Most flow runs executed at once by this process.")
 @click.option("--list", "list_only", is_flag=True, help="Print the deployment names and exit.")
 def command(only, cron, timezone, root, dask_address, retrain_config, limit, list_only):
     """Serve the deployments (ingest/vggsound, ingest/audioset, ingest/music, featurize/default,

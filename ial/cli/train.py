@@ -14,8 +14,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "de
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
 @root_option
-@click.option("--dataset", default=None, help="Shards dataset under <root>/shards/ (default from config).")
-@click.option("--run-name", default=None, help="Run name: checkpoints/<run-name>/ (default from config).")
+@click.option("--dataset", default=None,
+              help="Shards dataset under <root>/shards/ (default from config).")
+@click.option("--run-name", default=None,
+              help="Run name: checkpoints/<run-name>/ (default from config).")
 @click.option("--num-procs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes per node. 1: train in this process (no launcher needed). >1: the "
                    "`deepspeed` launcher starts them (gloo on CPU, nccl on GPU per the config).")
@@ -47,7 +49,7 @@ def command(root, dataset, run_name, num_procs, hostfile, master_port, master_ad
     Several processes on this machine (deepspeed launcher, free --master_port):
       ial train --num-procs 2 --set num_workers=1
     Several nodes (same code, env and storage root on every node, passwordless ssh):
-      ial train --hostfile hostfile --num-procs 8 --config configs/train/gpu.yaml --root s3://bucket/ial
+      ial train --hostfile hostfile --num-procs 8 --config configs/train/gpu.yaml --root s3://b/ial
     Several nodes without ssh (each node runs this with its own --node-rank):
       ial train --hostfile hostfile --no-ssh --node-rank 0 --master-addr node1 --master-port 29500
     Resume: run the same command again; it continues from checkpoints/<run>/deepspeed/latest.json

@@ -332,7 +332,8 @@ class ShardStream:
         self.position = LoaderPosition()
 
     def epoch(self, epoch: int, start_batch: int = 0) -> ShardEpoch:
-        return ShardEpoch(self.shards, self.classes, epoch=epoch, start_batch=start_batch, **self.kw)
+        return ShardEpoch(self.shards, self.classes, epoch=epoch, start_batch=start_batch,
+                          **self.kw)
 
     def loader(self, dataset: ShardEpoch) -> DataLoader:
         # Its own generator: a DataLoader iterator otherwise draws its base seed from the global

@@ -52,7 +52,8 @@ def write_synthetic_shards(root: str, dataset: str = "toy", shards: int = 3, row
                 frames=_frames(label, feature_shape[0], frame_size),
                 frame_times=[0.0] * feature_shape[0], frame_features=feats))
             clip_ids.append(clip_id)
-        table = pa.Table.from_pylist(table_rows, schema=with_metadata(SHARD_SCHEMA, {"synthetic": True}))
+        schema = with_metadata(SHARD_SCHEMA, {"synthetic": True})
+        table = pa.Table.from_pylist(table_rows, schema=schema)
         with atomic_write(shard_url(store, dataset, s)) as f:
             pq.write_table(table, f)
         ids = [r["clip_id"] for r in table_rows]

@@ -135,7 +135,8 @@ def _bass(rng, n, sr):
         t = np.arange(length) / sr
         amps = [1.0 / k ** 0.7 for k in range(1, 9)]
         decay = np.exp(-t / rng.uniform(0.4, 0.9))
-        return _harmonic_note(np.full(length, f0), sr, amps) * decay * _envelope(length, sr, 0.01, 0.05)
+        envelope = _envelope(length, sr, 0.01, 0.05)
+        return _harmonic_note(np.full(length, f0), sr, amps) * decay * envelope
     return _melody(rng, n, sr, 70.0, 200.0, (0.3, 0.7), note)
 
 
@@ -351,7 +352,8 @@ def generate_corpus(out_dir: str | os.PathLike, classes: list[str] | None = None
         n_val = int(round(splits[1] * n))
         n_test = int(round(splits[2] * n))
         if n >= 3:
-            n_val, n_test = max(n_val, 1 if splits[1] > 0 else 0), max(n_test, 1 if splits[2] > 0 else 0)
+            n_val = max(n_val, 1 if splits[1] > 0 else 0)
+            n_test = max(n_test, 1 if splits[2] > 0 else 0)
         n_train = max(0, n - n_val - n_test)
         split_names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
         for i in range(n):
@@ -369,8 +371,8 @@ def generate_corpus(out_dir: str | os.PathLike, classes: list[str] | None = None
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         list(pool.map(build, jobs))
-    manifest = write_vggsound_csv(out / "vggsound.csv",
-                                  [(e.video_id, e.start_seconds, e.label, e.split) for e in entries])
+    rows = [(e.video_id, e.start_seconds, e.label, e.split) for e in entries]
+    manifest = write_vggsound_csv(out / "vggsound.csv", rows)
     return CorpusInfo(str(out), str(videos), manifest, classes, entries, seconds, sample_rate, fps)
 
 

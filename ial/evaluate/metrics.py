@@ -146,7 +146,8 @@ def bss_eval_fixed(
 
     with np.errstate(divide="ignore", invalid="ignore"):
         coh_sir = coh_sdr / coh_sar
-    sdr, sir, sar = (_coherence_to_db(c).reshape(n_sets, n_src) for c in (coh_sdr, coh_sir, coh_sar))
+    sdr, sir, sar = (_coherence_to_db(c).reshape(n_sets, n_src)
+                     for c in (coh_sdr, coh_sir, coh_sar))
     if single:
         return sdr[0], sir[0], sar[0]
     return sdr, sir, sar

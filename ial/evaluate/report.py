@@ -12,7 +12,8 @@ Files (docs/evaluation.md says how to read them):
 - ``per_class_sdr.png`` — per-class mean SDR of every row (grouped bars);
 - ``pair_sdri.png`` — the model's mean SDRi per (class, other class in the mixture), a heat map;
 - ``example_<i>.png`` — mixture / reference / estimate spectrograms and masks of example ``i``;
-- ``stems/example_<i>/{mixture,reference_<k>_<class>,<row>_<k>_<class>}.wav`` — float WAV @ 11025 Hz;
+- ``stems/example_<i>/{mixture,reference_<k>_<class>,<row>_<k>_<class>}.wav`` — float WAV,
+  11025 Hz;
 - ``report.html`` — the tables, the figures and audio players for the stems.
 """
 
@@ -186,7 +187,8 @@ def mask_colour_max(masks: list[np.ndarray]) -> float:
 
 
 def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
-    """Mixture spectrogram on top; per source: reference, model estimate, model mask, oracle mask."""
+    """Mixture spectrogram on top; per source: reference, model estimate, model mask, oracle
+    mask."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,7 +330,8 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
 
 def write_report(directory: str, results: dict, mixtures: list[dict],
                  examples: list[Example]) -> list[str]:
-    """Write every report file into local ``directory``; returns relative paths, results.json last."""
+    """Write every report file into local ``directory``; returns relative paths, results.json
+    last."""
     os.makedirs(directory, exist_ok=True)
     files: list[str] = []
     write_csv(os.path.join(directory, "results.csv"), mixtures)

@@ -1,4 +1,5 @@
-"""Independency critic (authors' ``LatePairCriticsModel`` + ``GeometricGAN``), memory bank, hinge losses.
+"""Independency critic (authors' ``LatePairCriticsModel`` + ``GeometricGAN``), memory bank, hinge
+losses.
 
 The critic scores a PAIR of separated spectrograms: a shared conv encoder g (DCGAN
 discriminator, 4×4 stride-2 convs, LeakyReLU) is applied to each spectrogram, an MLP h acts on the

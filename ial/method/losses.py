@@ -65,7 +65,8 @@ def av_infonce(visual_maps: torch.Tensor, audio_embeddings: torch.Tensor,
 
 
 def sop_weight(mix_mag: torch.Tensor) -> torch.Tensor:
-    """SoP's per-bin loss weight: log1p(mixture magnitude) clamped to [1e-3, 10]. Shape preserved."""
+    """SoP's per-bin loss weight: log1p(mixture magnitude) clamped to [1e-3, 10]. Shape
+    preserved."""
     return torch.log1p(mix_mag).clamp(1e-3, 10.0)
 
 

@@ -85,7 +85,8 @@ class MixBatch:
                         self.gains.to(device), self.query_labels.to(device), self.clip_ids)
 
 
-def group_distinct_labels(labels: torch.Tensor, n: int, generator: torch.Generator) -> list[list[int]]:
+def group_distinct_labels(labels: torch.Tensor, n: int,
+                          generator: torch.Generator) -> list[list[int]]:
     """Random groups of ``n`` indices whose labels differ within a group, as many as possible.
 
     Clips are shuffled into per-label queues; each group takes one clip from each of the ``n``

@@ -138,7 +138,8 @@ class Separator(nn.Module):
     def log_input(mix_mag: torch.Tensor) -> torch.Tensor:
         """(B, 256, T) linear magnitude → (B, 1, 256, T) log magnitude."""
         if mix_mag.ndim != 3 or mix_mag.shape[1] != signal.LOG_BINS:
-            raise ValueError(f"mix_mag must be (B, {signal.LOG_BINS}, T), got {tuple(mix_mag.shape)}")
+            raise ValueError(f"mix_mag must be (B, {signal.LOG_BINS}, T), "
+                             f"got {tuple(mix_mag.shape)}")
         return signal.network_input(mix_mag).unsqueeze(1)
 
     def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:

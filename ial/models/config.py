@@ -25,7 +25,8 @@ class ModelConfig:
     visual_channels: int = 512
     # "frames" mode only: train the ResNet-18 trunk (the paper freezes it: false).
     train_visual_trunk: bool = False
-    # "frames" mode only: torchvision resnet18 .pth to load (null = seeded random init, said loudly).
+    # "frames" mode only: torchvision resnet18 .pth to load (null = seeded random init, said
+    # loudly).
     visual_weights: str | None = None
     # How the K frames of a clip are pooled into one map before the visual head. The paper uses one
     # frame/object crop per source; with K frames we take the temporal max as Sound of Pixels does.
@@ -41,7 +42,8 @@ class ModelConfig:
     # by low_level_upscale (ResNet-18: 128 × 2 × 2 = 512 with the dilated trunk). 0: none.
     low_level_channels: int = 0
     low_level_upscale: int = 2
-    # deeplab head: ASPP branch width and dilations, layer-2 reduction (authors: 256, [1,3,6,9], 48).
+    # deeplab head: ASPP branch width and dilations, layer-2 reduction (authors: 256, [1,3,6,9],
+    # 48).
     aspp_channels: int = 256
     aspp_dilations: list[int] = field(default_factory=lambda: [1, 3, 6, 9])
     low_level_reduced: int = 48

@@ -50,8 +50,8 @@ def software_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"ial": version("ial"), "torch": str(torch.__version__), "deepspeed": version("deepspeed"),
-            "python": platform.python_version()}
+    return {"ial": version("ial"), "torch": str(torch.__version__),
+            "deepspeed": version("deepspeed"), "python": platform.python_version()}
 
 
 def export_model(url: str, model: torch.nn.Module, model_cfg: Any, lineage: dict,
@@ -121,8 +121,9 @@ def load_model(url: str, map_location: str | torch.device = "cpu"):
     """Rebuild the separator exported at ``url``. Returns ``(model, meta)``, model in eval mode.
 
     ``meta`` is the export without its weights: model_name, model_config (plain dict), versions,
-    lineage, metrics, plus ``model_cfg`` (the ``ModelConfig``) and ``url``. Raises ``CheckpointError`` naming the file when it is missing, not an IAL export,
-    names an unknown model, or its weights do not fit the model its config builds.
+    lineage, metrics, plus ``model_cfg`` (the ``ModelConfig``) and ``url``. Raises
+    ``CheckpointError`` naming the file when it is missing, not an IAL export, names an unknown
+    model, or its weights do not fit the model its config builds.
     """
     from ial.config import ConfigError, from_dict
     from ial.models import MODELS, ModelConfig, build_model

@@ -1,4 +1,5 @@
-"""The ``MODELS`` registry (separators by name). Import ``ial.models`` to get every model registered."""
+"""The ``MODELS`` registry (separators by name). Import ``ial.models`` to get every model
+registered."""
 
 from ial.registry import Registry
 

@@ -44,7 +44,8 @@ class BasicBlock(nn.Module):
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=d1, dilation=d1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation,
+                               bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
@@ -101,7 +102,8 @@ class ResNet18Trunk(nn.Module):
 
 
 def init_weights(model: nn.Module, seed: int) -> None:
-    """Deterministic random init (torchvision's scheme: Kaiming-normal convs, BN weight 1 bias 0)."""
+    """Deterministic random init (torchvision's scheme: Kaiming-normal convs, BN weight 1, bias
+    0)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():

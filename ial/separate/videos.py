@@ -92,7 +92,8 @@ def featurize_config_for(meta: dict):
         if isinstance(value, dict):
             known = {f for f in FeaturizeConfig.__dataclass_fields__}
             try:
-                return from_dict(FeaturizeConfig, {k: v for k, v in value.items() if k in known}), source
+                fields = {k: v for k, v in value.items() if k in known}
+                return from_dict(FeaturizeConfig, fields), source
             except ConfigError:
                 continue
     return FeaturizeConfig(), "defaults (the checkpoint's lineage names no featurize config)"

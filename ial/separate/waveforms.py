@@ -3,7 +3,8 @@
 Each window (65535 samples unless the caller passes one; evaluation and ``ial separate`` pass
 the separator's own, ``training_window``): STFT → warped magnitude → separator mask → unwarp,
 mixture phase, iSTFT;
-windows slide with half overlap and overlapping estimates are averaged (``ial.signal.separate_long``).
+windows slide with half overlap and overlapping estimates are averaged
+(``ial.signal.separate_long``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def _as_config(cfg_path_or_cfg: str | TrainConfig | None, overrides=()) -> Train
         if overrides:
             from ial.config import from_dict, merge, parse_overrides
 
-            return from_dict(TrainConfig, merge(to_dict(cfg_path_or_cfg), parse_overrides(overrides)))
+            merged = merge(to_dict(cfg_path_or_cfg), parse_overrides(overrides))
+            return from_dict(TrainConfig, merged)
         return cfg_path_or_cfg
     return load_train_config(cfg_path_or_cfg, overrides)
 
@@ -61,7 +62,8 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
     child_env = dict(os.environ if env is None else env)
     if cfg.backend == "gloo":
         child_env.setdefault("DS_ACCELERATOR", "cpu")
-        child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, num_procs))))
+        threads = max(1, (os.cpu_count() or 1) // max(1, num_procs))
+        child_env.setdefault("OMP_NUM_THREADS", str(threads))
     args = ["--config", config_url] + ([] if progress else ["--no-progress"])
     if num_procs == 1 and hostfile is None:
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -102,7 +104,8 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ial.training --config FILE [--set k=v ...]`` (what the launchers run per rank)."""
+    """``python -m ial.training --config FILE [--set k=v ...]`` (what the launchers run per
+    rank)."""
     parser = argparse.ArgumentParser(prog="python -m ial.training",
                                      description="Train the IAL separator + critic (one rank).")
     parser.add_argument("--config", default=None, help="TrainConfig YAML (path or URL)")

@@ -80,7 +80,8 @@ def decide(champion_sdr: float | None, challenger_sdr: float, min_improvement: f
                              f"reaches {min_improvement:g} dB or below")
     gain = challenger_sdr - float(champion_sdr)
     if gain > min_improvement:
-        return result(True, f"challenger beats champion by {gain:.3f} dB (> {min_improvement:g} dB)")
+        return result(True,
+                      f"challenger beats champion by {gain:.3f} dB (> {min_improvement:g} dB)")
     return result(False, f"challenger gains {gain:.3f} dB, needs > {min_improvement:g} dB")
 
 

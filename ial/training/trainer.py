@@ -153,7 +153,8 @@ class Trainer:
         for name, engine in (("separator", self.sep), ("critic", self.critic)):
             path, _ = engine.load_checkpoint(self.paths.engine_dir(name), tag=tag)
             if path is None:
-                raise RuntimeError(f"could not load DeepSpeed state {self.paths.engine_dir(name)}/{tag}")
+                raise RuntimeError("could not load DeepSpeed state "
+                                   f"{self.paths.engine_dir(name)}/{tag}")
         state = torch.load(self._rank_state_path(tag), map_location="cpu", weights_only=False)
         self.step = state["step"]
         self.position = LoaderPosition(**state["position"])
@@ -353,7 +354,8 @@ class Trainer:
     def result(self) -> dict[str, Any]:
         best = self.paths("best", "model.pt")
         return {
-            "run": self.cfg.run_name, "run_dir": self.paths.url, "checkpoint": self.paths("model.pt"),
+            "run": self.cfg.run_name, "run_dir": self.paths.url,
+            "checkpoint": self.paths("model.pt"),
             "best_checkpoint": best if exists(best) else None, "step": self.step,
             "metrics": dict(self.last_val), "best_val_sdr": self.best_val_sdr,
             "resumed_from_step": self.resumed_from, "world_size": self.world,

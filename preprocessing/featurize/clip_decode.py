@@ -30,7 +30,8 @@ def select_expression(times: list[float]) -> str:
 def fit_length(wave: np.ndarray, length: int) -> tuple[np.ndarray, int]:
     """Zero-pad or trim ``wave`` to ``length`` samples.
 
-    Returns ``(wave, pad)``: ``pad`` > 0 samples padded at the end, < 0 samples trimmed from the end.
+    Returns ``(wave, pad)``: ``pad`` > 0 samples padded at the end, < 0 samples trimmed from the
+    end.
     """
     pad = length - wave.shape[0]
     if pad > 0:

@@ -57,7 +57,8 @@ class FeaturizeConfig:
     n_workers: int = 2  # LocalCluster worker processes
     threads_per_worker: int = 1  # Dask threads per worker (one shard task at a time each)
     torch_threads: int = 1  # torch intra-op threads inside a worker
-    optimize_inference: bool = True  # InferenceTrunk: BN folded + Winograd convs, ~2.3x eager on CPU
+    # InferenceTrunk: BN folded + Winograd convs, ~2.3x eager on CPU
+    optimize_inference: bool = True
     retries: int = 2  # Dask/Prefect retries of a shard task that raised
     # Where the ResNet runs: auto = a CUDA device when the worker sees one, else CPU. Not part of
     # the hash: CUDA and CPU features agree to float tolerance (benchmarks/gpu_check.sh).
@@ -77,7 +78,8 @@ class FeaturizeConfig:
                               f"num_frames is {self.num_frames}")
         for i, t in enumerate(self.frame_times):
             if not 0.0 <= t < CLIP_SECONDS:
-                raise ConfigError(f"frame_times[{i}]", f"{t} s is outside the {CLIP_SECONDS} s clip")
+                raise ConfigError(f"frame_times[{i}]",
+                                  f"{t} s is outside the {CLIP_SECONDS} s clip")
         if list(self.frame_times) != sorted(set(self.frame_times)):
             raise ConfigError("frame_times", f"must be strictly ascending, got {self.frame_times}")
         stride = 16 if self.dilate_layer4 else 32

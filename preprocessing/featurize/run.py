@@ -2,7 +2,8 @@
 
 Per clip (``featurize_clip``; ``ial separate`` featurizes a user's video the same way):
 
-- one ffmpeg process per clip (``preprocessing.featurize.clip_decode``) gives the audio and the frames;
+- one ffmpeg process per clip (``preprocessing.featurize.clip_decode``) gives the audio and the
+  frames;
 - audio: mono s16le @ 11025 Hz → padded/trimmed to 110250 samples (pad recorded);
 - spec: ``ial.signal.log_magnitude`` (STFT 1022/256 warped to 256 log bins — the model's code);
 - frames: K frames at ``cfg.frame_times`` (scale short side, centre crop), stored as JPEG;

@@ -90,7 +90,8 @@ def featurize_shard(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
         log.info("%s %s", shard_name(job.shard), RANDOM_INIT_WARNING)
     schema = with_metadata(SHARD_SCHEMA, shard_file_metadata(cfg, cfg_hash, weights, job.shard))
     clip_ids: list[str] = []
-    failed = [{"clip_id": c, "reason": "no longer status ok in the clip index"} for c in job.missing]
+    failed = [{"clip_id": c, "reason": "no longer status ok in the clip index"}
+              for c in job.missing]
     splits: dict[str, int] = {}
     classes: dict[str, int] = {}
     batches = [job.clips[i:i + cfg.batch_clips] for i in range(0, len(job.clips), cfg.batch_clips)]

@@ -28,7 +28,8 @@ class IngestConfig:
     url_template: str = YOUTUBE_URL_TEMPLATE  # where {video_id} is fetched from
     clip_seconds: float = 10.0  # s per clip (VGGSound/MUSIC; AudioSet: capped at this)
     fps: float = 8.0  # frames per second of the clips
-    min_height: int = 224  # px: lowest format with >= this height; clips scaled so short side = this
+    # px: lowest format with >= this height; clips scaled so the short side = this
+    min_height: int = 224
     audio_rate: int = 22050  # Hz of the clips' audio (>= 11025)
     silence_db: float = -50.0  # dBFS: a clip whose peak is below this is flagged silent
     format: str = DEFAULT_FORMAT  # yt-dlp format selector ({min_height} filled in)

@@ -171,8 +171,8 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
                 raise problem from None
             total = info.get("duration")
             if total and end > float(total) + 0.25:
-                raise SourceInvalid("section_past_end",
-                                    f"the video is {float(total):.2f} s; the section ends at {end:.2f} s")
+                raise SourceInvalid("section_past_end", f"the video is {float(total):.2f} s; "
+                                    f"the section ends at {end:.2f} s")
             whole = _direct_without_ranges(ydl, info)
             if whole:  # the HTTP downloader fetches the whole file; the clip is cut locally
                 ydl.params.pop("download_ranges", None)
@@ -289,7 +289,8 @@ def _diagnose_media(info: dict, params: dict, problem: DownloadProblem) -> Downl
         text = proc.stderr
         for pattern, cls, reason in _FFMPEG_HTTP:
             if re.search(pattern, text, re.I):
-                return cls(reason, problem.detail + " | " + short_detail(text.strip().splitlines()[-1]))
+                last_line = text.strip().splitlines()[-1]
+                return cls(reason, problem.detail + " | " + short_detail(last_line))
     # The media reads fine now: the failure was transient.
     return Retryable("section_download_failed", problem.detail)
 

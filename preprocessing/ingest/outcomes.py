@@ -159,7 +159,8 @@ _SECRET_RE = re.compile(r"(://)[^/@\s:]+(:[^/@\s]*)?@")
 
 
 def redact(text: str) -> str:
-    """Remove credentials from URLs inside ``text`` (``scheme://user:pass@host`` → ``scheme://***@host``)."""
+    """Remove credentials from URLs inside ``text`` (``scheme://user:pass@host`` →
+    ``scheme://***@host``)."""
     return _SECRET_RE.sub(r"\1***@", str(text))
 
 

@@ -150,8 +150,8 @@ def check_source(src: str, start: float, duration: float, tolerance: float = 0.2
         raise SliceInvalid("no_video_stream", "the input has no video stream")
     total = info["duration"]
     if total is not None and start + duration > total + tolerance:
-        raise SliceInvalid("section_past_end",
-                           f"the input is {total:.2f} s; the section ends at {start + duration:.2f} s")
+        raise SliceInvalid("section_past_end", f"the input is {total:.2f} s; the section ends "
+                           f"at {start + duration:.2f} s")
     return info
 
 

@@ -29,7 +29,8 @@ def test_every_deployment_is_declared_once():
 
 def test_a_missing_flow_module_names_the_deployment_and_module():
     spec = DeploymentSpec("ingest", "x", "flows.no_such_module:ingest_flow", {}, "")
-    with pytest.raises(ImportError, match="'ingest/x' needs the flow module 'flows.no_such_module'"):
+    needs = "'ingest/x' needs the flow module 'flows.no_such_module'"
+    with pytest.raises(ImportError, match=needs):
         load_flow(spec)
     spec = DeploymentSpec("retrain", "x", "flows.retrain:no_such_flow", {}, "")
     with pytest.raises(ImportError, match="has no flow 'no_such_flow'"):

@@ -26,9 +26,11 @@ def test_ingest_flow_dask_runner(tmp_path, demo_corpus, video_server, prefect_ha
     summary = ingest_flow(manifest=str(manifest), root=str(tmp_path / "root"), dataset="flow",
                           config=str(REPO / "configs/ingest/demo.yaml"), overrides=overrides)
     assert summary["by_status"] == {"ok": 3, "unavailable": 1} and summary["batches"] == 2
-    rows = {r["clip_id"]: r for r in read_clip_index(Storage(tmp_path / "root"), "flow").to_pylist()}
+    index = read_clip_index(Storage(tmp_path / "root"), "flow")
+    rows = {r["clip_id"]: r for r in index.to_pylist()}
     assert reason_code(rows["nothere0001_1000"]["reason"]) == "http_404"
-    assert all(rows[f"{e.video_id}_{int(e.start_seconds * 1000)}"]["status"] == "ok" for e in entries)
+    assert all(rows[f"{e.video_id}_{int(e.start_seconds * 1000)}"]["status"] == "ok"
+               for e in entries)
 
     import asyncio
 

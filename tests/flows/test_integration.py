@@ -120,7 +120,8 @@ def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root,
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
         OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
-        TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions")),
+        TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR",
+                                            str(REPO / ".torch_extensions")),
         PYTHONPATH=str(REPO),
     )
     dask_address = f"tcp://127.0.0.1:{dask_port}"
@@ -141,8 +142,9 @@ def test_deployments_run_on_a_real_prefect_server_dask_and_s3(tmp_path, s3_root,
                 "eval_overrides": ["n_per_combination=1", "num_examples=0", "oracles=[]"],
             }))
 
-            server = procs.start("prefect-server", [str(BIN / "prefect"), "server", "start",
-                                                    "--host", "127.0.0.1", "--port", str(prefect_port)], env)
+            server = procs.start("prefect-server",
+                                 [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                  "--port", str(prefect_port)], env)
             procs.start("dask-scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
                                            "--port", str(dask_port), "--no-dashboard"], env)
             for i in range(2):

@@ -75,7 +75,8 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
     root.mkdir()
     train_ids = {label: [e.video_id for e in corpus.by_label(label) if e.split == "train"]
                  for label in CLASSES}
-    held_back = {ids[-1] for ids in train_ids.values()}  # one train video per class, added on night 3
+    # one train video per class, added on night 3
+    held_back = {ids[-1] for ids in train_ids.values()}
     write_manifest(corpus.manifest, root / "manifest.csv", drop=held_back)
 
     with VideoServer(corpus.out_dir) as server:
@@ -161,7 +162,8 @@ def test_overall_sdr_and_last_fingerprint_and_summary(tmp_path):
         overall_sdr({"SDR": "x"})
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert last_trained_fingerprint(tmp_path, "a") is None
-    promote_if_better(tmp_path, "m1", 1.0, now=t0, details={"dataset": "a", "train_fingerprint": "f1"})
+    promote_if_better(tmp_path, "m1", 1.0, now=t0,
+                      details={"dataset": "a", "train_fingerprint": "f1"})
     promote_if_better(tmp_path, "m2", 0.5, now=t0 + dt.timedelta(days=1),
                       details={"dataset": "b", "train_fingerprint": "g1"})
     promote_if_better(tmp_path, "m3", 0.5, now=t0 + dt.timedelta(days=2),

@@ -65,7 +65,8 @@ def code_text() -> str:
 # ---------------------------------------------------------------------------------------------
 # Parsing and structure
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [COMPOSE, *K8S, PREFECT_YAML, *sorted((REPO / "configs" / "retrain").glob("*.yaml"))],
+@pytest.mark.parametrize("path", [COMPOSE, *K8S, PREFECT_YAML,
+                                  *sorted((REPO / "configs" / "retrain").glob("*.yaml"))],
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_yaml_files_parse(path):
     assert load_all(path), f"{path} is empty"
@@ -82,7 +83,8 @@ def test_compose_has_every_role():
     assert "gpu" in gpu["capabilities"]
     for name, service in services.items():  # every IAL role reaches the same Prefect API
         if service.get("image", "").startswith("ial:"):
-            assert service["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api", name
+            api = service["environment"]["PREFECT_API_URL"]
+            assert api == "http://prefect-server:4200/api", name
 
 
 def test_k8s_manifests_have_a_work_pool_worker_a_dask_cluster_and_a_deepspeed_job():
@@ -96,7 +98,8 @@ def test_k8s_manifests_have_a_work_pool_worker_a_dask_cluster_and_a_deepspeed_jo
 
     job = next(d for d in docs if d.get("kind") == "Job")
     assert job["spec"]["completionMode"] == "Indexed"
-    hostfile_cm = next(d for d in docs if d.get("kind") == "ConfigMap" and "hostfile" in d.get("data", {}))
+    hostfile_cm = next(d for d in docs
+                       if d.get("kind") == "ConfigMap" and "hostfile" in d.get("data", {}))
     lines = [ln for ln in hostfile_cm["data"]["hostfile"].splitlines() if ln.strip()]
     assert len(lines) == job["spec"]["completions"] == job["spec"]["parallelism"]
     name, service = job["metadata"]["name"], job["spec"]["template"]["spec"]["subdomain"]
@@ -159,8 +162,10 @@ def k8s_commands() -> list[list[str]]:
                         cmd = list(c.get("command", [])) + list(c.get("args", []))
                         if cmd[:2] == ["/bin/bash", "-c"]:
                             script = re.sub(r"^exec\s+", "", cmd[2].strip())
-                            # what the shell substitutes at run time (an Indexed Job's index is an int)
-                            script = re.sub(r"\$\{(\w+)\}", lambda m: "0" if m.group(1).endswith("INDEX")
+                            # what the shell substitutes at run time (an Indexed Job's index
+                            # is an int)
+                            script = re.sub(r"\$\{(\w+)\}",
+                                            lambda m: "0" if m.group(1).endswith("INDEX")
                                             else f"value-of-{m.group(1)}", script)
                             cmd = shlex.split(script)
                         # files the pod mounts (a ConfigMap): their repository copy
@@ -229,7 +234,9 @@ def test_compose_and_k8s_commands_parse_with_the_real_parsers():
 def test_commands_in_docs_and_comments_exist():
     checked = 0
     for line in text_command_lines():
-        for m in re.finditer(r"(?<![\w/-])ial (serve|ingest|featurize|train|evaluate|separate|demo)([^|`;&]*)", line):
+        for m in re.finditer(r"(?<![\w/-])ial "
+                             r"(serve|ingest|featurize|train|evaluate|separate|demo)([^|`;&]*)",
+                             line):
             # prose may name an option without its value: check the subcommand and option names
             from ial.cli import main
 
@@ -252,7 +259,8 @@ def test_deployment_names_used_anywhere_exist():
     used = set()
     for path in [*TEXT_FILES, REPO / "docs" / "scaling.md"]:
         used |= set(re.findall(r"prefect deployment run ([\w-]+/[\w-]+)", path.read_text()))
-        used |= set(re.findall(r"`((?:ingest|featurize|train|evaluate|retrain)/[\w-]+)`", path.read_text()))
+        used |= set(re.findall(r"`((?:ingest|featurize|train|evaluate|retrain)/[\w-]+)`",
+                               path.read_text()))
     assert used, "no deployment named in infra/docs"
     assert used <= names, f"unknown deployments named: {sorted(used - names)}"
 
@@ -281,7 +289,8 @@ def env_var_names() -> dict[str, set[str]]:
         text = path.read_text()
         for name in ref.findall(text):
             add(name, path)
-        for name in re.findall(r"^(?:ENV|ARG)\s+([A-Z][A-Z0-9_]+)|^\s+([A-Z][A-Z0-9_]+)=", text, flags=re.M):
+        for name in re.findall(r"^(?:ENV|ARG)\s+([A-Z][A-Z0-9_]+)|^\s+([A-Z][A-Z0-9_]+)=", text,
+                               flags=re.M):
             for n in name:
                 if n:
                     add(n, path)
@@ -310,7 +319,8 @@ def test_every_environment_variable_is_read_by_something_real():
     assert {"IAL_ROOT", "IAL_DASK_ADDRESS", "PREFECT_API_URL", "AWS_ENDPOINT_URL"} <= set(names)
     for name, files in sorted(names.items()):
         if name.startswith("IAL_"):
-            assert f'"{name}"' in code, f"{name} (named in {sorted(files)}) is read nowhere in the code"
+            assert f'"{name}"' in code, \
+                f"{name} (named in {sorted(files)}) is read nowhere in the code"
         elif name.startswith("PREFECT_"):
             assert name in prefect_settings, f"{name} (in {sorted(files)}) is not a Prefect setting"
         else:

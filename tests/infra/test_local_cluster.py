@@ -128,7 +128,8 @@ def _s3_ls(c: Cluster, prefix: str) -> list[str]:
 def _clip_ids(c: Cluster, prefix: str, name_re: str) -> list[str]:
     """The clip_id column of every Parquet file under s3://``prefix`` whose key matches
     ``name_re``, read on ial-head with the project's one Parquet reader."""
-    code = ("import json, re, s3fs; from ial.parquet_reading import read_parquet; keys = [k for k in "
+    code = ("import json, re, s3fs; from ial.parquet_reading import read_parquet; "
+            "keys = [k for k in "
             f"s3fs.S3FileSystem().find('{prefix}') if re.search(r'{name_re}', k)]; "
             "print(json.dumps([i for k in keys for i in "
             "read_parquet('s3://' + k, columns=['clip_id'])['clip_id'].to_pylist()]))")

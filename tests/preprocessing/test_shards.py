@@ -38,7 +38,8 @@ def test_config_validation_names_field():
 
 def test_config_hash_covers_content_not_run_fields():
     base = config_hash(FeaturizeConfig())
-    assert config_hash(FeaturizeConfig(n_workers=7, dask_address="tcp://h:1", root="s3://b")) == base
+    run_fields = FeaturizeConfig(n_workers=7, dask_address="tcp://h:1", root="s3://b")
+    assert config_hash(run_fields) == base
     assert config_hash(FeaturizeConfig(jpeg_quality=80)) != base
     assert config_hash(FeaturizeConfig(seed=1)) != base
 

@@ -155,7 +155,8 @@ def test_irm_masks_partition_the_mixture():
 
 
 def test_pure_tones_rank_deficient_gram_agree_with_mir_eval():
-    """Pure sinusoids make the 512-shift Gram matrices (nearly) singular: still mir_eval's values."""
+    """Pure sinusoids make the 512-shift Gram matrices (nearly) singular: still mir_eval's
+    values."""
     t = np.arange(11025) / 11025
     ref = np.stack([np.sin(2 * np.pi * 440 * t),
                     np.sin(2 * np.pi * 660 * t) + 0.5 * np.sin(2 * np.pi * 1320 * t)])

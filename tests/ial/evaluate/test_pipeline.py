@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -51,8 +52,8 @@ def write_shards(root: str, dataset: str, clips: list[dict]) -> str:
     buf = io.BytesIO()
     pq.write_table(table, buf)
     stats = {"shard": "shard-00000", "dataset": dataset, "rows": len(rows),
-             "splits": {s: sum(c["split"] == s for c in clips) for s in {c["split"] for c in clips}},
-             "classes": {lab: sum(c["label"] == lab for c in clips) for lab in {c["label"] for c in clips}}}
+             "splits": dict(Counter(c["split"] for c in clips)),
+             "classes": dict(Counter(c["label"] for c in clips))}
     write_bytes(shard_url, buf.getvalue())
     write_text(store.url("shards", dataset, "_stats", "shard-00000.json"), json.dumps(stats))
     return store.url("shards", dataset)
@@ -66,7 +67,8 @@ def class_clips(classes=CLASSES, per_class: int = 2, channels: int = 8, silent_c
     clips = []
     for ci, label in enumerate(classes):
         for k in range(per_class):
-            audio = synthesize_audio(label, CLIP_SAMPLES / SAMPLE_RATE, SAMPLE_RATE, seed=10 * ci + k)
+            audio = synthesize_audio(label, CLIP_SAMPLES / SAMPLE_RATE, SAMPLE_RATE,
+                                     seed=10 * ci + k)
             feats = np.full((2, channels, 2, 2), 0.1 * k, np.float32)
             feats[:, ci % channels] += 1.0
             clips.append({"clip_id": f"{label}{k}_0", "label": label, "split": "test",
@@ -160,7 +162,8 @@ def test_evaluate_local_writes_report(local_setup):
     # the silent class's mixtures are skipped, so it pairs with no class
     heard = sorted(c for c in CLASSES if results["per_class"].get(c))
     assert sorted(results["per_pair"]) == heard
-    assert all(pair["n"] == 2 for others in results["per_pair"].values() for pair in others.values())
+    assert all(pair["n"] == 2 for others in results["per_pair"].values()
+               for pair in others.values())
 
     out = results["report_dir"]
     for name in ("results.json", "results.csv", "report.html", "per_class_sdr.png",
@@ -229,7 +232,8 @@ def test_evaluate_cli_on_s3(local_setup, s3_root, tmp_path):
     out = s3_root + "/reports/tiny"
     saved = json.loads(read_text(out + "/results.json"))
     # 4 classes → 4 triplets; only bass+flute+violin has no silent reference.
-    assert saved["counts"] == {**saved["counts"], "mixtures": 4, "evaluated": 1, "skipped_silent": 3}
+    assert saved["counts"] == {**saved["counts"], "mixtures": 4, "evaluated": 1,
+                               "skipped_silent": 3}
     assert list(saved["rows"]) == ["model", "oracle_irm_linear", "mixture"]
     assert Storage(out).exists("report.html") and Storage(out).exists("results.csv")
 
@@ -282,4 +286,4 @@ def test_python_m_help():
     proc = subprocess.run([sys.executable, "-m", "ial.evaluate", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0
-    assert "--checkpoint" in proc.stdout and "--mix" in proc.stdout and "docs/evaluation.md" in proc.stdout
+    assert all(word in proc.stdout for word in ("--checkpoint", "--mix", "docs/evaluation.md"))

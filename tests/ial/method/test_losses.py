@@ -14,7 +14,8 @@ def test_si_snr_known_noise_level_and_scale_invariance():
     noise = torch.randn(4, 8000, generator=g, dtype=torch.float64)
     ref, noise = ref - ref.mean(-1, keepdim=True), noise - noise.mean(-1, keepdim=True)
     noise = noise - (noise * ref).sum(-1, keepdim=True) / ref.pow(2).sum(-1, keepdim=True) * ref
-    noise = noise * ref.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True) / math.sqrt(10)
+    scale = ref.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+    noise = noise * scale / math.sqrt(10)
     value = si_snr(ref + noise, ref, cap_db=None)
     assert torch.allclose(value, torch.full((4,), 10.0, dtype=torch.float64), atol=1e-6)
     assert torch.allclose(si_snr(3.0 * (ref + noise), ref, cap_db=None), value, atol=1e-6)
@@ -49,7 +50,8 @@ def test_infonce_drops_hardest_false_negative():
     assert float(dropped) < 0.5 * float(keep_all)
     # value check of one direction with nothing dropped: plain cross-entropy
     sim = (maps.flatten(1) @ a.t()) / 0.3
-    expected = 0.5 * (F.cross_entropy(sim, torch.arange(6)) + F.cross_entropy(sim.t(), torch.arange(6)))
+    targets = torch.arange(6)
+    expected = 0.5 * (F.cross_entropy(sim, targets) + F.cross_entropy(sim.t(), targets))
     assert torch.allclose(keep_all, expected, atol=1e-5)
 
 
@@ -67,7 +69,8 @@ def test_weighted_bce_and_binary_masks():
     weight = sop_weight(torch.tensor([[[4.0, 7.0]]])).unsqueeze(1)
     expected = (F.binary_cross_entropy_with_logits(logits, gt, reduction="none") * weight).mean()
     assert torch.allclose(weighted_bce(logits, gt, weight), expected)
-    assert abs(float(sop_weight(torch.tensor(0.0))) - 1e-3) < 1e-9 and float(sop_weight(torch.tensor(1e9))) == 10.0
+    assert abs(float(sop_weight(torch.tensor(0.0))) - 1e-3) < 1e-9
+    assert float(sop_weight(torch.tensor(1e9))) == 10.0
 
 
 def test_infonce_keeps_at_least_two_negatives():

@@ -18,12 +18,15 @@ CRITIC = dict(bank_size=32, critic_ndf=8, critic_input_size=[16, 16])
 
 
 def tone_clips(n: int = 4, L: int = 8000, seed: int = 0) -> ClipBatch:
-    """n solo 'instruments' (harmonic tones, distinct pitch), distinct visual features, labels 0..n-1."""
+    """n solo 'instruments' (harmonic tones, distinct pitch), distinct visual features, labels
+    0..n-1."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(L) / signal.SAMPLE_RATE
     f0 = [200.0, 330.0, 520.0, 800.0, 1250.0, 1900.0][:n]
-    audio = torch.stack([0.3 * sum(torch.sin(2 * math.pi * f * k * t + float(torch.rand(1, generator=g)) * 6) / k
-                                   for k in (1, 2, 3)) for f in f0])
+    audio = torch.stack([
+        0.3 * sum(torch.sin(2 * math.pi * f * k * t + float(torch.rand(1, generator=g)) * 6) / k
+                  for k in (1, 2, 3))
+        for f in f0])
     return ClipBatch(audio, torch.rand(n, 1, 8, 3, 4, generator=g), torch.arange(n),
                      [f"c{i}" for i in range(n)])
 
@@ -76,7 +79,8 @@ def test_gradients_reach_exactly_the_right_parameters():
 def test_lambda_schedules_follow_the_authors_step_by_step():
     cfg = MethodConfig()  # the defaults are the authors' README schedules
     # λ_ind counts batches: 0.01/1000 until batch 8000 included, ×10 after 8000, 16000, 24000
-    ind = {b: lambda_ind_at(cfg, b) for b in (0, 7999, 8000, 8001, 16000, 16001, 24000, 24001, 10**6)}
+    batches = (0, 7999, 8000, 8001, 16000, 16001, 24000, 24001, 10**6)
+    ind = {b: lambda_ind_at(cfg, b) for b in batches}
     assert ind == pytest.approx({0: 1e-5, 7999: 1e-5, 8000: 1e-5, 8001: 1e-4, 16000: 1e-4,
                                  16001: 1e-3, 24000: 1e-3, 24001: 1e-2, 10**6: 1e-2})
     # λ_av counts separator updates (one every 3rd batch): update u happens at batch 3u

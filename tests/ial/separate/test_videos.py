@@ -104,7 +104,8 @@ def test_featurize_config_sources(tmp_path):
     assert (cfg.frame_size, source) == (112, "lineage.featurize_config")
     cfg, source = featurize_config_for({"lineage": {"configs": {"featurize": {"frame_size": 160}}}})
     assert (cfg.frame_size, source) == (160, "lineage.configs.featurize")
-    cfg, source = featurize_config_for({"lineage": {"shards": ["/nonexistent/shard-00000.parquet"]}})
+    missing = {"lineage": {"shards": ["/nonexistent/shard-00000.parquet"]}}
+    cfg, source = featurize_config_for(missing)
     assert cfg.frame_size == 224 and source.startswith("defaults")
 
 

@@ -92,7 +92,10 @@ def make_clip_root(root: str, videos: dict, n_good: int, corrupt: bool = True) -
         labels[clip_id] = label
     if corrupt:
         url = storage.url("clips", "toy", "bad_0.mp4")
-        upload_file(videos["corrupt"], url) if storage.remote else shutil.copy(videos["corrupt"], url)
+        if storage.remote:
+            upload_file(videos["corrupt"], url)
+        else:
+            shutil.copy(videos["corrupt"], url)
         rows.append(index_row("bad_0", url, "tone440", "train"))
     rows.append(index_row("gone_0", "", "tone880", "train", status="unavailable"))
     write_clip_index_part(storage, "toy", "b0", rows)

@@ -21,7 +21,8 @@ def test_vggsound_quoted_labels_and_clip_ids(tmp_path):
                  "--0PQM4-hqg,30,waterfall burbling,train\n")
     m = read_manifest(str(p), "vggsound", clip_seconds=10)
     assert [e.video_id for e in m] == ["---g-f_I2yQ", "--0PQM4-hqg"]
-    assert m[0].label == "people marching, chanting" and m[0].labels == ("people marching, chanting",)
+    assert m[0].label == "people marching, chanting"
+    assert m[0].labels == ("people marching, chanting",)
     assert (m[0].start, m[0].end, m[0].split) == (1.0, 11.0, "test")
     assert m[1].clip_id == "--0PQM4-hqg_30000" and m[1].line == 3
     assert clip_id("abc", 1.5) == "abc_1500" and clip_id("abc", 0.0) == "abc_0"

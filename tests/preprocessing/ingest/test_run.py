@@ -84,7 +84,8 @@ def test_every_outcome_is_named_and_reruns_resume(site, tmp_path):
         summary = ingest(cfg, progress=False)
 
         rows = _rows(root, "t")
-        got = {cid: (r["status"], reason_code(r["reason"]), r["attempts"]) for cid, r in rows.items()}
+        got = {cid: (r["status"], reason_code(r["reason"]), r["attempts"])
+               for cid, r in rows.items()}
         assert got == {
             f"{g[0]}_1000": ("ok", "", 1),
             f"{g[1]}_2000": ("ok", "", 2),
@@ -208,7 +209,8 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
     assert not stale.exists() and young.exists()
     assert not [p for p in killed_temps if p.exists()]  # the killed run's clip folders are gone
     assert summary["skipped"] >= 1  # clips of the killed run were kept (index or adopted)
-    mp4s = sorted(p.name for p in clips.iterdir() if p.suffix == ".mp4" and not p.name.startswith("."))
+    mp4s = sorted(p.name for p in clips.iterdir()
+                  if p.suffix == ".mp4" and not p.name.startswith("."))
     assert mp4s == sorted(f"{cid}.mp4" for cid in rows)
     parts = list((clips / "index").glob("*.parquet"))
     all_ids = [cid for p in parts for cid in read_parquet(str(p))["clip_id"].to_pylist()]

@@ -33,7 +33,8 @@ def test_clip_is_exact(media, tmp_path):
                    min_side=224, audio_rate=11025)
     assert (r.frames, r.samples) == (32, 44100) and r.duration == 4.0 and not r.silent
     info = probe_media(r.path)
-    assert (info["width"], info["height"], info["fps"], info["audio_rate"]) == (298, 224, 8.0, 11025)
+    got = (info["width"], info["height"], info["fps"], info["audio_rate"])
+    assert got == (298, 224, 8.0, 11025)
     assert abs(info["duration"] - 4.0) < 0.05
     m = measure_clip(r.path)
     assert (m.frames, m.samples) == (32, 44100)
@@ -58,7 +59,8 @@ def test_audio_and_video_start_together(media, tmp_path):
                           "-ar", "22050", "-"], capture_output=True).stdout
     audio = np.frombuffer(pcm, np.float32)[: 4 * 22050]
     loud = np.sqrt((audio[: len(yellow) * 2205].reshape(len(yellow), 2205) ** 2).mean(1))
-    lags = {lag: np.corrcoef(yellow[5 + lag:35 + lag], loud[5:35])[0, 1] for lag in (-2, -1, 0, 1, 2)}
+    lags = {lag: np.corrcoef(yellow[5 + lag:35 + lag], loud[5:35])[0, 1]
+            for lag in (-2, -1, 0, 1, 2)}
     assert max(lags, key=lags.get) == 0 and lags[0] > 0.5
 
 
