@@ -77,8 +77,9 @@ def mask_measures(masks: np.ndarray, shares: np.ndarray,
 def rows_mask_measures(estimates: dict[str, np.ndarray], references: np.ndarray,
                        mixture: np.ndarray) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """``mask_measures`` of every row of one mixture, and the rows' effective masks
-    ``|estimate| / |mixture|`` on the log grid, clipped to [0, 1] (one STFT of all the rows'
-    estimates together).
+    ``|estimate| / |mixture|`` on the log grid (one STFT of all the rows' estimates together).
+    The measures clip each mask to [0, 1]; the masks returned (for the report's figures) are not
+    clipped, so a figure shows where an estimate holds more than the mixture.
 
     Shape: estimates {row: (N, L)}, references (N, L), mixture (L,) samples →
     ({row: {measure: [N values]}}, {row: (N, 256, T)})."""
@@ -87,5 +88,7 @@ def rows_mask_measures(estimates: dict[str, np.ndarray], references: np.ndarray,
     energy = mix.astype(np.float64) ** 2
     rows = list(estimates)
     mags = warped_magnitude(np.stack([estimates[r] for r in rows]))  # (rows, N, 256, T)
-    masks = dict(zip(rows, np.clip(mags / np.maximum(mix, 1e-8), 0.0, 1.0)))
-    return {row: mask_measures(m, shares, energy) for row, m in masks.items()}, masks
+    masks = dict(zip(rows, mags / np.maximum(mix, 1e-8)))
+    measures = {row: mask_measures(np.clip(m, 0.0, 1.0), shares, energy)
+                for row, m in masks.items()}
+    return measures, masks

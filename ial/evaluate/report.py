@@ -179,11 +179,11 @@ def plot_pair_sdri(path: str, per_pair: dict) -> None:
     plt.close(fig)
 
 
-def mask_colour_max(masks: list[np.ndarray]) -> float:
-    """Top of the one colour scale the figures' masks share (from 0): 1, or the 99.5th
-    percentile of the masks' values where it is higher (an unbounded relu head, or
-    |est| / |mix| where the sources cancel), so such bins are not all drawn as 1."""
-    return max([1.0] + [float(np.percentile(m, 99.5)) for m in masks])
+def mask_colour_max(mask: np.ndarray) -> float:
+    """Top of a mask's colour scale (from 0): 1, or the 99.5th percentile of its values where
+    that is higher (an unbounded relu head, whose scale SI-SNR leaves free, or an estimate
+    louder than the mixture where the sources cancel), so such bins are not all drawn as 1."""
+    return max(1.0, float(np.percentile(mask, 99.5)))
 
 
 def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
@@ -204,10 +204,12 @@ def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
     mix_db = _spectrogram_db(ex.mixture)
     vmax = float(mix_db.max())
     vmin = vmax - 80.0
-    mask_max = mask_colour_max([ex.masks[r] for r in [model_row, *mask_rows] if r in ex.masks])
+    # The model's mask gets its own scale when it exceeds 1; the oracles' masks are in [0, 1].
+    model_max = mask_colour_max(ex.masks[model_row]) if model_row in ex.masks else 1.0
 
-    def show(ax, img, title, mask=False):
+    def show(ax, img, title, mask_max=None):
         ax.axis("on")
+        mask = mask_max is not None
         ax.imshow(img, origin="lower", aspect="auto", cmap="magma" if not mask else "viridis",
                   vmin=0.0 if mask else vmin, vmax=mask_max if mask else vmax)
         ax.set_title(title, fontsize=8)
@@ -221,11 +223,12 @@ def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
         if model_row in ex.estimates:
             show(axes[k + 1, 1], _spectrogram_db(ex.estimates[model_row][k]), f"model estimate {k}")
         if model_row in ex.masks:
-            show(axes[k + 1, 2], ex.masks[model_row][k], "model mask |est|/|mix|", mask=True)
+            scale = f" (colour 0 to {model_max:.2f})" if model_max > 1.0 else ""
+            show(axes[k + 1, 2], ex.masks[model_row][k], "model mask |est|/|mix|" + scale,
+                 model_max)
         for j, row in enumerate(mask_rows):
-            show(axes[k + 1, 3 + j], ex.masks[row][k], f"{row} mask", mask=True)
-    scale = f" (masks: colour scale 0 to {mask_max:.2f})" if mask_max > 1.0 else ""
-    fig.suptitle(f"example {ex.index}: " + " + ".join(ex.labels) + scale, fontsize=10)
+            show(axes[k + 1, 3 + j], ex.masks[row][k], f"{row} mask", 1.0)
+    fig.suptitle(f"example {ex.index}: " + " + ".join(ex.labels), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
