@@ -31,6 +31,8 @@ The audio encoder runs once per mixture; CMS and the decoder run once per source
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,7 @@ from ial.models.base import Separator, SeparationOutput, VisualFrontend, pad_fra
 from ial.models.config import ModelConfig
 from ial.models.registry import MODELS
 from ial.models.visual_heads import build_visual_head
+from ial.registry import Registry
 
 
 # The class head's input scale (``ModelConfig.n_classes``): the pooled embedding is unit-length, so
@@ -47,14 +50,16 @@ from ial.models.visual_heads import build_visual_head
 CLASS_LOGIT_SCALE = 10.0
 
 
+# The mask heads by name (``ModelConfig.mask_activation``): score map → ratio mask.
+MASK_ACTIVATIONS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("mask head")
+MASK_ACTIVATIONS.register("sigmoid")(torch.sigmoid)  # in [0, 1]: the authors' "IBM" head
+
+
+@MASK_ACTIVATIONS.register("relu")
 def irm_head(score: torch.Tensor) -> torch.Tensor:
     """The authors' "IRM" mask head with IRM_bias: relu(score + 0.5), 0.5 at a zero score as the
     sigmoid is, unbounded above. Shape: any → the same."""
     return F.relu(score + 0.5)
-
-
-# The mask heads by name (``ModelConfig.mask_activation``): score map → ratio mask.
-MASK_ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": irm_head}
 
 
 class BasicBlock(nn.Module):
@@ -208,7 +213,7 @@ class IALCMS(Separator):
         self.score_scale = nn.Parameter(torch.ones(1))
         self.score_bias = nn.Parameter(torch.zeros(1))
         self.class_head = nn.Linear(d, cfg.n_classes) if cfg.n_classes > 0 else None
-        self.mask_activation = cfg.mask_activation
+        self.mask_head = MASK_ACTIVATIONS.get(cfg.mask_activation)
 
     def forward(self, mix_mag: torch.Tensor, visual: torch.Tensor) -> SeparationOutput:
         B = mix_mag.shape[0]
@@ -238,7 +243,7 @@ class IALCMS(Separator):
             pooled = F.normalize(fv.amax(dim=(-2, -1)), dim=1) * CLASS_LOGIT_SCALE
             classes = self.class_head(pooled).reshape(B, N, -1)
         return SeparationOutput(
-            mask=MASK_ACTIVATIONS[self.mask_activation](logits), logits=logits,
+            mask=self.mask_head(logits), logits=logits,
             visual_embedding=fv.reshape(B, N, *fv.shape[1:]),
             audio_embedding=audio_emb.reshape(B, N, -1),
             localization=loc.reshape(B, N, *loc.shape[1:]), class_logits=classes)
