@@ -206,6 +206,8 @@ def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
     vmin = vmax - 80.0
     # The model's mask gets its own scale when it exceeds 1; the oracles' masks are in [0, 1].
     model_max = mask_colour_max(ex.masks[model_row]) if model_row in ex.masks else 1.0
+    model_title = "model mask |est|/|mix|" + (
+        f" (colour 0 to {model_max:.2f})" if model_max > 1.0 else "")
 
     def show(ax, img, title, mask_max=None):
         ax.axis("on")
@@ -223,9 +225,7 @@ def plot_example(path: str, ex: Example, model_row: str = "model") -> None:
         if model_row in ex.estimates:
             show(axes[k + 1, 1], _spectrogram_db(ex.estimates[model_row][k]), f"model estimate {k}")
         if model_row in ex.masks:
-            scale = f" (colour 0 to {model_max:.2f})" if model_max > 1.0 else ""
-            show(axes[k + 1, 2], ex.masks[model_row][k], "model mask |est|/|mix|" + scale,
-                 model_max)
+            show(axes[k + 1, 2], ex.masks[model_row][k], model_title, model_max)
         for j, row in enumerate(mask_rows):
             show(axes[k + 1, 3 + j], ex.masks[row][k], f"{row} mask", 1.0)
     fig.suptitle(f"example {ex.index}: " + " + ".join(ex.labels), fontsize=10)
