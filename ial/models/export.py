@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ial.errors import UserError
-from ial.storage import atomic_write, exists, read_bytes
+from ial.storage import Storage, atomic_write, exists, is_remote, read_bytes
 
 FORMAT = "ial-model"
 FORMAT_VERSION = 1
@@ -86,6 +86,8 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
     hex digest of the bytes read (which exact file a report scored)."""
     url = str(url)
     if not exists(url):
+        if is_remote(url):  # a missing bucket or refused keys say so, not "no such file"
+            Storage(url).check(write=False, what="checkpoint")
         raise CheckpointError(f"{url}: no such checkpoint file")
     data = read_bytes(url)
     if not zipfile.is_zipfile(io.BytesIO(data)):

@@ -37,6 +37,17 @@ def test_export_loads_with_nothing_else(tmp_path, request, where):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def test_a_missing_bucket_is_named_not_a_missing_file(s3_root):
+    from ial.storage import StorageError
+
+    bucket = s3_root.split("/")[2]
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_model(f"{s3_root}/checkpoints/none/model.pt")  # the bucket exists, the file not
+    with pytest.raises(StorageError, match=f"checkpoint s3://{bucket}-x/m.pt: bucket "
+                       f"'{bucket}-x' does not exist"):
+        load_model(f"s3://{bucket}-x/m.pt")
+
+
 class NotPlainData:
     """An object ``torch.load(weights_only=True)`` refuses to unpickle."""
 
