@@ -63,7 +63,8 @@ def test_a_bad_manifest_in_prefect_mode_is_one_line_not_two_tracebacks(tmp_path,
     assert "Traceback" not in out, out
     user_lines = [line for line in out.splitlines() if line.startswith("Error: ")]
     assert user_lines == [f"Error: {bad}:1: expected 4 fields "
-                          f"(youtube_id,start_seconds,label,split), got 3"], out
+                          f"(youtube_id,start_seconds,label,split), got 3 (the ingest config's "
+                          f"skip_malformed: true skips and counts such rows)"], out
     assert "Finished in state Failed" in out  # the flow run itself is recorded as failed
 
 

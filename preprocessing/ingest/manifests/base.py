@@ -145,7 +145,8 @@ class RowCollector:
             if isinstance(exc, KeyError):
                 reason = f"missing field {reason!r}"
             if not self.skip:
-                raise ManifestError(self.manifest.source, line, reason) from None
+                raise ManifestError(self.manifest.source, line, f"{reason} (the ingest config's "
+                                    "skip_malformed: true skips and counts such rows)") from None
             self.manifest.skipped.append((line, reason))
             return
         if entry is not None:
