@@ -29,6 +29,7 @@ SEGMENT_SAMPLES = 65535  # samples, ~5.94 s
 SEGMENT_FRAMES = SEGMENT_SAMPLES // HOP + 1  # 256 STFT frames
 CLIP_SECONDS = 10.0
 CLIP_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)  # 110250 samples
+SILENCE_DBFS = -50.0  # dBFS: audio whose peak is at or below this counts as silent
 
 
 def num_frames(num_samples: int) -> int:

@@ -23,9 +23,13 @@ def command(videos, checkpoint, out_dir, device):
     Also writes spectrogram.png and separation.json.
     """
     from ial.separate.videos import separate_videos
+    from ial.signal import SILENCE_DBFS
 
     result = separate_videos(list(videos), checkpoint, out_dir, device=device)
     click.echo(f"mixture: {result['mixture']}")
     for name, url in result["stems"].items():
         click.echo(f"{name}: {url}")
     click.echo(f"spectrogram: {result['spectrogram']}")
+    for name in result["silent"]:
+        click.echo(f"note: {name}: silent soundtrack (peak at or below {SILENCE_DBFS:g} dBFS in "
+                   f"its first 10 s), so its stem is silence, not a separation")

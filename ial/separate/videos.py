@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ial.errors import UserError
-from ial.signal import SAMPLE_RATE
+from ial.signal import SAMPLE_RATE, SILENCE_DBFS
 from ial.storage import join, upload_file
 
 
@@ -99,6 +99,12 @@ def featurize_config_for(meta: dict):
     return FeaturizeConfig(), "defaults (the checkpoint's lineage names no featurize config)"
 
 
+def peak_dbfs(wave: np.ndarray) -> float:
+    """The peak level of ``wave`` (samples in [-1, 1]) in dBFS; -inf for digital silence."""
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
+
+
 def _visual(clip: dict, model_cfg) -> np.ndarray:
     """A featurized video's visual input: its frame features, or (a model that takes frames
     through its own trunk) its JPEG frames decoded and ImageNet-normalised. float32."""
@@ -148,7 +154,8 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     """Separate ``paths`` (local or s3:// videos) with ``checkpoint``; write stems to ``out_dir``.
 
     Returns ``{"mixture": url, "stems": {name: url}, "spectrogram": url, "report": url,
-    "mode": "per-video" | "single", "featurize_config": source, "model_name": str}``.
+    "mode": "per-video" | "single", "featurize_config": source, "model_name": str,
+    "silent": [stem names of videos whose first 10 s peak at or below SILENCE_DBFS]}``.
     """
     import soundfile as sf
 
@@ -179,13 +186,16 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
                       "config): stems are only meaningful if the model was trained on the same")
 
     audio = np.stack([c["audio"] for c in clips]).astype(np.float32)  # (N, L)
+    names = _stem_names(paths)
+    # Named in the result (the CLI prints them); their stems are still written: mixed with
+    # other videos, the others' stems are real separations.
+    silent = [n for n, wave in zip(names, audio) if peak_dbfs(wave) <= SILENCE_DBFS]
     mixture = audio.sum(axis=0)
     visual = np.stack([_visual(c, model_cfg) for c in clips])[None]
     with torch.no_grad():
         est = separate_waveforms(model, torch.from_numpy(mixture)[None].to(device),
                                  torch.from_numpy(visual).to(device),
                                  window=training_window(meta))[0].cpu().numpy()
-    names = _stem_names(paths)
     stems = {n: est[i] for i, n in enumerate(names)}
     mode = "per-video" if len(paths) > 1 else "single"
     if mode == "single":
@@ -194,7 +204,8 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     out_dir = out_dir.rstrip("/")
     result: dict = {"mode": mode, "featurize_config": fsource, "visual_weights": weights,
                     "model_name": meta.get("model_name"), "checkpoint": checkpoint,
-                    "videos": list(paths), "sample_rate": SAMPLE_RATE, "stems": {}}
+                    "videos": list(paths), "sample_rate": SAMPLE_RATE, "silent": silent,
+                    "stems": {}}
     with tempfile.TemporaryDirectory(prefix="ial-separate-") as tmp:
         files = {"mixture": "mixture.wav", **{n: f"{n}.wav" for n in stems}}
         sf.write(os.path.join(tmp, "mixture.wav"), mixture, SAMPLE_RATE, subtype="FLOAT")

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from ial.config import ConfigError, from_dict, to_dict
+from ial.signal import SILENCE_DBFS
 from preprocessing.ingest.download import DEFAULT_FORMAT, DEFAULT_FORMAT_SORT, YOUTUBE_URL_TEMPLATE
 from preprocessing.ingest.manifests import MANIFEST_READERS, reader_options
 from preprocessing.ingest.outcomes import redact
@@ -31,7 +32,7 @@ class IngestConfig:
     # px: lowest format with >= this height; clips scaled so the short side = this
     min_height: int = 224
     audio_rate: int = 22050  # Hz of the clips' audio (>= 11025)
-    silence_db: float = -50.0  # dBFS: a clip whose peak is below this is flagged silent
+    silence_db: float = SILENCE_DBFS  # dBFS: a clip whose peak is at/below it is flagged silent
     format: str = DEFAULT_FORMAT  # yt-dlp format selector ({min_height} filled in)
     format_sort: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_FORMAT_SORT))
     batch_size: int = 64  # clips per batch (one index part + one stats file each)

@@ -30,6 +30,7 @@ import re
 import ffmpeg
 
 from ial.media import ffmpeg_binary, parse_stream_info, probe_media
+from ial.signal import SILENCE_DBFS
 
 MIN_AUDIO_RATE = 11025  # Hz
 
@@ -111,7 +112,7 @@ def measure_clip(path: str, timeout: float = 120) -> ClipMeasure:
 
 
 def finalize_section(section: str, dst: str, duration: float = 10.0, fps: float = 8,
-                     min_side: int = 224, audio_rate: int = 22050, silence_db: float = -50.0,
+                     min_side: int = 224, audio_rate: int = 22050, silence_db: float = SILENCE_DBFS,
                      pad_tolerance: float = 0.25, start: float = 0.0, **slice_kw) -> SliceResult:
     """Turn a section already encoded with ``clip_encode_args`` into the clip ``dst``: kept as
     is (renamed) when it has exactly the requested frames, samples, size and rate; re-sliced
@@ -156,7 +157,7 @@ def check_source(src: str, start: float, duration: float, tolerance: float = 0.2
 
 
 def slice_clip(src: str, dst: str, start: float = 0.0, duration: float = 10.0, fps: float = 8,
-               min_side: int = 224, audio_rate: int = 22050, silence_db: float = -50.0,
+               min_side: int = 224, audio_rate: int = 22050, silence_db: float = SILENCE_DBFS,
                pad_tolerance: float = 0.25, preset: str = "veryfast", crf: int = 23,
                timeout: float = 300) -> SliceResult:
     """Write the clip ``[start, start + duration]`` s of ``src`` to local ``dst`` (see module doc).

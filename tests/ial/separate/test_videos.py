@@ -88,6 +88,26 @@ def test_separate_two_source_video_gives_source_and_residual(duet_video, checkpo
     assert os.path.getsize(result["spectrogram"]) > 0
 
 
+def test_a_silent_soundtrack_is_named_and_the_other_video_still_separated(videos, checkpoint,
+                                                                          tmp_path):
+    from ial.cli import main
+    from ial.demo.corpus import make_video, render_frames
+
+    frames = render_frames("flute", 4.0, size=(120, 160), seed=5)
+    quiet = make_video(str(tmp_path / "quiet.mp4"), frames, audio=np.zeros(4 * 22050) + 1e-4,
+                       sample_rate=22050)  # -80 dBFS: below the ingest's silence level too
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["separate", videos[0], quiet, "--checkpoint", checkpoint,
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "note: quiet: silent soundtrack (peak at or below -50 dBFS" in result.output
+    assert "violin" not in result.output.split("note:")[1]  # only the silent one is named
+    info = json.loads((out / "separation.json").read_text())
+    assert info["silent"] == ["quiet"]
+    violin, _ = sf.read(out / "violin.wav")
+    assert np.abs(violin).max() > 0.01
+
+
 def test_featurize_config_sources(tmp_path):
     import pyarrow.parquet as pq
 
