@@ -26,7 +26,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "eval" / "def
               help="torch device for the model: auto (the default: CUDA when visible), cpu, "
               "cuda:N.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@config_options(str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None)
+@config_options(str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None,
+                example="mix=3")
 def command(checkpoint, data, mix, n_per_combination, out, device, no_progress, config_path,
             overrides):
     """Score a checkpoint: SDR/SIR/SAR and SDRi on the MUSIC-style protocol.

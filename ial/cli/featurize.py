@@ -31,7 +31,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "featurize" /
                    "With --prefect and --dask-address the workers need PREFECT_API_URL of a real "
                    "Prefect server.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (plain Dask run).")
-@config_options(str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None)
+@config_options(str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None,
+                example="batch_clips=16")
 def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_shard, prefect,
             no_progress, config_path, overrides):
     """Featurize the `ok` clips of the clip index into Parquet shards.

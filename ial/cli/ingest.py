@@ -46,7 +46,7 @@ from ial.cli.options import build_config, config_options, root_option
               help="Run as the Prefect flow `ingest` (batches as tasks on a Dask task runner) or "
                    "as a plain in-process run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (plain run).")
-@config_options()
+@config_options(example="concurrency=4")
 def command(manifest, manifest_format, dataset, root, url_template, batch_size, concurrency,
             rate_limit_per_minute, cookies, proxy, retry_failed, skip_malformed, dask_address,
             prefect, no_progress, config_path, overrides):

@@ -11,13 +11,14 @@ from ial.config import load_config
 from ial.errors import UserError
 
 
-def config_options(default_config: str | None = None) -> Callable:
-    """Adds ``--config FILE`` and repeated ``--set key=value`` to a click command."""
+def config_options(default_config: str | None = None, example: str = "seed=1") -> Callable:
+    """Adds ``--config FILE`` and repeated ``--set key=value`` to a click command; ``example``
+    is a valid override for its config, shown in the help."""
 
     def decorator(fn: Callable) -> Callable:
         fn = click.option(
             "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-            help="Override a config field (dotted for nested fields), e.g. --set lr=3e-4. "
+            help=f"Override a config field (dotted for nested fields), e.g. --set {example}. "
             "Repeatable.",
         )(fn)
         fn = click.option(

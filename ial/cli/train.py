@@ -38,7 +38,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train" / "de
 @click.option("--init-from", default=None, metavar="URL",
               help="Warm-start the separator from a model.pt (or run dir); fresh optimizers.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@config_options(str(DEFAULT_CONFIG))
+@config_options(str(DEFAULT_CONFIG), example="method.lambda_ind=0.1")
 def command(root, dataset, run_name, num_procs, hostfile, master_port, master_addr, no_ssh,
             node_rank, init_from, no_progress, config_path, overrides):
     """Train the IAL separator and independency critic with DeepSpeed.

@@ -22,6 +22,31 @@ def test_each_subcommand_explains_itself(name):
     assert "Usage: " in result.output and len(result.output.splitlines()) > 8
 
 
+_CONFIG_OF = {"demo": "ial.demo.pipeline:DemoConfig",
+              "ingest": "preprocessing.ingest.config:IngestConfig",
+              "featurize": "preprocessing.featurize.config:FeaturizeConfig",
+              "train": "ial.training.config:TrainConfig", "evaluate": "ial.evaluate:EvalConfig"}
+
+
+@pytest.mark.parametrize("name", sorted(_CONFIG_OF))
+def test_the_set_example_in_each_help_is_a_field_of_that_stage(name):
+    import importlib
+    import re
+
+    from ial.config import load_config
+
+    help_text = " ".join(CliRunner().invoke(main, [name, "--help"]).output.split())
+    example = re.search(r"e\.g\. --set (\S+?)\.? Repeatable", help_text).group(1)
+    module, cls = _CONFIG_OF[name].split(":")
+    required = ("checkpoint=a/model.pt", "data=a/shards/d") if name == "evaluate" else ()
+    cfg = load_config(getattr(importlib.import_module(module), cls), None, (*required, example))
+    key, value = example.split("=")
+    field = cfg
+    for part in key.split("."):
+        field = getattr(field, part)
+    assert str(field) == value, (example, field)
+
+
 def test_bad_config_value_names_the_field():
     result = CliRunner().invoke(main, ["demo", "--set", "videos_per_class=many"])
     assert result.exit_code != 0
