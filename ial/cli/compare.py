@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import posixpath
+
 import click
 
 from ial.evaluate.compare import MEASURES
+
+
+def default_names(report_a: str, report_b: str) -> tuple[str, str]:
+    """The two report folders' own names (``…/reports/ial-s3`` → ``ial-s3``); A and B when
+    they are the same or empty."""
+    a, b = (posixpath.basename(str(r).rstrip("/")) for r in (report_a, report_b))
+    return (a, b) if a and b and a != b else ("A", "B")
 
 
 @click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,8 +30,9 @@ from ial.evaluate.compare import MEASURES
                    "docs/evaluation.md).")
 @click.option("--row", default="model", show_default=True,
               help="The report row compared: model, oracle_irm, oracle_ibm or mixture.")
-@click.option("--names", nargs=2, default=("A", "B"), show_default=True,
-              metavar="NAME_A NAME_B", help="What to call the two models in the output.")
+@click.option("--names", nargs=2, default=None, metavar="NAME_A NAME_B",
+              help="What to call the two models in the output (default: the report folders' "
+                   "names; A and B with --also, or when the names are the same).")
 @click.option("--plot", metavar="PNG", default=None,
               help="Also draw the differences (overall and per class, with CIs) to this file.")
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
@@ -43,6 +53,8 @@ def command(report_a, report_b, more, metric, row, names, plot, seed):
     from ial.evaluate.compare import compare_reports, format_comparison, plot_comparison
 
     result = compare_reports([(report_a, report_b), *more], metric=metric, row=row, seed=seed)
+    # One training each: the folders' names; several (--also): A and B, not the first seed's.
+    names = names or (("A", "B") if more else default_names(report_a, report_b))
     click.echo(format_comparison(result, *names))
     if plot:
         plot_comparison(plot, result, *names)

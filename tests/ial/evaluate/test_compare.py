@@ -136,6 +136,20 @@ def test_cli_prints_the_difference_and_draws_it(reports, tmp_path):
     assert "new - old: +2.00 dB" in out.stdout and png.stat().st_size > 0
 
 
+def test_cli_names_the_models_by_their_report_folders_unless_told(reports, tmp_path):
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    report, _ = reports
+    better = shifted_copy(report, tmp_path / "ial-s3", 1.0)
+    out = CliRunner().invoke(main, ["compare", better + "/", report])
+    assert out.exit_code == 0, out.output
+    assert f"ial-s3 - {os.path.basename(report)}: +1.00 dB" in out.output
+    out = CliRunner().invoke(main, ["compare", better, report, "--also", better, report])
+    assert "A - B: +1.00 dB" in out.output  # several trainings: not the first one's names
+
+
 @pytest.mark.parametrize("make_bad, expected", [
     (lambda d: d, "no results.json"),
     (lambda d: (d / "results.json").write_text("{not json"), "not valid JSON (line 1"),
