@@ -39,6 +39,9 @@ class EvalConfig:
     device: str = "auto"  # torch device of the model: auto (CUDA when visible), cpu, cuda:1
     silent_db: float = SILENT_DB  # dBFS: a mixture with a reference below this is skipped
     clamp_db: float = CLAMP_DB  # scores are clipped to ±clamp_db dB (inf/NaN cases)
+    # A killed run's scored batches (<out>/.partial/, saved about once a minute) are reused by
+    # the next run with the same checkpoint and settings (ial.evaluate.partial); false: all anew.
+    resume: bool = True
 
     def validate(self) -> None:
         from ial.evaluate.oracle import ORACLES

@@ -7,7 +7,7 @@ full 10 s mixture with a sliding window, by default the checkpoint's training wi
 source) → the oracle rows on the same mixtures → SDR/SIR/SAR/SDRi (``metrics.score_mixture``)
 → the mask measures of every row (``masks.rows_mask_measures``: where in the time-frequency plane
 each estimate keeps or drops sound) → tables and report (``report.write_report``), uploaded to
-``cfg.out``.
+``cfg.out``. Scored batches are saved as the run goes (``partial``), so a killed run resumes.
 
 The returned dict (also ``results.json``, minus the per-mixture scores) — keys others rely on:
 
@@ -20,7 +20,8 @@ The returned dict (also ``results.json``, minus the per-mixture scores) — keys
 - ``per_pair``: ``{class: {other class: {"sdri", "n"}}}``: the model's mean SDRi of a class's
   sources in the mixtures that also hold the other class (which pairs it cannot tell apart);
 - ``counts``: ``mixtures``, ``evaluated``, ``skipped_silent``, ``sources``, ``classes``,
-  ``test_clips``; ``skipped``: the skipped mixtures and why;
+  ``test_clips``, ``resumed`` (mixtures whose scores a killed run had saved, ``partial``);
+  ``skipped``: the skipped mixtures and why;
 - ``protocol``, ``metric``, ``checkpoint`` (url, sha256 of the file scored, model_name, run,
   step, lineage), ``data``,
   ``report_dir``, ``files``, ``config``, ``seconds``.
@@ -43,6 +44,7 @@ from ial.evaluate.config import EvalConfig
 from ial.evaluate.masks import MASK_MEASURES, rows_mask_measures
 from ial.evaluate.metrics import score_mixture, silent_sources
 from ial.evaluate.oracle import oracle_estimates
+from ial.evaluate.partial import PartialResults, partial_key
 from ial.evaluate.protocol import MixtureSpec, build_mixtures, mix_sources
 from ial.evaluate.report import METRICS, Example, write_report
 from ial.separate.waveforms import separate_waveforms, training_window
@@ -195,6 +197,46 @@ def _separate(model, batch: list[tuple[np.ndarray, np.ndarray]], cfg: EvalConfig
     return est.detach().to("cpu", torch.float64).numpy()
 
 
+def _score_batch(model, chunk: list[MixtureSpec], clips: dict, cfg: EvalConfig, window: int,
+                 visual_input: str, row_names: list[str], want_examples: int
+                 ) -> tuple[list[dict], list[dict], list[Example]]:
+    """Separate and score one batch of mixtures: ``(records, skipped, examples)``.
+
+    ``records``: one per mixture, in order (``scores`` None for a mixture skipped for a silent
+    reference, which ``skipped`` names); ``examples``: the first ``want_examples`` scored
+    mixtures with their signals and masks, for the report's figures and stems."""
+    from ial.data.loader import visual_of
+
+    records, skipped, examples, prepared = [], [], [], []
+    for spec in chunk:
+        record = {"index": spec.index, "clip_ids": list(spec.clip_ids),
+                  "labels": list(spec.labels), "scores": None}
+        records.append(record)
+        refs, mixture = mix_sources([clips[c].audio for c in spec.clip_ids])
+        if silent_sources(refs, cfg.silent_db).any():  # not scored (docs/evaluation.md)
+            skipped.append({"index": spec.index, "clip_ids": list(spec.clip_ids),
+                            "reason": f"silent reference (RMS < {cfg.silent_db} dBFS)"})
+            continue
+        visual = np.stack([visual_of(clips[c], visual_input) for c in spec.clip_ids])
+        prepared.append((spec, record, refs, mixture, visual))
+    if not prepared:
+        return records, skipped, examples
+    model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg, window)
+    for (spec, record, refs, mixture, _), est in zip(prepared, model_est):
+        oracles = oracle_estimates(list(cfg.oracles), refs, mixture)
+        estimates = {MODEL_ROW: est, **{n: e for n, (e, _) in oracles.items()}}
+        scores = score_mixture(refs, mixture, estimates, cfg.silent_db, cfg.clamp_db)
+        as_mixture = np.repeat(mixture[None], len(refs), axis=0)
+        measures, effective = rows_mask_measures({**estimates, MIXTURE_ROW: as_mixture},
+                                                 refs, mixture)
+        record["scores"] = {r: {**scores[r], **measures[r]} for r in row_names}
+        if len(examples) < want_examples:
+            masks = {MODEL_ROW: effective[MODEL_ROW], **{n: mk for n, (_, mk) in oracles.items()}}
+            examples.append(Example(spec.index, spec.labels, spec.clip_ids, mixture, refs,
+                                    estimates, masks))
+    return records, skipped, examples
+
+
 def aggregate(mixtures: list[dict], row_names: list[str]) -> tuple[dict, dict]:
     """Overall and per-class means of the scored mixtures' per-source scores; the overall
     rows also hold the means of the mask measures (``ial.evaluate.masks``, None values left
@@ -245,8 +287,6 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run the evaluation described by ``cfg`` (see the module docstring); returns the summary."""
     from tqdm.auto import tqdm
 
-    from ial.data.loader import visual_of
-
     from ial.runtime import torch_device
 
     t0 = time.monotonic()
@@ -263,43 +303,29 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         out = Storage(out).root
     row_names = [MODEL_ROW, *cfg.oracles, MIXTURE_ROW]
 
+    partial = PartialResults(out, partial_key(cfg, meta.get("sha256"), window), cfg.resume)
     mixtures: list[dict] = []
     examples: list[Example] = []
     skipped: list[dict] = []
+    resumed = 0
     bar = tqdm(total=len(specs), desc="evaluate", unit="mix", disable=not progress)
     for start in range(0, len(specs), cfg.batch_size):
         chunk: list[MixtureSpec] = specs[start:start + cfg.batch_size]
-        prepared = []
-        for spec in chunk:
-            record = {"index": spec.index, "clip_ids": list(spec.clip_ids),
-                      "labels": list(spec.labels), "scores": None}
-            mixtures.append(record)
-            refs, mixture = mix_sources([clips[c].audio for c in spec.clip_ids])
-            if silent_sources(refs, cfg.silent_db).any():  # not scored (docs/evaluation.md)
-                skipped.append({"index": spec.index, "clip_ids": list(spec.clip_ids),
-                                "reason": f"silent reference (RMS < {cfg.silent_db} dBFS)"})
-                bar.update(1)
-                continue
-            visual = np.stack([visual_of(clips[c], visual_input) for c in spec.clip_ids])
-            prepared.append((spec, record, refs, mixture, visual))
-        if not prepared:
-            continue
-        model_est = _separate(model, [(m, v) for *_, m, v in prepared], cfg, window)
-        for (spec, record, refs, mixture, _), est in zip(prepared, model_est):
-            oracles = oracle_estimates(list(cfg.oracles), refs, mixture)
-            estimates = {MODEL_ROW: est, **{n: e for n, (e, _) in oracles.items()}}
-            scores = score_mixture(refs, mixture, estimates, cfg.silent_db, cfg.clamp_db)
-            as_mixture = np.repeat(mixture[None], len(refs), axis=0)
-            measures, effective = rows_mask_measures({**estimates, MIXTURE_ROW: as_mixture},
-                                                     refs, mixture)
-            record["scores"] = {r: {**scores[r], **measures[r]} for r in row_names}
-            if len(examples) < cfg.num_examples:
-                masks = {MODEL_ROW: effective[MODEL_ROW],
-                         **{n: mk for n, (_, mk) in oracles.items()}}
-                examples.append(Example(spec.index, spec.labels, spec.clip_ids, mixture,
-                                        refs, estimates, masks))
-            bar.update(1)
+        saved = partial.batches.get(start)
+        if saved is not None and len(examples) >= cfg.num_examples:  # scored by a killed run
+            records, chunk_skipped = saved["records"], saved["skipped"]
+            resumed += len(records)
+        else:  # (the report's examples are always the first mixtures, separated again)
+            records, chunk_skipped, new = _score_batch(model, chunk, clips, cfg, window,
+                                                       visual_input, row_names,
+                                                       cfg.num_examples - len(examples))
+            examples += new
+            partial.add(start, records, chunk_skipped)
+        mixtures += records
+        skipped += chunk_skipped
+        bar.update(len(chunk))
     bar.close()
+    partial.flush()
 
     overall, per_class = aggregate(mixtures, row_names)
     lineage = meta.get("lineage") or {}
@@ -310,7 +336,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "per_pair": pair_sdri(mixtures),
         "counts": {"mixtures": len(specs), "evaluated": len(specs) - len(skipped),
                    "skipped_silent": len(skipped), "sources": overall[MODEL_ROW]["n"],
-                   "classes": len(by_class), "test_clips": len(where)},
+                   "classes": len(by_class), "test_clips": len(where),
+                   "resumed": resumed},
         "skipped": skipped,
         "protocol": {"split": cfg.split, "mix": cfg.mix, "n_per_combination": cfg.n_per_combination,
                      "seed": cfg.seed, "max_mixtures": cfg.max_mixtures,
@@ -337,4 +364,5 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         files = ["config.yaml", *write_report(tmp, results, mixtures, examples)]
         results["files"] = files
         _upload(tmp, files, out)
+    partial.remove_all()  # the report is complete: nothing left to resume
     return results

@@ -70,6 +70,9 @@ def format_table(results: dict) -> str:
         f"(dB, mean over sources; {counts.get('evaluated', 0)} of {counts.get('mixtures', 0)} "
         f"{results.get('protocol', {}).get('mix', '?')}-source mixtures scored, "
         f"{counts.get('skipped_silent', 0)} skipped for a silent reference)")
+    if counts.get("resumed"):
+        lines.append(f"({counts['resumed']} of the mixtures were scored by an earlier run that "
+                     f"was stopped, and reused: same checkpoint and settings)")
     lines.append("(own, other, shared: what a mask keeps of its source's bins, of another "
                  "source's, and all masks of the shared ones; fractions, docs/evaluation.md)")
     return "\n".join(lines)

@@ -217,6 +217,67 @@ def test_the_checkpoint_is_applied_with_its_training_window(local_setup, tmp_pat
         EvalConfig(checkpoint=trained, data=data, window=512).validate()
 
 
+def test_a_killed_evaluation_resumes_with_the_same_scores(local_setup, tmp_path, monkeypatch):
+    import ial.evaluate.partial as partial
+    import ial.evaluate.pipeline as pipeline
+
+    root, data, ckpt = local_setup
+    settings = dict(checkpoint=ckpt, data=data, mix=2, n_per_combination=2, num_examples=1,
+                    batch_size=2, oracles=["oracle_irm"])  # 12 mixtures: 6 batches
+    whole = evaluate(EvalConfig(**settings, out=str(tmp_path / "whole")), progress=False)
+    assert whole["counts"]["resumed"] == 0
+
+    score_batch, calls = pipeline._score_batch, []
+
+    def killed_at_the_fifth_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # what Ctrl-C does; a SIGKILL leaves the same files
+        return score_batch(*args, **kwargs)
+
+    monkeypatch.setattr(partial, "FLUSH_SECONDS", 0.0)  # save after every batch
+    monkeypatch.setattr(pipeline, "_score_batch", killed_at_the_fifth_batch)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(EvalConfig(**settings, out=str(out)), progress=False)
+    assert not (out / "results.json").exists()
+    (keyed,) = os.listdir(out / ".partial")
+    assert len(os.listdir(out / ".partial" / keyed)) == 4  # one file per saved batch here
+
+    calls.clear()
+    monkeypatch.setattr(pipeline, "_score_batch",
+                        lambda *a, **k: calls.append(1) or score_batch(*a, **k))
+    resumed = evaluate(EvalConfig(**settings, out=str(out)), progress=False)
+    # Batches 2-4 come from the killed run; batch 1 is separated again for the report's example.
+    assert len(calls) == 3 and resumed["counts"]["resumed"] == 6
+    assert "6 of the mixtures were scored by an earlier run" in format_table(resumed)
+    assert resumed["rows"] == whole["rows"] and resumed["per_class"] == whole["per_class"]
+    saved = json.loads(read_text(str(out / "results.json")))
+    assert saved["mixtures"] == json.loads(read_text(str(tmp_path / "whole" / "results.json")))[
+        "mixtures"]
+    assert [f for f in resumed["files"] if f.startswith("example_")]
+    assert not (out / ".partial").exists()  # complete: nothing left to resume
+
+    def killed_then(config: EvalConfig) -> dict:
+        """Kill a run of the original settings at its fifth batch, then run ``config``."""
+        calls.clear()
+        monkeypatch.setattr(pipeline, "_score_batch", killed_at_the_fifth_batch)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(EvalConfig(**settings, out=str(out)), progress=False)
+        calls.clear()
+        monkeypatch.setattr(pipeline, "_score_batch",
+                            lambda *a, **k: calls.append(1) or score_batch(*a, **k))
+        return evaluate(config, progress=False)
+
+    # Another checkpoint never reuses the saved scores, and resume=false ignores them.
+    other = export_tiny(str(tmp_path / "other" / "model.pt"), run="other", embed_dim=8)
+    for config in (EvalConfig(**{**settings, "checkpoint": other}, out=str(out)),
+                   EvalConfig(**settings, out=str(out), resume=False)):
+        again = killed_then(config)
+        assert len(calls) == 6 and again["counts"]["resumed"] == 0
+    assert again["rows"] == whole["rows"] and not (out / ".partial").exists()
+
+
 def test_evaluate_cli_on_s3(local_setup, s3_root, tmp_path):
     root, data, ckpt = local_setup
     s3_ckpt = s3_root + "/checkpoints/tiny/model.pt"
