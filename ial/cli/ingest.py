@@ -85,7 +85,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
                  --url-template 'http://127.0.0.1:8000/videos/{video_id}.mp4' --no-prefect
     """
     from ial.config import to_dict
-    from preprocessing.ingest.config import IngestConfig
+    from preprocessing.ingest.config import IngestConfig, redacted_config
 
     ytdlp = {}
     if cookies:
@@ -99,7 +99,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
                   skip_malformed=skip_malformed or None, ytdlp_options=ytdlp or None)
     flags = {"manifest_format": "--format", "rate_limit_per_minute": "--rate-limit",
              "ytdlp_options": "--cookies/--proxy"}
-    cfg = build_config(IngestConfig, config_path, overrides, flags, **values)
+    cfg = build_config(IngestConfig, config_path, overrides, flags, redacted_config, **values)
     if not cfg.manifest:
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
     if prefect:

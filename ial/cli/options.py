@@ -7,15 +7,28 @@ from typing import Any, Callable
 
 import click
 
-from ial.config import load_config
+from ial.config import dump_yaml, load_config
 from ial.errors import UserError
 
 
+_PRINT_CONFIG = "ial.print_config"  # click context meta key set by --print-config
+
+
+def _remember_print_config(ctx: click.Context, _param, value: bool) -> None:
+    if value:
+        ctx.meta[_PRINT_CONFIG] = True
+
+
 def config_options(default_config: str | None = None, example: str = "seed=1") -> Callable:
-    """Adds ``--config FILE`` and repeated ``--set key=value`` to a click command; ``example``
-    is a valid override for its config, shown in the help."""
+    """Adds ``--config FILE``, repeated ``--set key=value`` and ``--print-config`` to a click
+    command; ``example`` is a valid override for its config, shown in the help."""
 
     def decorator(fn: Callable) -> Callable:
+        fn = click.option(
+            "--print-config", is_flag=True, expose_value=False, callback=_remember_print_config,
+            help="Print the config this command would run with (the --config file, then the "
+                 "options, then every --set, nested configs resolved) as YAML, and exit.",
+        )(fn)
         fn = click.option(
             "--set", "overrides", multiple=True, metavar="KEY=VALUE",
             help=f"Override a config field (dotted for nested fields), e.g. --set {example}. "
@@ -38,12 +51,21 @@ def root_option(fn: Callable) -> Callable:
 
 
 def build_config(cls: type, config_path: str | None, overrides: tuple[str, ...],
-                 flags: dict[str, str] | None = None, **values: Any):
+                 flags: dict[str, str] | None = None, shown: Callable | None = None,
+                 **values: Any):
     """Load + validate a config (``--config`` file ← option values ← ``--set``). A bad value is a
     ``ConfigError`` naming the field and where it came from: the file, ``--set k=v`` or the
-    option (``--<field-name>``, or the name ``flags`` gives it)."""
+    option (``--<field-name>``, or the name ``flags`` gives it).
+
+    Under ``--print-config`` it prints the config as YAML (``shown(cfg)`` when given: e.g. the
+    ingest's copy without credentials, the one it saves) and exits 0 instead of returning."""
     names = {k: (flags or {}).get(k, "--" + k.replace("_", "-")) for k in values}
-    return load_config(cls, config_path, overrides, labels=names, **values)
+    cfg = load_config(cls, config_path, overrides, labels=names, **values)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(_PRINT_CONFIG):
+        click.echo(dump_yaml(shown(cfg) if shown else cfg), nl=False)
+        ctx.exit(0)
+    return cfg
 
 
 def user_errors(command: click.Command) -> click.Command:

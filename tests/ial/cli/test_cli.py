@@ -7,6 +7,9 @@ from click.testing import CliRunner
 
 from ial.cli import SUBCOMMANDS, main
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))))
+
 
 def test_top_level_help_lists_every_stage():
     result = CliRunner().invoke(main, ["--help"])
@@ -45,6 +48,29 @@ def test_the_set_example_in_each_help_is_a_field_of_that_stage(name):
     for part in key.split("."):
         field = getattr(field, part)
     assert str(field) == value, (example, field)
+
+
+def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
+    import yaml
+
+    root = tmp_path / "root"
+    result = CliRunner().invoke(main, [
+        "train", "--config", os.path.join(REPO, "configs", "train", "realistic.yaml"),
+        "--root", str(root),
+        "--set", "model.embed_dim=64", "--set", "method.critic_input_size=[32,32]",
+        "--print-config"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["model"]["embed_dim"] == 64 and shown["model"]["n_classes"] == 8  # file + --set
+    assert shown["method"]["critic_input_size"] == [32, 32] and shown["root"] == str(root)
+    assert not root.exists()  # nothing ran
+
+    result = CliRunner().invoke(main, [
+        "ingest", "--manifest", "https://me:s3cret@example.com/m.csv", "--proxy",
+        "http://user:hunter2@proxy:3128", "--root", str(root), "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output and "hunter2" not in result.output
+    assert yaml.safe_load(result.output)["ytdlp_options"]["proxy"] == "http://***@proxy:3128"
 
 
 def test_bad_config_value_names_the_field():
