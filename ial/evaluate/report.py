@@ -303,7 +303,9 @@ def write_html(path: str, results: dict, examples: list[tuple[Example, str, list
         f"{proto['clip_seconds']:.0f} s clips, model applied with a sliding window. "
         f"{counts['evaluated']} of {counts['mixtures']} mixtures scored; "
         f"{counts['skipped_silent']} skipped because a reference is silent "
-        f"(RMS &lt; {results['metric']['silent_db']} dBFS).</p>",
+        f"(RMS &lt; {results['metric']['silent_db']} dBFS)"
+        + (f"; {counts['resumed']} scored by an earlier run that was stopped, and reused"
+           if counts.get("resumed") else "") + ".</p>",
         f"<p>Metrics: {html.escape(results['metric']['implementation'])}; fixed assignment "
         "(no permutation search); SDRi = SDR − SDR of the mixture; scores clipped to ±"
         f"{results['metric']['clamp_db']:.0f} dB. Mask measures (fractions): what a source's "

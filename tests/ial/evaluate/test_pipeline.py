@@ -251,6 +251,7 @@ def test_a_killed_evaluation_resumes_with_the_same_scores(local_setup, tmp_path,
     # Batches 2-4 come from the killed run; batch 1 is separated again for the report's example.
     assert len(calls) == 3 and resumed["counts"]["resumed"] == 6
     assert "6 of the mixtures were scored by an earlier run" in format_table(resumed)
+    assert "; 6 scored by an earlier run that was stopped" in (out / "report.html").read_text()
     assert resumed["rows"] == whole["rows"] and resumed["per_class"] == whole["per_class"]
     saved = json.loads(read_text(str(out / "results.json")))
     assert saved["mixtures"] == json.loads(read_text(str(tmp_path / "whole" / "results.json")))[
