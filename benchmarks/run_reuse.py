@@ -208,11 +208,16 @@ def set_aside_report(report_dir: Path) -> Path:
     return kept
 
 
+# EvalConfig fields that decide nothing in a finished report: a report saved before one of them
+# existed, or with another value, is still exactly this evaluation.
+NOT_IN_REPORT = ("resume",)  # whether a stopped run's saved batches are reused
+
+
 def stored_report(ecfg, checkpoint: str) -> dict | None:
     """The stored report (``results.json`` in ``ecfg.out``) of exactly this evaluation: the same
-    eval config (its device resolved as ``evaluate`` resolves it) of the same checkpoint bytes
-    (sha256), with the mask measures (a report written before them is scored again), else
-    None."""
+    eval config (its device resolved as ``evaluate`` resolves it; ``NOT_IN_REPORT`` fields
+    aside) of the same checkpoint bytes (sha256), with the mask measures (a report written
+    before them is scored again), else None."""
     from ial.config import to_dict
     from ial.runtime import torch_device
     from ial.storage import sha256
@@ -223,7 +228,8 @@ def stored_report(ecfg, checkpoint: str) -> dict | None:
     stored = json.loads(path.read_text())
     wanted = json.loads(json.dumps(to_dict(dataclasses.replace(
         ecfg, device=torch_device(ecfg.device)))))
-    if stored.get("config") != wanted or \
+    kept = {k: v for k, v in (stored.get("config") or {}).items() if k not in NOT_IN_REPORT}
+    if kept != {k: v for k, v in wanted.items() if k not in NOT_IN_REPORT} or \
             stored.get("checkpoint", {}).get("sha256") != sha256(checkpoint) or \
             "mask_own" not in stored.get("rows", {}).get("model", {}):
         return None

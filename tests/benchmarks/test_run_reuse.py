@@ -148,6 +148,10 @@ def test_a_stored_report_is_reused_only_for_the_same_evaluation_of_the_same_file
     (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
     assert stored_report(config(), str(checkpoint)) == stored
     assert stored_report(config("n_per_combination=2"), str(checkpoint)) is None
+    assert stored_report(config("resume=false"), str(checkpoint)) == stored  # scores the same
+    del stored["config"]["resume"]  # a report from before that field
+    (tmp_path / "report" / "results.json").write_text(json.dumps(stored))
+    assert stored_report(config(), str(checkpoint)) == stored
     checkpoint.write_bytes(b"other weights")  # the run's best checkpoint changed since
     assert stored_report(config(), str(checkpoint)) is None
 
