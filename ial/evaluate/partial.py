@@ -3,8 +3,9 @@
 While it runs, ``evaluate`` hands each scored batch of mixtures to ``PartialResults.add``; about
 once a minute the batches not yet saved are written as one file ``<out>/.partial/<key>/
 part-<first batch start>.json`` (atomically: a file is whole or absent). A re-run with the same
-``key`` loads them and scores only the batches that are missing; the finished report is the same
-as an uninterrupted run's, and the ``.partial`` folder is removed once ``results.json`` is written.
+``key`` loads them and scores only the batches that are missing; the finished report has the same
+scores as an uninterrupted run's (``counts.resumed`` says how many were reused), and the
+``.partial`` folder is removed once ``results.json`` is written.
 
 ``key`` is a digest of everything that decides the scores: the checkpoint's bytes (sha256), the
 data URL, the protocol (split, mix, n, seed, max_mixtures), the oracles, the window, the silence
@@ -60,11 +61,6 @@ class PartialResults:
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # unreadable: those batches are scored again
         return batches
-
-    @property
-    def mixtures(self) -> int:
-        """How many mixtures the loaded batches hold (scored or skipped as silent)."""
-        return sum(len(b["records"]) for b in self.batches.values())
 
     def add(self, start: int, records: list[dict], skipped: list[dict]) -> None:
         """Keep a scored batch (its first mixture is ``start``); saves every ``flush_seconds``."""
