@@ -320,7 +320,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                                        visual_input, row_names,
                                                        cfg.num_examples - len(examples))
             examples += new
-            partial.add(start, records, chunk_skipped)
+            if saved is None:  # a saved batch separated again for the examples stays as saved
+                partial.add(start, records, chunk_skipped)
         mixtures += records
         skipped += chunk_skipped
         bar.update(len(chunk))
