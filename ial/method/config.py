@@ -1,5 +1,5 @@
 """``MethodConfig``: how the separator is trained (``configs/method/*.yaml``), and the weight
-schedules it names (``SCHEDULES``: constant, linear, step10).
+schedules it names (``SCHEDULES``: constant, linear, step10, step10_fade).
 
 The defaults are the authors' published recipe (ZhenkaiLin/IAL-CMS: ``GeometricGANwAVC.yaml`` and
 the README's training commands); a comment says where and why ours differs. Two schedules count
@@ -42,6 +42,17 @@ def step10_schedule(final: float, steps: list[int], t: int) -> float:
     return final / 10 ** sum(1 for s in steps if t <= s)
 
 
+@SCHEDULES.register("step10_fade")
+def step10_fade_schedule(final: float, steps: list[int], t: int) -> float:
+    """``step10`` over all but the last two steps, then a fade: linear from ``final`` at
+    ``steps[-2]`` down to 0 at ``steps[-1]``, and 0 after (ours, not the authors': the adversary
+    as a regulariser of the first part of training only)."""
+    *warm_up, fade_start, fade_end = steps
+    if t <= fade_start:
+        return step10_schedule(final, warm_up, t)
+    return final * max(0.0, (fade_end - t) / (fade_end - fade_start))
+
+
 @dataclass
 class MethodConfig:
     """How the separator is trained (``configs/method/*.yaml``). Defaults: the authors'
@@ -68,7 +79,7 @@ class MethodConfig:
     lambda_av: float = 0.05
     # λ_av schedule and its steps, in SEPARATOR UPDATES (authors' README:
     # --lambda_avc_incresing_step 4000 8000 12000: 0.05/1000 at first, ×10 after each).
-    lambda_av_schedule: Literal["constant", "linear", "step10"] = "step10"
+    lambda_av_schedule: Literal["constant", "linear", "step10", "step10_fade"] = "step10"
     lambda_av_steps: list[int] = field(default_factory=lambda: [4000, 8000, 12000])
     # InfoNCE temperature (authors' t: 0.3).
     temperature: float = 0.3
@@ -82,7 +93,7 @@ class MethodConfig:
     lambda_ind: float = 0.01
     # λ_ind schedule and its steps, in BATCHES (authors' README:
     # --lambda_independence_incresing_step 8000 16000 24000: 0.01/1000 at first, ×10 after each).
-    lambda_ind_schedule: Literal["constant", "linear", "step10"] = "step10"
+    lambda_ind_schedule: Literal["constant", "linear", "step10", "step10_fade"] = "step10"
     lambda_ind_steps: list[int] = field(default_factory=lambda: [8000, 16000, 24000])
     # Weight of an auxiliary cross-entropy on the visual queries' class logits (the model's
     # n_classes head) against the class of the clip each query shows: supervised mode, or
@@ -130,6 +141,10 @@ class MethodConfig:
             if kind == "linear" and (len(steps) != 2 or steps[0] > steps[1]):
                 raise ConfigError(f"{name}_steps", "the linear schedule needs [start, end], "
                                                    "start <= end")
+            if kind == "step10_fade" and (len(steps) < 2 or steps[-2] >= steps[-1]):
+                raise ConfigError(f"{name}_steps", "the step10_fade schedule needs its warm-up "
+                                                   "steps, then [fade start, fade end], "
+                                                   "start < end")
             if any(s < 0 for s in steps) or list(steps) != sorted(steps):
                 raise ConfigError(f"{name}_steps", "steps must be ascending and >= 0")
         for name in ("critic_every", "separator_every"):

@@ -93,6 +93,17 @@ def test_lambda_schedules_follow_the_authors_step_by_step():
     assert lambda_ind_at(MethodConfig(lambda_ind=0.0), 10**6) == 0.0
 
 
+def test_step10_fade_warms_up_as_step10_then_fades_linearly_to_zero():
+    cfg = MethodConfig(lambda_ind=0.1, lambda_ind_schedule="step10_fade",
+                       lambda_ind_steps=[150, 300, 500, 1500, 3000])
+    got = {b: lambda_ind_at(cfg, b) for b in (0, 150, 151, 301, 501, 1500, 2250, 3000, 4000)}
+    assert got == pytest.approx({0: 1e-4, 150: 1e-4, 151: 1e-3, 301: 1e-2, 501: 0.1, 1500: 0.1,
+                                 2250: 0.05, 3000: 0.0, 4000: 0.0})
+    with pytest.raises(ConfigError, match="lambda_ind_steps"):
+        from_dict(MethodConfig, {"lambda_ind_schedule": "step10_fade",
+                                 "lambda_ind_steps": [150, 300, 500, 1500, 1500]})
+
+
 def test_update_intervals_critic_every_batch_separator_every_third():
     m = method()
     assert [m.separator_due(s) for s in range(7)] == [True, False, False, True, False, False, True]
