@@ -55,11 +55,13 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
       ial featurize --config configs/featurize/demo.yaml --set clips_per_shard=64 --no-prefect
     """
     from preprocessing.featurize.config import FeaturizeConfig
+    from preprocessing.featurize.planning import check_inputs
     from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING
 
     values = dict(root=root, dataset=dataset, visual_weights=visual_weights,
                   dask_address=dask_address, n_workers=n_workers, clips_per_shard=clips_per_shard)
     cfg = build_config(FeaturizeConfig, config_path, overrides, **values)
+    check_inputs(cfg)  # a bad root or dataset: one line, before a flow or a cluster starts
     if cfg.visual_weights is None:
         click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
     if prefect:

@@ -86,6 +86,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
     """
     from ial.config import to_dict
     from preprocessing.ingest.config import IngestConfig, redacted_config
+    from preprocessing.ingest.run import check_inputs
 
     ytdlp = {}
     if cookies:
@@ -102,6 +103,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
     cfg = build_config(IngestConfig, config_path, overrides, flags, redacted_config, **values)
     if not cfg.manifest:
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
+    check_inputs(cfg)  # a bad manifest or root: one line, before a flow or a cluster starts
     if prefect:
         from flows.ingest import ingest_flow
 

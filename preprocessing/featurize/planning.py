@@ -79,29 +79,12 @@ def datasets_with_clip_index(root: Storage) -> list[str]:
     return sorted(n for n in names if root.listdir("clips", n, "index"))
 
 
-def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> FeaturizePlan:
-    """Assign the ``ok`` clips to shards (deterministic, append-only) and find the shards to write.
-
-    Clips already in the plan keep their shard; new clip ids, sorted, fill new shards of
-    ``clips_per_shard`` after the highest planned shard. Finding the relabeled complete shards
-    reads the label columns of every complete shard; ``stale``: those a plan of the same run has
-    just found (the Prefect flow passes its own down to its subflow), so they are read once.
-    Raises FeaturizeMismatchError when
-    complete shards were written under another config hash, and NothingToFeaturize (before
-    writing anything) when the dataset has no clip index or no ``ok`` clip.
-    """
+def check_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict]]:
+    """Check the storage root and read the clip index; writes nothing. Returns (root, the ok
+    clips by id, after the split filter). Raises NothingToFeaturize when the dataset has no clip
+    index or no ``ok`` clip, so ``ial featurize`` can say it in one line before it starts a
+    Prefect flow."""
     root = Storage(cfg.root).check(what="storage root")
-    sweep_orphan_temps()  # shard files of killed workers on this host
-    cfg_hash = config_hash(cfg)
-    complete = complete_shard_numbers(root, cfg.dataset)
-    if complete:
-        first = json.loads(read_text(stats_url(root, cfg.dataset, complete[0])))
-        if first.get("config_hash") != cfg_hash:
-            raise FeaturizeMismatchError(
-                f"{shards_dir(root, cfg.dataset)} holds shards made with featurize config hash "
-                f"{first.get('config_hash')} (featurizer {first.get('featurizer_version')}), "
-                f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
-                f"remove those shards")
     index = read_clip_index(root, cfg.dataset)
     if index.num_rows == 0:
         known = datasets_with_clip_index(root)
@@ -122,6 +105,32 @@ def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> Featuri
         raise NothingToFeaturize(
             f"dataset {cfg.dataset!r} has no ok clip{where} to featurize (clip index: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+    return root, clips
+
+
+def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> FeaturizePlan:
+    """Assign the ``ok`` clips to shards (deterministic, append-only) and find the shards to write.
+
+    Clips already in the plan keep their shard; new clip ids, sorted, fill new shards of
+    ``clips_per_shard`` after the highest planned shard. Finding the relabeled complete shards
+    reads the label columns of every complete shard; ``stale``: those a plan of the same run has
+    just found (the Prefect flow passes its own down to its subflow), so they are read once.
+    Raises FeaturizeMismatchError when
+    complete shards were written under another config hash, and NothingToFeaturize (before
+    writing anything) when the dataset has no clip index or no ``ok`` clip.
+    """
+    root, clips = check_inputs(cfg)
+    sweep_orphan_temps()  # shard files of killed workers on this host
+    cfg_hash = config_hash(cfg)
+    complete = complete_shard_numbers(root, cfg.dataset)
+    if complete:
+        first = json.loads(read_text(stats_url(root, cfg.dataset, complete[0])))
+        if first.get("config_hash") != cfg_hash:
+            raise FeaturizeMismatchError(
+                f"{shards_dir(root, cfg.dataset)} holds shards made with featurize config hash "
+                f"{first.get('config_hash')} (featurizer {first.get('featurizer_version')}), "
+                f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
+                f"remove those shards")
     plan = _read_plan(root, cfg.dataset)
     new = sorted(c for c in clips if c not in plan)
     if new:

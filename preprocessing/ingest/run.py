@@ -48,7 +48,7 @@ from preprocessing.ingest.batch import (Batch, apply_manifest_fields, batch_pref
                                         reason_code, rewrite_rows, run_batch)
 from preprocessing.ingest.clip import existing_clip_ids
 from preprocessing.ingest.config import IngestConfig, redacted_config
-from preprocessing.ingest.manifests import ManifestError, read_manifest
+from preprocessing.ingest.manifests import Manifest, ManifestError, read_manifest
 from preprocessing.ingest.outcomes import redact
 from preprocessing.ingest.rate_limit import share
 
@@ -102,10 +102,10 @@ def sweep_stale_temps(storage: Storage, dataset: str, max_age: float = STALE_TEM
     return removed
 
 
-def prepare(cfg: IngestConfig) -> IngestPlan:
-    """Check the root, read the manifest, fix the batches, save the (redacted) config, load
-    earlier rows, and sweep temporaries of killed runs (local clip temp files, and the system
-    temp dir's ``ial-*`` folders of processes that are gone)."""
+def check_inputs(cfg: IngestConfig) -> tuple[Storage, Manifest]:
+    """Check the storage root and read the manifest; writes nothing. Raises the UserError a run
+    would stop on (no manifest, a missing bucket, a malformed row, nothing to ingest), so
+    ``ial ingest`` can say it in one line before it starts a Prefect flow."""
     if not cfg.manifest:
         raise ConfigError("manifest", "no manifest given")
     storage = Storage(cfg.root).check(what="storage root")
@@ -117,6 +117,14 @@ def prepare(cfg: IngestConfig) -> IngestPlan:
         why = (f"all {len(manifest.skipped)} rows are malformed (skipped)" if manifest.skipped
                else "it has no entries")
         raise ManifestError(cfg.manifest, None, f"nothing to ingest: {why}")
+    return storage, manifest
+
+
+def prepare(cfg: IngestConfig) -> IngestPlan:
+    """Check the inputs (``check_inputs``), fix the batches, save the (redacted) config, load
+    earlier rows, and sweep temporaries of killed runs (local clip temp files, and the system
+    temp dir's ``ial-*`` folders of processes that are gone)."""
+    storage, manifest = check_inputs(cfg)
     prefix = batch_prefix(cfg.manifest)
     dataset = cfg.dataset_name
     index = read_clip_index(storage, dataset)

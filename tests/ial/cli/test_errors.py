@@ -79,6 +79,22 @@ def test_featurize_of_a_dataset_that_was_never_ingested_creates_nothing(tmp_path
     assert not (tmp_path / "shards").exists()
 
 
+def test_with_prefect_bad_input_is_one_line_before_any_flow_starts(tmp_path):
+    """The default path runs a Prefect flow; a bad manifest or dataset is found before Prefect
+    starts its server, so the error is said once, without the flow runs' log lines around it."""
+    bad = tmp_path / "m.csv"
+    bad.write_text("abcdefghijk,1\n")
+    for args, expected in (
+            (("ingest", "--manifest", str(bad), "--root", str(tmp_path / "r")),
+             "m.csv:1: expected 4 fields"),
+            (("featurize", "--root", str(tmp_path / "r"), "--dataset", "vggsund"),
+             "no clip index for dataset 'vggsund'")):
+        result = run(*args)
+        line = one_error_line(result, expected)
+        assert result.output.strip().splitlines() == [line], result.output
+    assert not (tmp_path / "r" / "clips").exists()
+
+
 @pytest.mark.parametrize("kind, expected", [
     ("directory", "is a directory, not a manifest file"),
     ("latin1", ":1: not UTF-8 text"),
