@@ -197,6 +197,7 @@ def step_throughput(quick: bool, train_config: str = "configs/train/realistic.ya
     sys.path.insert(0, str(REPO / "benchmarks"))
     from train_step import grad_clip, plain_method, plain_step, sync, synthetic_clips
 
+    from ial.method.config import lambda_av_at, lambda_ind_at
     from ial.training.config import (deepspeed_configs, load_train_config, method_config,
                                      model_config)
 
@@ -209,7 +210,9 @@ def step_throughput(quick: bool, train_config: str = "configs/train/realistic.ya
                 for name, channels_last in (("before", False), ("after", True))}
     clips = synthetic_clips(model_cfg, cfg.batch_size, cfg.segment_samples, frames=3, hw=frame_hw)
     mix = variants["before"][0].mixtures(clips, torch.Generator().manual_seed(1)).to(device)
-    step = max([*method_cfg.lambda_ind_steps, *method_cfg.lambda_av_steps, 0]) + 1
+    # a batch where both weights are at their largest (a fading schedule ends at 0)
+    step = max((s + 1 for s in (0, *method_cfg.lambda_ind_steps, *method_cfg.lambda_av_steps)),
+               key=lambda t: (lambda_ind_at(method_cfg, t), lambda_av_at(method_cfg, t)))
     dev = torch.device(device)
     gpu = dev.type == "cuda"
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=gpu)
