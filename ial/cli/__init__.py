@@ -67,8 +67,11 @@ def main() -> None:
       train      shards → checkpoints/<run>/ (DeepSpeed)
       evaluate   checkpoint → reports/<run>/ (SDR/SIR/SAR)
     `ial compare` puts two reports side by side (paired 95 % CI of the difference);
-    `ial demo` runs all of them on a generated corpus; `ial serve` serves the Prefect deployments.
-    Every stage takes --config FILE.yaml and repeated --set key=value overrides.
+    `ial separate` splits your own videos' sounds with a checkpoint;
+    `ial demo` runs the four stages on a generated corpus; `ial serve` serves the Prefect
+    deployments.
+    Every stage takes --config FILE.yaml and repeated --set key=value overrides, and
+    --print-config shows the config it would run with.
     """
 
 
