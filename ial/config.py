@@ -11,7 +11,8 @@ machinery they all share:
   ``lr=3e-4``, ``splits=[train,val]``), each on top of the one before, nested mappings merged.
   A field declared with ``sub_config(Cls, default_path)`` (a train run's ``model``/``method``)
   holds a path to its own YAML or the mapping itself: a path is read where it is given, so
-  ``--set method.lambda_ind=0`` applies on top of the method file the config names.
+  ``--set method.lambda_ind=0`` applies on top of the method file the config names. A field
+  declared with ``json_config(default_path)`` (``deepspeed``) does the same for a JSON file.
 - Errors name where the offending value came from: the YAML file, ``--set key=value`` or an
   option (``--root``); every ``ConfigError`` is a ``UserError`` (one ``Error: ...`` line).
 - ``to_dict(cfg)`` / ``save_config(cfg, url)`` write it back (atomically) beside a run.
@@ -28,32 +29,12 @@ from typing import Any, Callable, Literal, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
-from ial.errors import UserError
+from ial.config_files import REPO, load_yaml, read_json_config, resolve_path
+from ial.errors import ConfigError
 
 C = TypeVar("C")
-REPO = Path(__file__).resolve().parents[1]
 SUB_CONFIG = "sub_config"  # dataclass field metadata key: the config class of a sub-config field
-
-
-class ConfigError(UserError, ValueError):
-    """A config value is wrong. ``field`` is the dotted path of the offending field; ``source``
-    says where its value came from: a file path (shown as "in <path>") or a phrase ("from --set
-    lr=3", "from --root")."""
-
-    def __init__(self, field: str, message: str, source: str | None = None):
-        self.field = field
-        self.source = source
-        self.message = message
-        if field == "<file>":  # the file itself (missing, not YAML, not a mapping)
-            super().__init__(f"config file {source}: {message}")
-        else:
-            super().__init__(f"config field '{field}': {message}{_where(source)}")
-
-
-def _where(source: str | None) -> str:
-    if not source:
-        return ""
-    return f" ({source})" if source.startswith(("from ", "in ", "the ")) else f" (in {source})"
+JSON_FILE = "json_file"    # dataclass field metadata key: a field naming a JSON file (DeepSpeed's)
 
 
 def sub_config(cls: type, default: str) -> Any:
@@ -62,12 +43,31 @@ def sub_config(cls: type, default: str) -> Any:
     return dataclasses.field(default=default, metadata={SUB_CONFIG: cls})
 
 
-def resolve_path(path: str) -> str:
-    """A config path as given if it exists (or is a URL), else relative to the repository."""
-    if "://" in path or Path(path).exists():
-        return path
-    candidate = REPO / path
-    return str(candidate) if candidate.exists() else path
+def json_config(default: str) -> Any:
+    """A field naming a JSON file (``default``) or holding its mapping. A nested override
+    (``--set deepspeed.optimizer.params.lr=3e-4``) applies on top of the file it names: it
+    becomes the file's mapping with that value replaced, and names only keys the file has."""
+    return dataclasses.field(default=default, metadata={JSON_FILE: True})
+
+
+def _json_override(data: dict, update: dict, path: str, what: str, label: Callable) -> dict:
+    """``update`` over JSON mapping ``data`` (``what``: where it came from): only keys ``data``
+    has; a scalar takes the type of the one it replaces ("3e-4" a float where one was)."""
+    out = dict(data)
+    for key, value in update.items():
+        where, old = f"{path}.{key}", out.get(key)
+        if key not in out:
+            raise ConfigError(where, f"not in {what} (it has: {', '.join(out)})",
+                              label(where, value))
+        if isinstance(value, dict) and isinstance(old, dict):
+            out[key] = _json_override(old, value, where, what, label)
+            continue
+        try:
+            out[key] = (_coerce(value, type(old), where)
+                        if isinstance(old, (bool, int, float, str)) else value)
+        except ConfigError as exc:
+            raise ConfigError(where, exc.message, label(where, value)) from None
+    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -249,31 +249,6 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping (local path or fsspec URL); a missing, unreadable or invalid file is a
-    ``ConfigError`` naming the file (and the line of a syntax error)."""
-    import fsspec
-
-    try:
-        with fsspec.open(str(path), "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ConfigError("<file>", "not found", str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("<file>", "is a directory, not a YAML file", str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("<file>", f"not a UTF-8 text file ({exc.reason} at byte "
-                                    f"{exc.start})", str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError("<file>", f"not valid YAML: {where}{problem}", str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("<file>", "the YAML file must hold a mapping", str(path))
-    return data
-
-
 class _Layers:
     """Config data built from layers (file, values, overrides), remembering where each leaf
     value came from (``source_of``)."""
@@ -283,11 +258,13 @@ class _Layers:
         self.data: dict = {}
         self.sources: dict[str, str] = {}
 
-    def add(self, layer: dict, label: Callable[[str, Any], str]) -> None:
-        self._merge(self.data, layer, "", self.cls, label)
+    def add(self, layer: dict, label: Callable[[str, Any], str], override: bool = False) -> None:
+        """Merge ``layer`` on top; ``override``: a ``--set`` layer, whose mapping for a JSON-file
+        field applies on top of that file (in a config file, a mapping is the whole JSON)."""
+        self._merge(self.data, layer, "", self.cls, label, override)
 
     def _merge(self, node: dict, layer: dict, prefix: str, cls: type | None,
-               label: Callable[[str, Any], str]) -> None:
+               label: Callable[[str, Any], str], override: bool = False) -> None:
         fields = {f.name: f for f in dataclasses.fields(cls)} if cls and dataclasses.is_dataclass(
             cls) else {}
         for key, value in layer.items():
@@ -298,6 +275,18 @@ class _Layers:
             if f is not None:
                 hint = get_type_hints(cls).get(key)
                 nested = sub or (hint if dataclasses.is_dataclass(hint) else None)
+            json_file = f is not None and f.metadata.get(JSON_FILE)
+            if override and json_file and isinstance(value, dict):
+                base = node.get(key, f.default)
+                what = base if isinstance(base, str) else "the mapping given before"
+                try:
+                    data = read_json_config(base, path) if isinstance(base, str) else base
+                except ConfigError as exc:
+                    raise ConfigError(exc.field, exc.message,
+                                      self.sources.get(path, "the default value")) from None
+                node[key] = _json_override(data, value, path, what, label)
+                self.sources.setdefault(path, f"in {what}")
+                continue
             if sub and isinstance(value, str):  # a path: its file replaces what was there
                 self._forget(path)
                 self.sources[path] = label(path, value)
@@ -313,7 +302,7 @@ class _Layers:
                                     sub, lambda p, v, s=default: f"in {s} (the default)")
                 elif not isinstance(node.get(key), dict):
                     node[key] = {}
-                self._merge(node[key], value, path + ".", nested, label)
+                self._merge(node[key], value, path + ".", nested, label, override)
             else:
                 self._forget(path)
                 node[key] = value
@@ -356,7 +345,7 @@ def load_config(
         names = labels or {}
         layers.add(given, lambda p, v: f"from {names.get(p.split('.')[0], p.split('.')[0])}")
     for item in overrides:  # one layer each, in order: "method=x.yaml" then "method.lr=1" works
-        layers.add(parse_overrides([item]), lambda p, v, item=item: f"from --set {item}")
+        layers.add(parse_overrides([item]), lambda p, v, item=item: f"from --set {item}", True)
     try:
         return from_dict(cls, layers.data)
     except ConfigError as exc:

@@ -12,3 +12,24 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input from the user; ``str(exc)`` is the one line shown to them."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value is wrong. ``field`` is the dotted path of the offending field; ``source``
+    says where its value came from: a file path (shown as "in <path>") or a phrase ("from --set
+    lr=3", "from --root")."""
+
+    def __init__(self, field: str, message: str, source: str | None = None):
+        self.field = field
+        self.source = source
+        self.message = message
+        if field == "<file>":  # the file itself (missing, not YAML, not a mapping)
+            super().__init__(f"config file {source}: {message}")
+        else:
+            super().__init__(f"config field '{field}': {message}{_where(source)}")
+
+
+def _where(source: str | None) -> str:
+    if not source:
+        return ""
+    return f" ({source})" if source.startswith(("from ", "in ", "the ")) else f" (in {source})"

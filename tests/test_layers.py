@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Layer of a module: the longest matching prefix.
 LAYERS = {
     "ial": "foundation",  # ial/__init__ and the foundation modules listed below
-    "ial.config": "foundation", "ial.registry": "foundation", "ial.storage": "foundation",
+    "ial.config": "foundation", "ial.config_files": "foundation", "ial.registry": "foundation",
+    "ial.storage": "foundation",
     "ial.media": "foundation", "ial.signal": "foundation", "ial.native": "foundation",
     "ial.errors": "foundation", "ial.runtime": "foundation", "ial.parquet_reading": "foundation",
     "ial.models": "models",

@@ -5,10 +5,12 @@ against the working directory, then the repository) or the config written inline
 once loaded they are ``ModelConfig``/``MethodConfig`` instances, and ``--set method.lambda_ind=0``
 applies on top of the method file the config names (the run's saved config.yaml shows the merged
 result).
-``deepspeed`` names the DeepSpeed JSON (ZeRO stage, bf16 switch, gradient clipping, optimizer);
-its optional top-level ``"critic"`` mapping is merged over it for the critic's engine (e.g. its
-own learning rate), except the separator's ``"scheduler"`` and ``"param_groups"``, which the
-critic never inherits (``SEPARATOR_ONLY``). ``backend`` picks the process-group backend: ``gloo``
+``deepspeed`` names the DeepSpeed JSON (ZeRO stage, bf16 switch, gradient clipping, optimizer)
+or holds its mapping: ``--set deepspeed.optimizer.params.lr=3e-4`` applies on top of the file the
+config names (only keys the file has; the saved config.yaml holds the merged mapping). Its
+optional top-level ``"critic"`` mapping is merged over it for the critic's engine (e.g. its own
+learning rate), except the separator's ``"scheduler"`` and ``"param_groups"``, which the critic
+never inherits (``SEPARATOR_ONLY``). ``backend`` picks the process-group backend: ``gloo``
 (CPU) or ``nccl`` (GPU).
 """
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ial.config import REPO, ConfigError, load_config, read_sub_config, resolve_path, sub_config
+from ial.config import (REPO, ConfigError, json_config, load_config, read_json_config,
+                        read_sub_config, resolve_path, sub_config)
 from ial.method.config import MethodConfig
 from ial.models.config import ModelConfig
 from ial.training.budget import LR_DECAYS
@@ -38,8 +41,9 @@ class TrainConfig:
     model: Any = sub_config(ModelConfig, "configs/model/ial_cms.yaml")
     # Method (losses, λ schedules, critic, mixing): path to a MethodConfig YAML, or inline.
     method: Any = sub_config(MethodConfig, "configs/method/ial.yaml")
-    # DeepSpeed JSON (configs/deepspeed/cpu.json or gpu_bf16_zero2.json).
-    deepspeed: str = "configs/deepspeed/cpu.json"
+    # DeepSpeed JSON (configs/deepspeed/cpu.json or gpu_bf16_zero2.json), or its mapping inline
+    # (what a nested --set deepspeed.<key>=... makes of the file).
+    deepspeed: Any = json_config("configs/deepspeed/cpu.json")
     # torch.distributed backend: gloo on CPU, nccl on GPU (configuration only, no code change).
     backend: Literal["gloo", "nccl"] = "gloo"
     # Seconds a collective may wait for a peer before the run fails (a dead node's rank ends
@@ -124,6 +128,9 @@ class TrainConfig:
                 raise ConfigError(name, "must be positive")
         if self.num_workers < 0:
             raise ConfigError("num_workers", "must be >= 0")
+        if not isinstance(self.deepspeed, (str, dict)):
+            raise ConfigError("deepspeed", f"expected a path to a DeepSpeed JSON or its mapping, "
+                                           f"got {self.deepspeed!r}")
         from ial.data.speed import check_factors
 
         if (why := check_factors(self.speed_factors)) is not None:
@@ -196,18 +203,14 @@ def deepspeed_configs(cfg: TrainConfig, world_size: int) -> tuple[dict, dict]:
     ``"critic"`` mapping merged over the rest, less ``SEPARATOR_ONLY``. A scheduler that would
     replace an lr the file names (``check_scheduled_lrs``) is a ``ConfigError``.
     """
-    import json
+    import copy
 
     from ial.config import merge
 
-    path = resolve_path(cfg.deepspeed)
-    try:
-        with open(path) as f:
-            base = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError("deepspeed", f"DeepSpeed config not found: {cfg.deepspeed}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError("deepspeed", f"{path}: invalid JSON: {exc}") from None
+    if isinstance(cfg.deepspeed, dict):
+        base, path = copy.deepcopy(cfg.deepspeed), "the DeepSpeed config given inline"
+    else:
+        base, path = read_json_config(cfg.deepspeed, "deepspeed"), cfg.deepspeed
     critic_part = base.pop("critic", {})
     base.pop("comment", None)
     base["train_micro_batch_size_per_gpu"] = cfg.batch_size

@@ -149,3 +149,33 @@ def test_a_scheduler_that_would_replace_a_named_lr_is_refused(tmp_path, changes,
     with pytest.raises(ConfigError, match=named) as info:
         deepspeed_configs(TrainConfig(deepspeed=path), world_size=1)
     assert str(info.value).startswith("config field 'deepspeed': ") and path in str(info.value)
+
+
+def test_a_nested_set_changes_one_value_of_the_deepspeed_json_the_config_names(deepspeed,
+                                                                                tmp_path):
+    # demo.yaml names cpu.json; the overrides apply on top of it, the rest of the file stays
+    _, sep, critic = _engines(deepspeed, "configs/train/demo.yaml", "backend=gloo",
+                              "deepspeed.optimizer.params.lr=3e-4",
+                              "deepspeed.critic.optimizer.params.betas=[0.5,0.9]")
+    assert {k: v[:2] for k, v in _groups(sep).items()} == {
+        "visual": (1e-3, (0.9, 0.999)), "audio": (3e-4, (0.9, 0.999))}
+    assert _groups(critic) == {"critic": (1e-4, (0.5, 0.9), 1e-3, None)}
+    cfg = load_train_config("configs/train/demo.yaml", ["deepspeed.optimizer.params.lr=3e-4"])
+    saved = tmp_path / "config.yaml"  # the saved config holds the merged mapping, and loads
+    from ial.config import save_config
+
+    save_config(cfg, str(saved))
+    assert load_train_config(str(saved)).deepspeed == cfg.deepspeed
+    assert cfg.deepspeed["zero_optimization"] == {"stage": 0}
+    inline = tmp_path / "inline.yaml"  # in a config file, a mapping is the whole JSON
+    inline.write_text("deepspeed: {optimizer: {type: Adam}, scheduler: {type: WarmupLR}}\n")
+    assert load_train_config(str(inline)).deepspeed == {"optimizer": {"type": "Adam"},
+                                                        "scheduler": {"type": "WarmupLR"}}
+    with pytest.raises(ConfigError, match=r"'deepspeed.optimzer': not in configs/deepspeed/cpu"
+                                          r".json \(it has: .*\) \(from --set deepspeed.optimzer"):
+        load_train_config("configs/train/demo.yaml", ["deepspeed.optimzer.params.lr=1"])
+    with pytest.raises(ConfigError, match=r"deepspeed.optimizer.params.lr': expected a number"):
+        load_train_config("configs/train/demo.yaml", ["deepspeed.optimizer.params.lr=fast"])
+    with pytest.raises(ConfigError, match=r"JSON config not found: gone.json \(from --set deep"):
+        load_train_config("configs/train/demo.yaml", ["deepspeed=gone.json",
+                                                      "deepspeed.optimizer.params.lr=1"])
