@@ -62,6 +62,9 @@ def _json_override(data: dict, update: dict, path: str, what: str, label: Callab
         if isinstance(value, dict) and isinstance(old, dict):
             out[key] = _json_override(old, value, where, what, label)
             continue
+        if isinstance(old, dict):
+            raise ConfigError(where, f"is a mapping in {what}: set one of its keys "
+                                     f"({', '.join(old)})", label(where, value))
         try:
             out[key] = (_coerce(value, type(old), where)
                         if isinstance(old, (bool, int, float, str)) else value)

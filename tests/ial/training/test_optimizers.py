@@ -174,6 +174,9 @@ def test_a_nested_set_changes_one_value_of_the_deepspeed_json_the_config_names(d
     with pytest.raises(ConfigError, match=r"'deepspeed.optimzer': not in configs/deepspeed/cpu"
                                           r".json \(it has: .*\) \(from --set deepspeed.optimzer"):
         load_train_config("configs/train/demo.yaml", ["deepspeed.optimzer.params.lr=1"])
+    with pytest.raises(ConfigError, match=r"'deepspeed.optimizer': is a mapping in .*: set one "
+                                          r"of its keys \(type, params\) \(from --set"):
+        load_train_config("configs/train/demo.yaml", ["deepspeed.optimizer=SGD"])
     with pytest.raises(ConfigError, match=r"deepspeed.optimizer.params.lr': expected a number"):
         load_train_config("configs/train/demo.yaml", ["deepspeed.optimizer.params.lr=fast"])
     with pytest.raises(ConfigError, match=r"JSON config not found: gone.json \(from --set deep"):
