@@ -56,6 +56,8 @@ def command(root, dataset, run_name, num_procs, hostfile, master_port, master_ad
     (exact: step, both optimizers, memory bank, RNG, loader position). `--set resume=false`
     starts over. Writes model.pt, best/model.pt, metrics.jsonl and tensorboard/ under
     <root>/checkpoints/<run>/. See docs/training.md.
+    One value of the DeepSpeed JSON the config names, without copying the file:
+      ial train --set deepspeed.gradient_clipping=1 --set deepspeed.critic.optimizer.params.lr=3e-4
     """
     from ial.training.config import TrainConfig
     from ial.training.launcher import launch
