@@ -51,8 +51,13 @@ def test_a_bad_manifest_in_prefect_mode_is_one_line_not_two_tracebacks(tmp_path,
 
     from prefect.settings import PREFECT_API_URL
 
+    from flows.ingest import ingest_flow
+    from preprocessing.ingest.manifests import ManifestError
+
     bad = tmp_path / "bad.csv"
     bad.write_text("abcdefghijk,1,violin\n")
+    message = (f"{bad}:1: expected 4 fields (youtube_id,start_seconds,label,split), got 3 (the "
+               f"ingest config's skip_malformed: true skips and counts such rows)")
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())
     ial = os.path.join(os.path.dirname(sys.executable), "ial")
     proc = subprocess.run([ial, "ingest", "--manifest", str(bad),
@@ -61,11 +66,13 @@ def test_a_bad_manifest_in_prefect_mode_is_one_line_not_two_tracebacks(tmp_path,
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "Traceback" not in out, out
-    user_lines = [line for line in out.splitlines() if line.startswith("Error: ")]
-    assert user_lines == [f"Error: {bad}:1: expected 4 fields "
-                          f"(youtube_id,start_seconds,label,split), got 3 (the ingest config's "
-                          f"skip_malformed: true skips and counts such rows)"], out
-    assert "Finished in state Failed" in out  # the flow run itself is recorded as failed
+    # `ial ingest` reads the manifest before it starts the flow: the one line, and no flow run
+    assert out.strip().splitlines() == [f"Error: {message}"], out
+    # the flow itself (a deployment's run) ends Failed with that line as its message
+    state = ingest_flow(manifest=str(bad), root=str(tmp_path / "root"), return_state=True)
+    assert state.is_failed() and message in state.message, state
+    with pytest.raises(ManifestError, match="expected 4 fields"):
+        ingest_flow(manifest=str(bad), root=str(tmp_path / "root"))
 
 
 def test_the_ingest_flow_starts_the_stages_shared_local_cluster():
