@@ -61,7 +61,8 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
     values = dict(root=root, dataset=dataset, visual_weights=visual_weights,
                   dask_address=dask_address, n_workers=n_workers, clips_per_shard=clips_per_shard)
     cfg = build_config(FeaturizeConfig, config_path, overrides, **values)
-    check_inputs(cfg)  # a bad root or dataset: one line, before a flow or a cluster starts
+    if prefect:  # a bad root, dataset or config hash: one line, before Prefect starts
+        check_inputs(cfg)  # (the plain run's plan_shards checks the same, first)
     if cfg.visual_weights is None:
         click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
     if prefect:

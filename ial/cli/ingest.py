@@ -103,8 +103,8 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
     cfg = build_config(IngestConfig, config_path, overrides, flags, redacted_config, **values)
     if not cfg.manifest:
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
-    check_inputs(cfg)  # a bad manifest or root: one line, before a flow or a cluster starts
     if prefect:
+        check_inputs(cfg)  # a bad manifest or root: one line, before Prefect starts its server
         from flows.ingest import ingest_flow
 
         given = {k: v for k, v in to_dict(cfg).items()

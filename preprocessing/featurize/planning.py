@@ -80,10 +80,11 @@ def datasets_with_clip_index(root: Storage) -> list[str]:
 
 
 def check_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict]]:
-    """Check the storage root and read the clip index; writes nothing. Returns (root, the ok
-    clips by id, after the split filter). Raises NothingToFeaturize when the dataset has no clip
-    index or no ``ok`` clip, so ``ial featurize`` can say it in one line before it starts a
-    Prefect flow."""
+    """Check the storage root, read the clip index and the config hash of any complete shard;
+    writes nothing. Returns (root, the ok clips by id, after the split filter). Raises
+    NothingToFeaturize when the dataset has no clip index or no ``ok`` clip, and
+    FeaturizeMismatchError when complete shards were written under another config hash, so
+    ``ial featurize`` can say it in one line before it starts a Prefect flow."""
     root = Storage(cfg.root).check(what="storage root")
     index = read_clip_index(root, cfg.dataset)
     if index.num_rows == 0:
@@ -105,7 +106,24 @@ def check_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict]]:
         raise NothingToFeaturize(
             f"dataset {cfg.dataset!r} has no ok clip{where} to featurize (clip index: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+    _check_config_hash(root, cfg)
     return root, clips
+
+
+def _check_config_hash(root: Storage, cfg: FeaturizeConfig) -> None:
+    """Raise FeaturizeMismatchError when the dataset's complete shards were written under
+    another config hash than ``cfg``'s (reads the first shard's stats only)."""
+    complete = complete_shard_numbers(root, cfg.dataset)
+    if not complete:
+        return
+    first = json.loads(read_text(stats_url(root, cfg.dataset, complete[0])))
+    cfg_hash = config_hash(cfg)
+    if first.get("config_hash") != cfg_hash:
+        raise FeaturizeMismatchError(
+            f"{shards_dir(root, cfg.dataset)} holds shards made with featurize config hash "
+            f"{first.get('config_hash')} (featurizer {first.get('featurizer_version')}), "
+            f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
+            f"remove those shards")
 
 
 def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> FeaturizePlan:
@@ -123,14 +141,6 @@ def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> Featuri
     sweep_orphan_temps()  # shard files of killed workers on this host
     cfg_hash = config_hash(cfg)
     complete = complete_shard_numbers(root, cfg.dataset)
-    if complete:
-        first = json.loads(read_text(stats_url(root, cfg.dataset, complete[0])))
-        if first.get("config_hash") != cfg_hash:
-            raise FeaturizeMismatchError(
-                f"{shards_dir(root, cfg.dataset)} holds shards made with featurize config hash "
-                f"{first.get('config_hash')} (featurizer {first.get('featurizer_version')}), "
-                f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
-                f"remove those shards")
     plan = _read_plan(root, cfg.dataset)
     new = sorted(c for c in clips if c not in plan)
     if new:

@@ -295,6 +295,18 @@ def test_config_mismatch_refused(tmp_path, source_videos, dask_client):
 
     with pytest.raises(FeaturizeMismatchError, match="config hash"):
         plan_shards(small_config(tmp_path, jpeg_quality=50))
+    # `ial featurize` (Prefect, the default) says it in one line before any flow run starts
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    result = CliRunner().invoke(main, ["featurize", "--root", str(tmp_path), "--dataset", "toy",
+                                       "--set", f"frame_size={FRAME_SIZE}", "--set",
+                                       "jpeg_quality=50"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "holds shards made with" in lines[-1], lines
+    assert "Traceback" not in result.output and "Flow run" not in result.output, lines
 
 
 def test_cli_featurize_no_prefect(tmp_path, source_videos):
