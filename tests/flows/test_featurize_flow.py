@@ -7,7 +7,7 @@ import pytest
 from ial.storage import Storage
 from preprocessing.clip_index import read_clip_index, write_clip_index_part
 from preprocessing.shards import list_shards, read_dataset_index
-from tests.preprocessing.featurize.test_features import make_clip_root, source_videos  # noqa: F401
+from tests.preprocessing.featurize.clip_roots import make_clip_root, source_videos  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

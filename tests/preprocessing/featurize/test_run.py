@@ -19,7 +19,7 @@ from preprocessing.featurize.run import featurize
 from preprocessing.shard_schema import shard_metadata
 from preprocessing.shards import iter_shard_rows, list_shards, read_dataset_index, read_shard
 from tests.conftest import REPO, free_port, wait_for_port
-from tests.preprocessing.featurize.test_features import (  # noqa: F401
+from tests.preprocessing.featurize.clip_roots import (  # noqa: F401
     make_clip_root, small_config, source_videos,
 )
 
