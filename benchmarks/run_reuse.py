@@ -134,6 +134,24 @@ def finished_training(run_dir: Path, cfg, data: str | None = None) -> dict | Non
     return json.loads(result.read_text()) if same else None
 
 
+def machine_note(result: dict) -> str:
+    """What a reused training's ``result`` says of the machine it ran on, for the line that says
+    it is reused: "" on this machine (``ial.runtime.machine``), else which CPU it was. A training
+    is deterministic on one machine, not across CPUs: its row is not the one this machine would
+    train (docs/experiments.md, "The adversary over the first half only")."""
+    from ial.runtime import machine
+
+    recorded = result.get("machine")
+    if recorded is None:
+        return "; trained before the machine was recorded"
+    here = machine()
+    if recorded == here:
+        return ""
+    return (f"; trained on another machine ({recorded.get('cpu')}, {recorded.get('cpus')} CPUs; "
+            f"this one: {here['cpu']}, {here['cpus']} CPUs), so this machine would not train "
+            "it bit for bit")
+
+
 def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> dict | None:
     """Make ``run_dir`` the place of ``cfg``'s training on the data of digest ``data``
     (``finished_training``); its result when that is finished.

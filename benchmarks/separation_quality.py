@@ -19,7 +19,8 @@ pair of test classes with fixed mixtures (4 per pair: 112 mixtures, 224 sources 
 A rerun reuses a finished training of exactly the same config on the same data (the dataset
 digest its result records; an unfinished one starts over; for ``cms`` the critic's fields are not
 compared: it trains no critic); one of another config or data is set aside beside its folder,
-never deleted, and moved back when that config returns (``benchmarks/run_reuse.py``). Prints
+never deleted, and moved back when that config returns (``benchmarks/run_reuse.py``); a reused
+training that ran on another machine is said so (deterministic on one machine only). Prints
 the training step's clips/s before and after the channels-last change (measured side by side,
 ``step_throughput``), the table with the oracle and mixture rows, the steps each model reached
 and its training clips/s, and paired 95 % bootstrap confidence intervals (over scored sources)
@@ -64,7 +65,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.run_reuse import claim_run, stored_report  # noqa: E402
+from benchmarks.run_reuse import claim_run, machine_note, stored_report  # noqa: E402
 from ial.evaluate.compare import across_seeds_ci, paired_ci, per_source  # noqa: E402
 from ial.evaluate.masks import MASK_MEASURES  # noqa: E402
 
@@ -150,7 +151,7 @@ def train_and_evaluate(root: str, name: str, overrides: list[str], minutes: floa
     else:
         print(f"{run}: reusing its finished training of exactly this config ({run_dir})"
               + ("" if result.get("data_digest") else ": trained before the data digest was "
-                 "recorded, so reused on its config alone"))
+                 "recorded, so reused on its config alone") + machine_note(result))
     train_s = time.perf_counter() - t0
     records = [json.loads(x) for x in Path(Storage(root).url("checkpoints", run, "metrics.jsonl"))
                .read_text().splitlines() if x.strip()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import platform
 import socket
 
 # Worker settings of the LocalClusters that ingest (its flow) and featurize start. They have no
@@ -43,6 +44,26 @@ def worker_name() -> str:
         return get_worker().address
     except (ImportError, ValueError):
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def machine() -> dict:
+    """The machine this process runs on, as a run records it (``result.json``, the export's
+    lineage): training is deterministic on one machine, not across CPUs, so two runs of one
+    config compare bit for bit only when this is the same. Keys: ``cpu`` (the model name from
+    /proc/cpuinfo, else ``platform.processor()``), ``arch``, ``cpus`` (logical CPUs), ``gpu``
+    (the first CUDA device's name, or None)."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu or "unknown", "arch": platform.machine(), "cpus": os.cpu_count(),
+            "gpu": gpu}
 
 
 def torch_device(name: str, field: str = "device") -> str:

@@ -29,6 +29,7 @@ import torch
 from ial.config import ConfigError, save_config, to_dict
 from ial.data.loader import LoaderPosition
 from ial.errors import UserError
+from ial.runtime import machine
 from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
 from ial.training.budget import LR_DECAYS, progress, scale_learning_rates
 from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
@@ -337,7 +338,7 @@ class Trainer:
         return {
             "git_sha": git_sha(), "run": self.cfg.run_name, "run_dir": self.paths.url,
             "step": self.step, "dataset": self.cfg.dataset, "data_digest": self.data_digest,
-            "classes": list(self.classes),
+            "machine": machine(), "classes": list(self.classes),
             "shards": list(self.shard_urls), "world_size": self.world, "init_from": self.init_from,
             "validation": {"carved_from_train": bool(self.splits.carved_clips),
                            "val_fraction": self.splits.val_fraction,
@@ -359,7 +360,7 @@ class Trainer:
             "best_checkpoint": best if exists(best) else None, "step": self.step,
             "metrics": dict(self.last_val), "best_val_sdr": self.best_val_sdr,
             "resumed_from_step": self.resumed_from, "world_size": self.world,
-            "data_digest": self.data_digest}
+            "data_digest": self.data_digest, "machine": machine()}
 
     # ----------------------------------------------------------------- logging
     def _save_run_config(self) -> None:

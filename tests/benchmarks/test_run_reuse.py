@@ -9,9 +9,10 @@ import json
 
 import yaml
 
-from benchmarks.run_reuse import claim_run, finished_training, stored_report
+from benchmarks.run_reuse import claim_run, finished_training, machine_note, stored_report
 from ial.config import dump_yaml, load_config, to_dict
 from ial.evaluate import EvalConfig
+from ial.runtime import machine
 from ial.training.config import load_train_config
 from tests.conftest import REPO
 
@@ -196,3 +197,13 @@ def test_an_edited_deepspeed_file_is_another_training_of_the_adversary(tmp_path)
     assert finished_training(runs["cms"], cms) is None
     (runs["cms"] / "deepspeed.json").unlink()  # saved none: compared on the config alone
     assert finished_training(runs["cms"], cms) == {"step": 7}
+
+
+def test_a_reused_training_says_when_it_ran_on_another_machine():
+    """Training is deterministic on one machine, not across CPUs: reusing a run of another
+    machine is said, naming both CPUs."""
+    here = machine()
+    assert machine_note({"step": 3, "machine": here}) == ""
+    other = machine_note({"step": 3, "machine": {**here, "cpu": "Other CPU 9000"}})
+    assert "another machine (Other CPU 9000" in other and here["cpu"] in other
+    assert "before the machine was recorded" in machine_note({"step": 3})

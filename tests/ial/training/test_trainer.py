@@ -20,6 +20,7 @@ from ial.separate.waveforms import training_window
 from ial.storage import Storage, exists, read_text
 from ial.training.config import TrainConfig
 from ial.training.engines import single_process_env
+from ial.runtime import machine
 from ial.training.launcher import launch
 from ial.training.trainer import train
 from preprocessing.shards import dataset_digest
@@ -105,6 +106,9 @@ def test_one_process_run_writes_everything(uninterrupted, shards_root):
     # the data it trained on, by content: what the quality benchmark keys its reuse on
     assert meta["lineage"]["data_digest"] == res["data_digest"] == dataset_digest(
         Storage(shards_root), meta["lineage"]["dataset"])
+    # and the machine it trained on (deterministic on one machine only)
+    assert meta["lineage"]["machine"] == res["machine"] == machine()
+    assert res["machine"]["cpu"] and res["machine"]["cpus"] >= 1
     assert meta["lineage"]["configs"]["train"]["run_name"] == "full"
     assert training_window(meta) == 4095  # evaluation and `ial separate` slide this window
     assert "val_sdr" in meta["metrics"]
