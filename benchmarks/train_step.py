@@ -14,7 +14,8 @@
 2. Loader headroom. ``ial.data.ShardStream`` (``--workers`` processes; by default the
    ``num_workers`` a run here would use: ``gpu.yaml``'s 6 on a GPU, ``default.yaml``'s 2 on CPU)
    over synthetic full-size shards (10 s clips, 65535-sample crops): its steady samples/s vs the
-   DeepSpeed step's samples/s (target ≥ 3×).
+   DeepSpeed step's samples/s (target ≥ 3×). ``--loader-root s3://bucket/prefix`` reads the
+   shards from there (what a run with an S3 root does), and prints a local folder's rate beside.
 
 Runs unchanged on a GPU (NCCL backend, bf16 autocast, ZeRO-2 config, CUDA tensors). The last line
 is ``RESULT deepspeed_step_ratio=<x> target<=1.10``; the line before it
@@ -27,6 +28,7 @@ is ``RESULT deepspeed_step_ratio=<x> target<=1.10``; the line before it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -162,8 +164,26 @@ def bench_steps(args) -> tuple[float, float, float]:
     return statistics.median(ds_times), statistics.median(plain_times), args.batch_size
 
 
-def bench_loader(args, model_cfg_path: str) -> float:
-    """Steady samples/s of the shard loader over synthetic full-size shards."""
+@contextlib.contextmanager
+def loader_root(url: str | None):
+    """Where the loader's synthetic shards go: a new temporary folder (``url`` None), or a new
+    folder under ``url`` (say ``s3://bucket/prefix``; removed afterwards)."""
+    from ial.storage import join, remove
+
+    if url is None:
+        with tempfile.TemporaryDirectory(prefix="ial-bench-loader-") as root:
+            yield root
+        return
+    root = join(url, f"ial-bench-loader-{os.getpid()}-{int(time.time())}")
+    try:
+        yield root
+    finally:
+        remove(root, recursive=True)
+
+
+def bench_loader(args, model_cfg_path: str, url: str | None = None) -> float:
+    """Steady samples/s of the shard loader over synthetic full-size shards written under
+    ``url`` (``loader_root``: None, a local temporary folder)."""
     from ial.config import load_config
     from ial.data.loader import LoaderPosition, ShardStream, list_dataset_shards, scan_split
     from ial.data.synthetic import write_synthetic_shards
@@ -172,7 +192,7 @@ def bench_loader(args, model_cfg_path: str) -> float:
     from ial.training.config import resolve_path
 
     model_cfg = load_config(ModelConfig, resolve_path(model_cfg_path))
-    with tempfile.TemporaryDirectory(prefix="ial-bench-loader-") as root:
+    with loader_root(url) as root:
         per_shard = 32
         write_synthetic_shards(root, "bench", shards=max(1, args.loader_clips // per_shard),
                                rows=per_shard, samples=CLIP_SAMPLES, splits=("train",),
@@ -192,9 +212,9 @@ def bench_loader(args, model_cfg_path: str) -> float:
             n += batch.audio.shape[0]
         steady = n / (time.perf_counter() - t0)
         total = (n + args.batch_size) / (time.perf_counter() - t_start)
-    print(f"loader: {args.workers} workers, {n + args.batch_size} clips of {CLIP_SAMPLES} samples "
-          f"+ (3, {model_cfg.visual_channels}, 7, 7) features: steady {steady:.1f} samples/s "
-          f"(with start-up {total:.1f} samples/s)")
+    print(f"loader ({url or 'local folder'}): {args.workers} workers, {n + args.batch_size} "
+          f"clips of {CLIP_SAMPLES} samples + (3, {model_cfg.visual_channels}, 7, 7) features: "
+          f"steady {steady:.1f} samples/s (with start-up {total:.1f} samples/s)")
     return steady
 
 
@@ -211,7 +231,16 @@ def main() -> None:
                         help="loader worker processes (default: the num_workers of "
                              "configs/train/gpu.yaml on a GPU, 6; of default.yaml on CPU, 2)")
     parser.add_argument("--loader-clips", type=int, default=None)
+    parser.add_argument("--loader-root", default=None,
+                        help="read the loader's shards from here, e.g. s3://bucket/prefix (with "
+                             "AWS_ENDPOINT_URL for a non-AWS S3 API): written under a new folder, "
+                             "removed after; a local folder's rate is measured beside it "
+                             "(default: a local temporary folder only)")
     args = parser.parse_args()
+    if args.loader_root is not None:  # a missing bucket or refused keys: one line, before any work
+        from ial.storage import Storage
+
+        Storage(args.loader_root).check(what="--loader-root")
     args.batch_size = args.batch_size or (4 if args.quick else 8)
     args.rounds = args.rounds or (2 if args.quick else 4)
     args.steps = args.steps or (3 if args.quick else 5)
@@ -229,10 +258,19 @@ def main() -> None:
     step_rate = batch / ds_s
     print(f"step: deepspeed {1000 * ds_s:.1f} ms, plain PyTorch {1000 * plain_s:.1f} ms "
           f"(median per step) → ratio {ratio:.3f}; {step_rate:.1f} samples/s")
-    loader_rate = bench_loader(args, args.model)
+    loader_rate = bench_loader(args, args.model, args.loader_root)
+    if args.loader_root is not None:  # the same shards from a local folder, beside it
+        local_rate = bench_loader(args, args.model)
+        print(f"loader from {args.loader_root} / from a local folder: "
+              f"{loader_rate / local_rate:.2f}")
     print(f"RESULT loader_vs_step={loader_rate / step_rate:.2f} target>=3")
     print(f"RESULT deepspeed_step_ratio={ratio:.3f} target<=1.10")
 
 
 if __name__ == "__main__":
-    main()
+    from ial.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:  # a bad --loader-root: one line, as the ial command does
+        sys.exit(f"Error: {exc}")
