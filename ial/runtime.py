@@ -24,7 +24,10 @@ def local_cluster_kwargs(n_workers: int, threads_per_worker: int, torch_threads:
     ``cluster_kwargs``): ``n_workers`` processes × ``threads_per_worker`` threads, no dashboard,
     ``torch_threads`` as the OpenMP/MKL thread limit in their environment, and this process's
     dask config with ``LOCAL_WORKER_CONFIG`` on top, which each nanny applies in its worker
-    process (whole: a nanny merges only the top level of what it is given)."""
+    process (whole: a nanny merges only the top level of what it is given). The scheduler's
+    HTTP routes (health, metrics; no dashboard without one asked for) take a free port, not
+    8787: two clusters on one host (a featurize beside an ingest) would otherwise warn that it
+    is in use."""
     import dask
 
     with dask.config.set(LOCAL_WORKER_CONFIG):
@@ -32,6 +35,7 @@ def local_cluster_kwargs(n_workers: int, threads_per_worker: int, torch_threads:
     threads = str(torch_threads)
     return {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
             "processes": True, "dashboard_address": None, "config": config,
+            "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
             "env": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
 
 
