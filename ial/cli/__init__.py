@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "compare": ("ial.cli.compare",
                 "Compare two evaluation reports source by source, with a 95 % CI."),
     "separate": ("ial.cli.separate", "Separate the sounds of your own video(s) with a checkpoint."),
+    "info": ("ial.cli.info", "Say what a checkpoint is: model, run, data, machine, metrics."),
     "serve": ("ial.cli.serve", "Serve the Prefect deployments (ingest/*, featurize, train, "
               "evaluate, retrain/nightly)."),
 }
@@ -67,7 +68,8 @@ def main() -> None:
       train      shards → checkpoints/<run>/ (DeepSpeed)
       evaluate   checkpoint → reports/<run>/ (SDR/SIR/SAR)
     `ial compare` puts two reports side by side (paired 95 % CI of the difference);
-    `ial separate` splits your own videos' sounds with a checkpoint;
+    `ial separate` splits your own videos' sounds with a checkpoint; `ial info` says what a
+    checkpoint is (model, run, data, machine, metrics);
     `ial demo` runs the four stages on a generated corpus; `ial serve` serves the Prefect
     deployments.
     Every stage takes --config FILE.yaml and repeated --set key=value overrides, and

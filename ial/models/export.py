@@ -149,3 +149,49 @@ def load_model(url: str, map_location: str | torch.device = "cpu"):
     meta["model_cfg"] = cfg
     meta["url"] = str(url)
     return model, meta
+
+
+def describe_export(meta: dict) -> list[str]:
+    """What an export (``read_export``'s dict, weights included or not) says of itself, as lines
+    ``<what>  <value>`` for a person to read (``ial info``). Fields an older export lacks are
+    said to be missing, not guessed."""
+    lineage = meta.get("lineage") or {}
+    state = meta.get("state_dict") or {}
+    values = sum(int(t.numel()) for t in state.values() if hasattr(t, "numel"))
+    model = f"{meta.get('model_name')} (export format {meta.get('format_version')})"
+    if state:
+        model += f", {values / 1e6:.2f} M values in {len(state)} tensors (weights and buffers)"
+    world = lineage.get("world_size")
+    run = (f"run {lineage.get('run')!r}, step {lineage.get('step')}, "
+           f"{world} process{'' if world == 1 else 'es'}, git {str(lineage.get('git_sha'))[:10]}")
+    if lineage.get("init_from"):
+        run += f", initialised from {lineage['init_from']}"
+    classes = lineage.get("classes") or []
+    data = (f"dataset {lineage.get('dataset')!r} (digest {lineage.get('data_digest')}), "
+            f"{len(lineage.get('shards') or [])} shards, {len(classes)} classes"
+            + (f": {', '.join(map(repr, classes[:8]))}" if classes else "")
+            + (f", … ({len(classes) - 8} more)" if len(classes) > 8 else ""))
+    val = lineage.get("validation") or {}
+    if not val:
+        validation = "not recorded"
+    elif val.get("carved_from_train"):
+        validation = (f"{val.get('clips')} clips held out of train ({val.get('carved_videos')} "
+                      f"videos, val_fraction {val.get('val_fraction')})")
+    else:
+        validation = f"{val.get('clips')} clips of the dataset's val split"
+    feat = lineage.get("featurize") or {}
+    features = (f"featurizer {feat.get('featurizer_version')}, config hash "
+                f"{str(feat.get('config_hash'))[:12]}, visual weights {feat.get('visual_weights')}"
+                if feat else "not recorded")
+    host = lineage.get("machine")
+    machine = (f"{host.get('cpu')}, {host.get('cpus')} CPUs, {host.get('arch')}, "
+               f"GPU {host.get('gpu') or 'none'}" if host else "not recorded")
+    versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+    metrics = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) and not v.is_integer()
+                        else f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in (meta.get("metrics") or {}).items()) or "none"
+    rows = [("file", f"{meta.get('url', '')} (sha256 {str(meta.get('sha256'))[:12]}…)"),
+            ("model", model), ("trained", run), ("data", data), ("validation", validation),
+            ("features", features), ("machine", machine), ("software", versions),
+            ("val metrics", metrics)]
+    return [f"{name:12s} {value}" for name, value in rows]

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 def test_top_level_help_lists_every_stage():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for name in ("demo", "ingest", "featurize", "train", "evaluate", "separate", "serve"):
+    for name in ("demo", "ingest", "featurize", "train", "evaluate", "separate", "info", "serve"):
         assert name in result.output
 
 
