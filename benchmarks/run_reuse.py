@@ -14,7 +14,9 @@ re-featurized shard in the same ``--work`` gives another digest, so the training
 reused. Trainings from before the digest was recorded are reused on their config alone. And only
 with the same DeepSpeed configs as they act (``deepspeed_identity``): the train config names its
 JSON by path, so an edit of the file's learning rates is another training; the trainer saves the
-configs it used in ``deepspeed.json``.
+configs it used in ``deepspeed.json``. Where a training is stored is not part of it: a run folder
+moved to another root or renamed (its config's ``root`` and ``run_name``) is the same training,
+and its result's paths are read as under the folder it is in now.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ import shutil
 from pathlib import Path
 
 
+# Where a training is stored, not what it is: the data it read is its dataset digest.
+PLACE_FIELDS = ("root", "run_name")
+# The paths in a training's result.json, under its run folder.
+RESULT_PATHS = ("run_dir", "checkpoint", "best_checkpoint")
+
+
 def training_identity(config: dict, data: str | None = None,
                       deepspeed: dict | None = None) -> dict:
-    """A saved train config without what does not change the training: the critic's fields
-    when λ_ind = 0 (``ial.method.config.CRITIC_ONLY_FIELDS``); with the dataset digest ``data``
-    it trained on and its DeepSpeed configs ``deepspeed`` ({"separator": …, "critic": …}, as
+    """A saved train config without what does not change the training: where it is stored
+    (``PLACE_FIELDS``) and the critic's fields when λ_ind = 0
+    (``ial.method.config.CRITIC_ONLY_FIELDS``); with the dataset digest ``data`` it trained on
+    and its DeepSpeed configs ``deepspeed`` ({"separator": …, "critic": …}, as
     ``deepspeed_identity`` reads them), each when known (None: not recorded)."""
     from ial.method.config import CRITIC_ONLY_FIELDS
 
@@ -38,7 +47,8 @@ def training_identity(config: dict, data: str | None = None,
     adversary = method.get("lambda_ind") != 0
     if not adversary:
         method = {k: v for k, v in method.items() if k not in CRITIC_ONLY_FIELDS}
-    identity = {**config, "method": method}
+    identity = {k: v for k, v in config.items() if k not in PLACE_FIELDS}
+    identity["method"] = method
     if data is not None:
         identity["data"] = data
     if deepspeed is not None:
@@ -131,7 +141,18 @@ def finished_training(run_dir: Path, cfg, data: str | None = None) -> dict | Non
     deepspeed = current_deepspeed(cfg) if (run_dir / "deepspeed.json").exists() else None
     same = same and saved_identity(run_dir, type(cfg)) == training_identity(to_dict(cfg),
                                                                              recorded, deepspeed)
-    return json.loads(result.read_text()) if same else None
+    return relocated(json.loads(result.read_text()), run_dir) if same else None
+
+
+def relocated(result: dict, run_dir: Path) -> dict:
+    """A training's ``result`` with its paths (``RESULT_PATHS``) under ``run_dir``, where the
+    training is now: it may have been moved or renamed since it wrote them."""
+    was = result.get("run_dir")
+    if not was:
+        return result
+    moved = {key: str(run_dir) + result[key][len(was):] for key in RESULT_PATHS
+             if isinstance(result.get(key), str) and result[key].startswith(was)}
+    return {**result, **moved}
 
 
 def machine_note(result: dict) -> str:

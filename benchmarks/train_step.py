@@ -49,7 +49,7 @@ def synthetic_clips(model_cfg, batch: int, samples: int, frames: int = 1, hw: in
     labels = torch.arange(batch) % 4
     audio = torch.stack([0.5 * torch.sin(2 * torch.pi * 220.0 * (1 + int(k)) * t) for k in labels])
     audio = audio + 0.05 * torch.randn(batch, samples, generator=g)
-    visual = torch.randn(batch, frames, model_cfg.visual_channels, hw, hw, generator=g)
+    visual = torch.randn(batch, frames, model_cfg.input_channels, hw, hw, generator=g)
     return ClipBatch(audio, visual, labels, [f"clip{i}" for i in range(batch)])
 
 
@@ -196,7 +196,7 @@ def bench_loader(args, model_cfg_path: str, url: str | None = None) -> float:
         per_shard = 32
         write_synthetic_shards(root, "bench", shards=max(1, args.loader_clips // per_shard),
                                rows=per_shard, samples=CLIP_SAMPLES, splits=("train",),
-                               feature_shape=(3, model_cfg.visual_channels, 7, 7))
+                               feature_shape=(3, model_cfg.input_channels, 7, 7))
         shards, classes = scan_split(list_dataset_shards(root, "bench"), "train")
         stream = ShardStream(shards, classes, seed=0, rank=0, world_size=1,
                              batch_size=args.batch_size, num_workers=args.workers)
@@ -213,7 +213,7 @@ def bench_loader(args, model_cfg_path: str, url: str | None = None) -> float:
         steady = n / (time.perf_counter() - t0)
         total = (n + args.batch_size) / (time.perf_counter() - t_start)
     print(f"loader ({url or 'local folder'}): {args.workers} workers, {n + args.batch_size} "
-          f"clips of {CLIP_SAMPLES} samples + (3, {model_cfg.visual_channels}, 7, 7) features: "
+          f"clips of {CLIP_SAMPLES} samples + (3, {model_cfg.input_channels}, 7, 7) features: "
           f"steady {steady:.1f} samples/s (with start-up {total:.1f} samples/s)")
     return steady
 

@@ -41,9 +41,12 @@ class SeparationOutput:
 class VisualFrontend(nn.Module):
     """Visual input → one pooled feature map per source.
 
-    "features" mode: stored maps pass through. "frames" mode: ImageNet-normalised frames go
-    through the project's ResNet-18 trunk (dilated layer4, stride 16); frozen unless
-    ``train_visual_trunk`` (a frozen trunk gets no gradients and stays in eval mode).
+    "features" mode: stored maps pass through, their first ``cfg.input_channels`` channels: shards
+    featurized with ``low_level_features`` pack the layer-2 maps after the layer-4 channels, and
+    a model without the ``deeplab`` head (``low_level_channels: 0``) reads layer 4 only.
+    "frames" mode: ImageNet-normalised frames go through the project's ResNet-18 trunk (dilated
+    layer4, stride 16); frozen unless ``train_visual_trunk`` (a frozen trunk gets no gradients
+    and stays in eval mode).
 
     Shape: (B, N, K, C, H, W) features or (B, N, K, 3, H', W') frames → (B, N, C, H, W).
     """
@@ -53,6 +56,7 @@ class VisualFrontend(nn.Module):
         self.mode = cfg.visual_input
         self.frame_pool = cfg.frame_pool
         self.trainable = cfg.train_visual_trunk
+        self.channels = cfg.input_channels
         self.trunk: nn.Module | None = None
         if self.mode == "frames":
             from ial.models.resnet18 import FEATURE_CHANNELS, build_trunk
@@ -76,7 +80,10 @@ class VisualFrontend(nn.Module):
             raise ValueError(f"visual must be (B, N, K, C, H, W), got {tuple(visual.shape)}")
         B, N, K = visual.shape[:3]
         if self.trunk is None:
-            return visual
+            if visual.shape[3] < self.channels:
+                raise ValueError(f"visual features have {visual.shape[3]} channels; the model "
+                                 f"reads {self.channels} (layer 4 + packed layer 2)")
+            return visual[:, :, :, :self.channels]
         flat = visual.reshape(B * N * K, *visual.shape[3:])
         if self.trainable:
             maps = self.trunk(flat)

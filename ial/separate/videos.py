@@ -178,7 +178,7 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     model_cfg = meta.get("model_cfg")
     channels = clips[0]["frame_features"].shape[1]
     if (model_cfg is not None and model_cfg.visual_input == "features"
-            and model_cfg.input_channels != channels):
+            and model_cfg.input_channels > channels):
         raise SeparateError(f"checkpoint {checkpoint}: model expects {model_cfg.input_channels} "
                             f"visual channels, the featurizer gives {channels}")
     if str(weights).startswith("none"):

@@ -207,3 +207,27 @@ def test_a_reused_training_says_when_it_ran_on_another_machine():
     other = machine_note({"step": 3, "machine": {**here, "cpu": "Other CPU 9000"}})
     assert "another machine (Other CPU 9000" in other and here["cpu"] in other
     assert "before the machine was recorded" in machine_note({"step": 3})
+
+
+def test_a_training_moved_to_another_root_and_renamed_is_the_same_training(tmp_path):
+    old = tmp_path / "old-root" / "checkpoints" / "ial-head-s9"
+    cfg = load_train_config(str(REPO / "configs/train/realistic.yaml"), [],
+                            root=str(tmp_path / "old-root"), run_name="ial-head-s9")
+    finish(old, cfg, 3000, data="d1")
+    (old / "result.json").write_text(json.dumps(
+        {"step": 3000, "data_digest": "d1", "run_dir": str(old),
+         "checkpoint": str(old / "model.pt"), "best_checkpoint": str(old / "best" / "model.pt"),
+         "elsewhere": "/some/other/path"}))
+    new = tmp_path / "root" / "checkpoints" / "ial-s9"
+    new.parent.mkdir(parents=True)
+    old.rename(new)
+    here = load_train_config(str(REPO / "configs/train/realistic.yaml"), [],
+                             root=str(tmp_path / "root"), run_name="ial-s9")
+    result = finished_training(new, here, "d1")
+    assert result["run_dir"] == str(new) and result["checkpoint"] == str(new / "model.pt")
+    assert result["best_checkpoint"] == str(new / "best" / "model.pt")
+    assert result["elsewhere"] == "/some/other/path"
+    assert finished_training(new, here, "d2") is None  # the data still counts
+    other = load_train_config(str(REPO / "configs/train/realistic.yaml"), ["seed=1"],
+                              root=str(tmp_path / "root"), run_name="ial-s9")
+    assert finished_training(new, other, "d1") is None  # and the config

@@ -66,3 +66,18 @@ def test_the_trunk_gives_layer2_beside_layer4(optimized):
     assert deep.shape == (2, 512, 4, 4) and low.shape == (2, 128, 8, 8)
     assert torch.allclose(deep, alone, atol=1e-5)
     assert torch.allclose(low, ref_low, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ial_cms", "sop"])
+def test_models_without_the_deeplab_head_read_layer4_of_packed_shards(name):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name, audio_channels=[4, 8, 8, 16], common_hidden=8,
+                                    embed_dim=16, sop_ngf=4, sop_levels=3, sop_k=4)).eval()
+    deep = torch.randn(12, 512, 4, 4)
+    packed = pack_low_level(deep, torch.randn(12, 128, 8, 8)).reshape(2, 2, 3, 1024, 4, 4)
+    mix = torch.rand(2, 256, 32) + 1e-3
+    with torch.no_grad():
+        layer4 = model(mix, deep.reshape(2, 2, 3, 512, 4, 4)).mask
+        assert torch.equal(model(mix, packed).mask, layer4)
+        with pytest.raises(ValueError, match="have 256 channels; the model reads 512"):
+            model(mix, deep[:, :256].reshape(2, 2, 3, 256, 4, 4))
