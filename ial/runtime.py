@@ -4,6 +4,7 @@ start (its workers' settings, what it logs)."""
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import platform
@@ -55,7 +56,12 @@ def machine() -> dict:
     lineage): training is deterministic on one machine, not across CPUs, so two runs of one
     config compare bit for bit only when this is the same. Keys: ``cpu`` (the model name from
     /proc/cpuinfo, else ``platform.processor()``), ``arch``, ``cpus`` (logical CPUs), ``gpu``
-    (the first CUDA device's name, or None)."""
+    (the first CUDA device's name, or None). Read once per process."""
+    return dict(_machine())
+
+
+@functools.cache
+def _machine() -> dict:
     import torch
 
     cpu = platform.processor()

@@ -85,6 +85,12 @@ def check_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict]]:
     NothingToFeaturize when the dataset has no clip index or no ``ok`` clip, and
     FeaturizeMismatchError when complete shards were written under another config hash, so
     ``ial featurize`` can say it in one line before it starts a Prefect flow."""
+    root, clips, _ = _read_inputs(cfg)
+    return root, clips
+
+
+def _read_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict], list[int]]:
+    """``check_inputs``, and the numbers of the dataset's complete shards it listed."""
     root = Storage(cfg.root).check(what="storage root")
     index = read_clip_index(root, cfg.dataset)
     if index.num_rows == 0:
@@ -106,16 +112,16 @@ def check_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict]]:
         raise NothingToFeaturize(
             f"dataset {cfg.dataset!r} has no ok clip{where} to featurize (clip index: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
-    _check_config_hash(root, cfg)
-    return root, clips
+    return root, clips, _check_config_hash(root, cfg)
 
 
-def _check_config_hash(root: Storage, cfg: FeaturizeConfig) -> None:
+def _check_config_hash(root: Storage, cfg: FeaturizeConfig) -> list[int]:
     """Raise FeaturizeMismatchError when the dataset's complete shards were written under
-    another config hash than ``cfg``'s (reads the first shard's stats only)."""
+    another config hash than ``cfg``'s (reads the first shard's stats only). Returns the
+    complete shards' numbers."""
     complete = complete_shard_numbers(root, cfg.dataset)
     if not complete:
-        return
+        return complete
     first = json.loads(read_text(stats_url(root, cfg.dataset, complete[0])))
     cfg_hash = config_hash(cfg)
     if first.get("config_hash") != cfg_hash:
@@ -124,6 +130,7 @@ def _check_config_hash(root: Storage, cfg: FeaturizeConfig) -> None:
             f"{first.get('config_hash')} (featurizer {first.get('featurizer_version')}), "
             f"this config hashes to {cfg_hash}: featurize into another root/dataset name, or "
             f"remove those shards")
+    return complete
 
 
 def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> FeaturizePlan:
@@ -137,10 +144,8 @@ def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> Featuri
     complete shards were written under another config hash, and NothingToFeaturize (before
     writing anything) when the dataset has no clip index or no ``ok`` clip.
     """
-    root, clips = check_inputs(cfg)
-    sweep_orphan_temps()  # shard files of killed workers on this host
-    cfg_hash = config_hash(cfg)
-    complete = complete_shard_numbers(root, cfg.dataset)
+    root, clips, complete = _read_inputs(cfg)
+    sweep_orphan_temps()  # shard files of killed workers on this host (never a complete shard)
     plan = _read_plan(root, cfg.dataset)
     new = sorted(c for c in clips if c not in plan)
     if new:
@@ -163,7 +168,7 @@ def plan_shards(cfg: FeaturizeConfig, stale: list[int] | None = None) -> Featuri
         ids = sorted(by_shard[shard])
         jobs.append(ShardJob(shard, [clips[c] for c in ids if c in clips],
                              [c for c in ids if c not in clips], rewrite=shard in stale))
-    return FeaturizePlan(cfg_hash, jobs, sorted(done), len(clips), stale)
+    return FeaturizePlan(config_hash(cfg), jobs, sorted(done), len(clips), stale)
 
 
 def _relabeled(root: Storage, dataset: str, shard: int, clips: dict[str, dict]) -> bool:
