@@ -281,7 +281,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         install_tools()
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    root, _ = prepare_data(work, a.corpus_seed, a.quick)
+    from ial.errors import UserError
+
+    try:
+        root, _ = prepare_data(work, a.corpus_seed, a.quick)
+    except UserError as e:  # e.g. shards of an earlier recipe's featurize config under --work
+        sys.exit(f"Error: {e}")
     if a.prepare_only:
         return {}
     throughput = step_throughput(a.quick)

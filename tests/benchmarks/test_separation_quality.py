@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -45,6 +46,15 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
                      rf"{fraction} \(fractions; 95 % paired bootstrap CIs\)$", run.stdout, re.M)
     # the mask measures of every row: the mixture keeps everything of every bin
     assert re.search(r"^mixture .* 1\.000  1\.000  2\.000$", run.stdout, re.M)
+
+    # shards of another featurize config under the same --work (an earlier recipe's): one line
+    stats = sorted((tmp_path / "root" / "shards" / "realistic" / "_stats").glob("*.json"))[0]
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "config_hash": "0ld"}))
+    again = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--prepare-only", "--work",
+                            str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 1
+    assert again.stderr.strip().startswith("Error: ") and "\n" not in again.stderr.strip()
+    assert "featurize config hash 0ld" in again.stderr
 
 
 @pytest.mark.slow
