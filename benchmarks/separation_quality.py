@@ -6,7 +6,8 @@ with ~10 % missing videos), served by the loopback video server and run through 
 own stages exactly as a user's data: ingest (yt-dlp + ffmpeg) → featurize (Dask) → train
 (DeepSpeed) → evaluate (the protocol of ``python -m ial.evaluate``):
 
-- ``ial``: ``configs/train/realistic.yaml`` (``ial_cms``, λ_ind > 0);
+- ``ial``: ``configs/train/realistic.yaml`` (``ial_cms``, λ_ind > 0, the authors' DeepLabv3+
+  visual head on shards featurized with the layer-2 maps);
 - ``cms``: the same with ``method.lambda_ind=0`` (no critic): the ablation;
 - ``sop``: Sound of Pixels (``configs/model/sop_realistic.yaml``, ``configs/method/sop.yaml``,
   its SGD ``configs/deepspeed/sop.json``, its constant lr).
@@ -83,7 +84,9 @@ RUNS = {
     # docs/experiments.md), and the baseline should not be weakened by a schedule made for IAL.
     # Its window stays at the 32767 samples all its earlier results used: the 16383 of the
     # recipe was chosen on IAL's validation runs, not SoP's. It trains on unperturbed clips, as
-    # its paper does (no speed perturbation).
+    # its paper does (no speed perturbation). It reads the layer-4 channels of the recipe's
+    # shards, as its paper's frame net does; the layer-2 maps packed after them are for the
+    # recipe's deeplab visual head.
     "sop": ["model=configs/model/sop_realistic.yaml", "method=configs/method/sop.yaml",
             "deepspeed=configs/deepspeed/sop.json", "lr_decay=constant",
             "segment_samples=32767", "speed_factors=[]"],
