@@ -61,11 +61,12 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
     values = dict(root=root, dataset=dataset, visual_weights=visual_weights,
                   dask_address=dask_address, n_workers=n_workers, clips_per_shard=clips_per_shard)
     cfg = build_config(FeaturizeConfig, config_path, overrides, **values)
-    if prefect:  # a bad root, dataset or config hash: one line, before Prefect starts
-        check_inputs(cfg)  # (the plain run's plan_shards checks the same, first)
-    if cfg.visual_weights is None:
-        click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
     if prefect:
+        # a bad root, dataset or config hash: one line, before Prefect starts (the plain run's
+        # plan_shards checks the same, first, and logs the random-weights warning after it)
+        check_inputs(cfg)
+        if cfg.visual_weights is None:
+            click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
         from flows.featurize import featurize_flow
         from ial.config import to_dict
 
