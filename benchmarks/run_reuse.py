@@ -151,7 +151,8 @@ def relocated(result: dict, run_dir: Path) -> dict:
     if not was:
         return result
     moved = {key: str(run_dir) + result[key][len(was):] for key in RESULT_PATHS
-             if isinstance(result.get(key), str) and result[key].startswith(was)}
+             if isinstance(result.get(key), str)
+             and (result[key] == was or result[key].startswith(was.rstrip("/") + "/"))}
     return {**result, **moved}
 
 

@@ -151,13 +151,13 @@ def check_visual(meta: dict, clip) -> None:
     if cfg.visual_input == "frames":  # the shards' JPEG frames go through its own trunk
         return
     feats = clip.frame_features
-    # more channels than the model reads: layer-2 maps packed after layer 4, which a model
-    # without the deeplab head leaves (ial.models.base.VisualFrontend)
-    if feats.ndim != 4 or feats.shape[1] < cfg.input_channels:
+    problem = (f"expects (K, C, H, W), got {feats.ndim} axes" if feats.ndim != 4
+               else cfg.feature_channels_problem(feats.shape[1]))
+    if problem:
         raise EvaluationError(
             f"clip {clip.clip_id}: frame features of shape {tuple(feats.shape)} do not fit model "
-            f"{meta.get('model_name')!r} (expects (K, >= {cfg.input_channels}, H, W)); the "
-            "shards and the checkpoint come from different featurizer settings")
+            f"{meta.get('model_name')!r} ({problem}); the shards and the checkpoint come from "
+            "different featurizer settings")
 
 
 def run_name(checkpoint: str, meta: dict) -> str:

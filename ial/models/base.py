@@ -56,7 +56,7 @@ class VisualFrontend(nn.Module):
         self.mode = cfg.visual_input
         self.frame_pool = cfg.frame_pool
         self.trainable = cfg.train_visual_trunk
-        self.channels = cfg.input_channels
+        self.cfg = cfg
         self.trunk: nn.Module | None = None
         if self.mode == "frames":
             from ial.models.resnet18 import FEATURE_CHANNELS, build_trunk
@@ -80,10 +80,10 @@ class VisualFrontend(nn.Module):
             raise ValueError(f"visual must be (B, N, K, C, H, W), got {tuple(visual.shape)}")
         B, N, K = visual.shape[:3]
         if self.trunk is None:
-            if visual.shape[3] < self.channels:
-                raise ValueError(f"visual features have {visual.shape[3]} channels; the model "
-                                 f"reads {self.channels} (layer 4 + packed layer 2)")
-            return visual[:, :, :, :self.channels]
+            problem = self.cfg.feature_channels_problem(visual.shape[3])
+            if problem:
+                raise ValueError(problem)
+            return visual[:, :, :, :self.cfg.input_channels]
         flat = visual.reshape(B * N * K, *visual.shape[3:])
         if self.trainable:
             maps = self.trunk(flat)

@@ -79,6 +79,16 @@ class ModelConfig:
         """Channels of the stored frame features this model takes (layer 4 + packed layer 2)."""
         return self.visual_channels + self.low_level_channels
 
+    def feature_channels_problem(self, channels: int) -> str | None:
+        """Why stored frame features of ``channels`` channels do not fit this model, or None when
+        they do: it reads their first ``input_channels`` (more is fine: layer-2 maps packed after
+        layer 4, which a model without the deeplab head leaves). A "frames" model reads pictures
+        through its own trunk, not stored features."""
+        if self.visual_input == "frames" or channels >= self.input_channels:
+            return None
+        return (f"the model reads {self.input_channels} visual feature channels (layer 4 + "
+                f"packed layer 2), the features have {channels}")
+
     def validate(self) -> None:
         from ial.models import MODELS
 

@@ -176,11 +176,10 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     backbone, weights = load_backbone(fcfg)
     clips = [featurize_clip(p, fcfg, backbone) for p in paths]
     model_cfg = meta.get("model_cfg")
-    channels = clips[0]["frame_features"].shape[1]
-    if (model_cfg is not None and model_cfg.visual_input == "features"
-            and model_cfg.input_channels > channels):
-        raise SeparateError(f"checkpoint {checkpoint}: model expects {model_cfg.input_channels} "
-                            f"visual channels, the featurizer gives {channels}")
+    problem = model_cfg and model_cfg.feature_channels_problem(
+        clips[0]["frame_features"].shape[1])
+    if problem:
+        raise SeparateError(f"checkpoint {checkpoint}: {problem} (the featurizer's)")
     if str(weights).startswith("none"):
         warnings.warn("the visual backbone has random weights (no visual_weights in the featurize "
                       "config): stems are only meaningful if the model was trained on the same")

@@ -94,7 +94,11 @@ def validation_splits(run_dir: str, cfg):
     """The run's dataset split into train and val shards; UserError when it has no val clips."""
     from ial.data.loader import list_dataset_shards, split_train_val
 
-    splits = split_train_val(list_dataset_shards(cfg.root, cfg.dataset), cfg.val_fraction)
+    shards = list_dataset_shards(cfg.root, cfg.dataset)
+    if not shards:  # e.g. the data moved since the run trained
+        raise UserError(f"{run_dir}: no shards of dataset {cfg.dataset!r} under root "
+                        f"{cfg.root} (the run's config.yaml)")
+    splits = split_train_val(shards, cfg.val_fraction)
     if not splits.val:
         raise UserError(f"{run_dir}: dataset {cfg.dataset!r} has no validation clips to probe")
     return splits

@@ -227,6 +227,10 @@ def test_a_training_moved_to_another_root_and_renamed_is_the_same_training(tmp_p
     assert result["run_dir"] == str(new) and result["checkpoint"] == str(new / "model.pt")
     assert result["best_checkpoint"] == str(new / "best" / "model.pt")
     assert result["elsewhere"] == "/some/other/path"
+    beside = json.loads((new / "result.json").read_text())  # a folder beside, not under, it
+    (new / "result.json").write_text(json.dumps({**beside, "checkpoint": f"{old}-copy/model.pt"}))
+    assert finished_training(new, here, "d1")["checkpoint"] == f"{old}-copy/model.pt"
+    (new / "result.json").write_text(json.dumps(beside))
     assert finished_training(new, here, "d2") is None  # the data still counts
     other = load_train_config(str(REPO / "configs/train/realistic.yaml"), ["seed=1"],
                               root=str(tmp_path / "root"), run_name="ial-s9")

@@ -322,7 +322,8 @@ def test_clear_errors(local_setup, tmp_path):
     with pytest.raises(EvaluationError, match="unknown model 'no_such_model'"):
         run(checkpoint=str(tmp_path / "renamed.pt"))
     wide = export_tiny(str(tmp_path / "wide.pt"), visual_channels=16)
-    with pytest.raises(EvaluationError, match=r"do not fit model .*\(K, >= 16, H, W\)"):
+    with pytest.raises(EvaluationError,
+                       match=r"do not fit model .*reads 16 visual feature channels"):
         run(checkpoint=wide)
     with pytest.raises(EvaluationError, match="no such directory"):
         run(data=os.path.join(root, "shards", "nothing"))

@@ -79,5 +79,5 @@ def test_models_without_the_deeplab_head_read_layer4_of_packed_shards(name):
     with torch.no_grad():
         layer4 = model(mix, deep.reshape(2, 2, 3, 512, 4, 4)).mask
         assert torch.equal(model(mix, packed).mask, layer4)
-        with pytest.raises(ValueError, match="have 256 channels; the model reads 512"):
+        with pytest.raises(ValueError, match="reads 512 visual .*, the features have 256"):
             model(mix, deep[:, :256].reshape(2, 2, 3, 256, 4, 4))

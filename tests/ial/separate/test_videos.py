@@ -137,6 +137,27 @@ def test_separate_missing_checkpoint(videos, tmp_path):
     assert result.exit_code == 1 and "no such checkpoint" in result.output
 
 
+def test_a_checkpoint_that_reads_more_feature_channels_than_its_featurizer_gives(videos,
+                                                                                 tmp_path):
+    """A deeplab-head model (layer 4 + packed layer 2: 1024 channels) whose lineage's featurizer
+    does not pack layer 2 (512): one Error line, not a shape error inside the model."""
+    from ial.cli import main
+    from ial.models import ModelConfig, build_model
+    from ial.models.export import export_model
+
+    cfg = ModelConfig(name="ial_cms", visual_channels=512, embed_dim=16, common_hidden=16,
+                      audio_channels=[4, 8, 8, 16], visual_head="deeplab",
+                      low_level_channels=512, low_level_upscale=2, aspp_channels=8,
+                      low_level_reduced=4)
+    ckpt = export_model(str(tmp_path / "deeplab.pt"), build_model(cfg), cfg,
+                        lineage={"run": "sep", "featurize_config": FEATURIZE}, metrics={})
+    res = CliRunner().invoke(main, ["separate", *videos, "--checkpoint", ckpt,
+                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert (f"Error: checkpoint {ckpt}: the model reads 1024 visual feature channels (layer 4 + "
+            "packed layer 2), the features have 512 (the featurizer's)") in res.output
+
+
 @pytest.fixture(scope="module")
 def bad_videos(tmp_path_factory):
     """Inputs ``ial separate`` cannot use: no audio, audio only, not a video, too short."""

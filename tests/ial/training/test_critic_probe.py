@@ -135,6 +135,15 @@ def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert str(exc.value).startswith("Error: ") and message in str(exc.value)
+    moved = tmp_path / "moved"  # the run's data moved since it trained: the error says where
+    shutil.copytree(run, moved)
+    config = moved / "config.yaml"
+    config.write_text(f"root: {tmp_path / 'gone'}\n" + "\n".join(
+        line for line in config.read_text().splitlines() if not line.startswith("root:")))
+    with pytest.raises(SystemExit) as exc:
+        main([str(moved)])
+    assert str(exc.value).startswith("Error: ") and str(tmp_path / "gone") in str(exc.value)
+    assert "no shards of dataset" in str(exc.value)
 
 
 @pytest.mark.slow
