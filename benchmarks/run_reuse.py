@@ -22,6 +22,7 @@ and its result's paths are read as under the folder it is in now.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import shutil
@@ -184,8 +185,6 @@ def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> 
     - an unfinished training there: deleted, None; a report beside no finished training: set
       aside (``set_aside_report``).
     """
-    from ial.config import to_dict
-
     result = finished_training(run_dir, cfg, data)
     if result is not None:
         return result
@@ -195,10 +194,9 @@ def claim_run(run_dir: Path, report_dir: Path, cfg, data: str | None = None) -> 
         shutil.rmtree(run_dir, ignore_errors=True)
     if (report_dir / "results.json").exists():  # the report of a training no longer here
         set_aside_report(report_dir)
-    # set aside under its config, data and DeepSpeed configs, or under what it recorded of them
-    deepspeed = current_deepspeed(cfg)
-    aside = [run_dir.with_name(run_dir.name + ".set-aside-" + identity_digest(
-        training_identity(to_dict(cfg), d, ds))) for d in (data, None) for ds in (deepspeed, None)]
+    # any set-aside training of exactly this one, whatever digest named it (the digest's fields
+    # changed over time: one set aside before names it otherwise)
+    aside = sorted(run_dir.parent.glob(glob.escape(run_dir.name) + ".set-aside-*"))
     kept = next((k for k in aside if finished_training(k, cfg, data) is not None), None)
     if kept is None:
         return None

@@ -94,6 +94,15 @@ def test_a_finished_training_of_another_config_is_set_aside_and_moved_back(tmp_p
     assert claim_run(run, report, matched) == {"step": 2999}
     assert (report / "results.json").read_text() == "report of label_matched"
 
+    # one set aside under another digest (an earlier version's fields) is moved back too
+    [any_aside] = [p for p in ckpts.iterdir() if p.name != "run"]
+    legacy = any_aside.with_name("run.set-aside-0123456789ab")
+    any_aside.rename(legacy)
+    (reports / any_aside.name).rename(reports / legacy.name)
+    assert claim_run(run, report, any_cfg) == {"step": 3000}
+    assert (report / "results.json").read_text() == "report of any"
+    assert claim_run(run, report, matched) == {"step": 2999}
+
     # an unfinished training (killed) is deleted: a budget cannot resume exactly; the report
     # beside it (of a training no longer there) is set aside, not overwritten
     (run / "result.json").unlink()
