@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import sys
 from typing import Any, Callable
 
 import click
@@ -80,8 +82,26 @@ def user_errors(command: click.Command) -> click.Command:
         try:
             return callback(*args, **kwargs)
         except UserError as exc:
+            _quiet_prefect_shutdown()
             raise click.ClickException(str(exc)) from None
 
     wrapped._user_errors = True
     command.callback = wrapped
     return command
+
+
+class _NoServerShutdownNote(logging.Filter):
+    """Drops Prefect's "Stopping temporary server on ..." (INFO, logged at exit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Stopping temporary server")
+
+
+def _quiet_prefect_shutdown() -> None:
+    """Keep the ``Error:`` line the last one: on a Prefect path the temporary API server stops
+    at exit and says so, after that line. Only that note is dropped (a filter on the logger
+    that says it, so a process that goes on, like a test's, logs as before otherwise)."""
+    if "prefect" in sys.modules:
+        logger = logging.getLogger("prefect")
+        if not any(isinstance(f, _NoServerShutdownNote) for f in logger.filters):
+            logger.addFilter(_NoServerShutdownNote())

@@ -95,6 +95,23 @@ def test_with_prefect_bad_input_is_one_line_before_any_flow_starts(tmp_path):
     assert not (tmp_path / "r" / "clips").exists()
 
 
+def test_an_error_inside_a_prefect_flow_is_the_last_line(tmp_path, manifest):
+    """An error found while the flow runs (no clip could be downloaded) ends the output: the
+    temporary Prefect server's shutdown at exit does not log after it. A process of its own: the
+    shutdown happens at its exit."""
+    port = free_port()  # nothing listens there: every download is refused
+    cli = "import sys; from ial.cli import main; sys.argv[0] = 'ial'; main()"
+    cmd = [sys.executable, "-c", cli, "ingest", "--manifest", manifest,
+           "--root", str(tmp_path / "r"), "--set", "retries=0",
+           "--set", f"url_template=http://127.0.0.1:{port}/{{video_id}}"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300, cwd=tmp_path)  # one stream, in the order printed
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout, proc.stdout
+    assert lines[-1].startswith("Error: none of the 1 clips of ") and "connection_error" in \
+        lines[-1], lines[-3:]
+
+
 @pytest.mark.parametrize("kind, expected", [
     ("directory", "is a directory, not a manifest file"),
     ("latin1", ":1: not UTF-8 text"),
