@@ -21,8 +21,8 @@ import numpy as np
 
 from ial.errors import UserError
 from ial.evaluate.masks import MASK_MEASURES
+from ial.evaluate.report import METRICS
 
-METRICS = ("sdr", "sir", "sar", "sdri")
 # what can be compared: the scores (dB) and the mask measures (fractions, ial.evaluate.masks)
 MEASURES = (*METRICS, *MASK_MEASURES)
 # protocol fields that decide which mixtures are scored: two reports must agree on all of them

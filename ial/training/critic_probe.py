@@ -27,8 +27,8 @@ norm of the separator's gradient from λ_ind × its adversarial term over that o
 loss, and the cosine between the two, on training-mode steps over validation batches.
 
 Usage: ``python -m ial.training.critic_probe RUN_DIR [--separator RUN_DIR] [--components
-model|oracle|irm] [--rounds 4] [--batch-size 32] [--gradients BATCHES]``. Only the validation
-split is read, never test.
+model|oracle|irm] [--rounds 4] [--batch-size 32] [--gradients BATCHES] [--root ROOT]``. Only
+the validation split is read, never test.
 """
 
 from __future__ import annotations
@@ -90,14 +90,16 @@ def load_method(run_dir: str, separator_run: str | None = None) -> tuple[object,
     return cfg, method, step
 
 
-def validation_splits(run_dir: str, cfg):
-    """The run's dataset split into train and val shards; UserError when it has no val clips."""
+def validation_splits(run_dir: str, cfg, root: str | None = None):
+    """The run's dataset split into train and val shards, read under ``root`` (default: the root
+    the run's config.yaml names); UserError when it has no val clips."""
     from ial.data.loader import list_dataset_shards, split_train_val
 
-    shards = list_dataset_shards(cfg.root, cfg.dataset)
+    shards = list_dataset_shards(root or cfg.root, cfg.dataset)
     if not shards:  # e.g. the data moved since the run trained
+        where = f"--root {root}" if root else "the run's config.yaml; --root reads another"
         raise UserError(f"{run_dir}: no shards of dataset {cfg.dataset!r} under root "
-                        f"{cfg.root} (the run's config.yaml)")
+                        f"{root or cfg.root} ({where})")
     splits = split_train_val(shards, cfg.val_fraction)
     if not splits.val:
         raise UserError(f"{run_dir}: dataset {cfg.dataset!r} has no validation clips to probe")
@@ -105,16 +107,19 @@ def validation_splits(run_dir: str, cfg):
 
 
 def probe_critic(run_dir: str, separator_run: str | None = None, components: str = "model",
-                 rounds: int = 4, batch_size: int = 32, seed: int = 0) -> dict:
+                 rounds: int = 4, batch_size: int = 32, seed: int = 0,
+                 root: str | None = None) -> dict:
     """Scores and AUCs of the run's critic (see the module doc). ``separator_run``: take the
-    separator from this run instead (same model). Returns {"n_mixtures", "dependent": {"mean",
-    "n"}, "matched"/"same"/"other" (or "any"): {"mean", "n", "auc"}, "same_vs_matched_auc"};
+    separator from this run instead (same model). ``root``: read the clips there, not under the
+    root the run trained with (a run moved with its data). Returns {"n_mixtures", "dependent":
+    {"mean", "n"}, "matched"/"same"/"other" (or "any"): {"mean", "n", "auc"},
+    "same_vs_matched_auc"};
     duets add "dependent_one_duet"/"dependent_two_duets": {"mean", "n", "auc"}."""
     if components not in COMPONENTS:
         raise UserError(f"--components {components!r}: one of {', '.join(COMPONENTS)}")
     cfg, method, _ = load_method(run_dir, separator_run)
     method.eval()
-    splits = validation_splits(run_dir, cfg)
+    splits = validation_splits(run_dir, cfg, root)
     duet_videos = method.cfg.mode == "unsupervised" and method.cfg.duets == "videos"
     if components != "model" and duet_videos:
         raise UserError(f"--components {components}: {run_dir} trained on duet videos, whose "
@@ -243,18 +248,18 @@ def pair_scores(critic, x: torch.Tensor, labels: torch.Tensor,
 
 
 def adversary_gradient_share(run_dir: str, batches: int = 8, batch_size: int | None = None,
-                             seed: int = 0) -> dict:
+                             seed: int = 0, root: str | None = None) -> dict:
     """How hard the adversary pushes the run's separator at its last committed step (its last
     separator update up to it): on ``batches`` batches of validation clips mixed as in training
     (random windows), the norm of the separator's gradient from λ_ind · (its adversarial term)
     over the norm of the gradient from the rest of its loss (separation, L_av, class loss), and
     the cosine between the two (> 0: the adversary pushes where separation does). The separator
     runs in training mode, on batches of the run's own ``batch_size`` unless one is given, as in
-    a training step.
+    a training step. ``root``: as ``probe_critic``'s.
     Returns {"step", "lambda_ind", "batches", "batch_size", "share": {"mean", "min", "max"},
     "cosine"}."""
     cfg, method, step = load_method(run_dir)
-    splits = validation_splits(run_dir, cfg)
+    splits = validation_splits(run_dir, cfg, root)
     batch_size = batch_size or cfg.batch_size
     step -= step % method.cfg.separator_every  # the last separator update (the authors: 1 in 3)
     method.train()
@@ -314,6 +319,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--gradients", type=int, default=None, metavar="BATCHES",
                    help="instead, measure how hard the adversary pushes the separator: its share "
                         "of the separator's gradient on BATCHES batches, and their cosine")
+    p.add_argument("--root", default=None,
+                   help="read the validation clips under this root instead of the one the run's "
+                        "config.yaml names (a run moved with its data)")
     a = p.parse_args(argv)
     for name, value in (("--rounds", a.rounds), ("--batch-size", a.batch_size),
                         ("--gradients", a.gradients)):
@@ -324,10 +332,10 @@ def main(argv: list[str] | None = None) -> dict:
                  "--separator or --components")
     try:
         if a.gradients:
-            res = adversary_gradient_share(a.run_dir, a.gradients, a.batch_size)
+            res = adversary_gradient_share(a.run_dir, a.gradients, a.batch_size, root=a.root)
         else:
             res = probe_critic(a.run_dir, a.separator, a.components, a.rounds,
-                               a.batch_size or 32)
+                               a.batch_size or 32, root=a.root)
     except UserError as exc:
         sys.exit(f"Error: {exc}")
     (print_gradient_share if a.gradients else print_pair_scores)(a, res)

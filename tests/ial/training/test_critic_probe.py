@@ -143,7 +143,14 @@ def test_probe_of_a_trained_run_and_its_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(moved)])
     assert str(exc.value).startswith("Error: ") and str(tmp_path / "gone") in str(exc.value)
-    assert "no shards of dataset" in str(exc.value)
+    assert "no shards of dataset" in str(exc.value) and "--root" in str(exc.value)
+    res_moved = probe_critic(str(moved), rounds=2, batch_size=4, root=str(tmp_path))
+    assert res_moved == res  # --root: the same clips read where they are now
+    main([str(moved), "--gradients", "1", "--batch-size", "4", "--root", str(tmp_path)])
+    assert "adversary of" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([str(moved), "--root", str(tmp_path / "elsewhere")])
+    assert str(tmp_path / "elsewhere") in str(exc.value) and "--root" in str(exc.value)
 
 
 @pytest.mark.slow
