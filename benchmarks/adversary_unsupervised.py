@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "own clip's class, as a detector's label of its crop)")
     p.add_argument("--quick", action="store_true", help="tiny corpus, seconds of training")
     args = p.parse_args(argv)
-    steps = 12 if args.quick else args.steps
+    steps = 6 if args.quick else args.steps
     work = work_folder(args.work, args.quick)
     if steps < 1:
         sys.exit(f"Error: --steps {args.steps}: must be >= 1")
