@@ -19,16 +19,17 @@ SCRIPT = REPO / "benchmarks" / "adversary_unsupervised.py"
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
 def test_quick_run_trains_both_models_on_solo_pair_duets_and_ends_with_the_result_lines(
-        tmp_path):
-    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--work", str(tmp_path)],
+        quick_work):
+    """On the tiny corpus separation_quality.py prepared (``quick_prepared``): its --work."""
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--work", str(quick_work)],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for row in ("ial_unsup", "cms_unsup", "oracle_irm", "oracle_ibm", "mixture"):
         assert re.search(rf"^{row}\s+-?\d+\.\d\d", run.stdout, re.M), row
     for run_name in ("ial_unsup-s3-6steps", "cms_unsup-s3-6steps"):
-        saved = (tmp_path / "root" / "checkpoints" / run_name / "config.yaml").read_text()
+        saved = (quick_work / "root" / "checkpoints" / run_name / "config.yaml").read_text()
         assert "mode: unsupervised" in saved and "duets: solo_pairs" in saved
-    assert "lambda_ind: 0.0\n" in (tmp_path / "root" / "checkpoints" / "cms_unsup-s3-6steps"
+    assert "lambda_ind: 0.0\n" in (quick_work / "root" / "checkpoints" / "cms_unsup-s3-6steps"
                                    / "config.yaml").read_text()
     assert "95 % paired bootstrap CI" in run.stdout
     last = run.stdout.strip().splitlines()[-1]

@@ -24,8 +24,10 @@ _spec.loader.exec_module(bench)
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
-def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_path):
-    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--work", str(tmp_path)],
+def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(quick_work):
+    """From the tiny corpus's shards (``quick_prepared`` built them from nothing with this script):
+    the step throughput, three trainings, their evaluations, the table and the RESULT lines."""
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--work", str(quick_work)],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
@@ -48,60 +50,74 @@ def test_quick_run_goes_through_every_stage_and_ends_with_the_result_lines(tmp_p
     assert re.search(r"^mixture .* 1\.000  1\.000  2\.000$", run.stdout, re.M)
 
     # shards of another featurize config under the same --work (an earlier recipe's): one line
-    stats = sorted((tmp_path / "root" / "shards" / "realistic" / "_stats").glob("*.json"))[0]
+    stats = sorted((quick_work / "root" / "shards" / "realistic" / "_stats").glob("*.json"))[0]
     stats.write_text(json.dumps({**json.loads(stats.read_text()), "config_hash": "0ld"}))
     again = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--prepare-only", "--work",
-                            str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+                            str(quick_work)], capture_output=True, text=True, timeout=600,
+                           cwd=REPO)
     assert again.returncode == 1
     assert again.stderr.strip().startswith("Error: ") and "\n" not in again.stderr.strip()
     assert "featurize config hash 0ld" in again.stderr
 
 
+def model_rows(stdout: str) -> list[list[str]]:
+    """The table rows of the trained models (ial, cms, sop; one table per seed), less the
+    clips/s column (a speed, not a result)."""
+    return [x.split()[:7] + x.split()[8:] for x in stdout.splitlines()
+            if re.match(r"(ial|cms|sop)\s+-?\d", x)]
+
+
+def summary_lines(stdout: str) -> list[str]:
+    """The lines over the seeds and the RESULT lines."""
+    return [x for x in stdout.splitlines()
+            if x.startswith(("RESULT ", "over seeds")) or "two-level" in x]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing_tools()), reason="needs " + ", ".join(missing_tools()))
-def test_a_step_budget_trains_the_same_models_again(tmp_path):
-    command = [sys.executable, str(SCRIPT), "--quick", "--steps", "6", "--work", str(tmp_path)]
+def test_a_step_budget_trains_the_same_models_again(quick_work):
+    """Two seeds with ``--steps``; then seed 1's ``ial`` (critic and adversary: the most
+    randomness) trained again from scratch gives the same rows, and the other five trainings and
+    their evaluations are reused as they were."""
 
-    outputs = []
-
-    def run(*seeds: str) -> list[str]:
-        proc = subprocess.run(command + ["--seed", *(seeds or ["0"])], capture_output=True,
+    def run() -> str:
+        proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--steps", "6", "--work",
+                               str(quick_work), "--seed", "0", "1"], capture_output=True,
                               text=True, timeout=600, cwd=REPO)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        outputs.append(proc.stdout)
-        assert "(6 steps of training each, seed 0;" in proc.stdout
-        # the table's model rows (less the clips/s column, a speed) and the RESULT lines
-        rows = [x.split()[:7] + x.split()[8:] for x in proc.stdout.splitlines()
-                if re.match(r"(ial|cms|sop)\s+-?\d", x)]
-        assert [r[6] for r in rows] == ["6", "6", "6"] * max(1, len(seeds))  # steps
-        return rows + [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")
-                       or x.startswith("over seeds") or "two-level" in x]
+        for seed in (0, 1):
+            assert f"(6 steps of training each, seed {seed};" in proc.stdout
+        assert [r[6] for r in model_rows(proc.stdout)] == ["6"] * 6  # steps
+        return proc.stdout
 
     first = run()
-    checkpoints = tmp_path / "root" / "checkpoints"
+    checkpoints = quick_work / "root" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == [
-        "cms-s0-6steps", "ial-s0-6steps", "sop-s0-6steps"]
-    shutil.rmtree(checkpoints)  # train all three again from scratch
-    assert run() == first
+        f"{m}-s{s}-6steps" for m in ("cms", "ial", "sop") for s in (0, 1)]
+    shutil.rmtree(checkpoints / "ial-s1-6steps")  # trained again from scratch
+    again = run()
+    assert model_rows(again) == model_rows(first)
+    assert summary_lines(again) == summary_lines(first)
+    for kind in ("finished training of exactly this config",
+                 "evaluation of exactly this checkpoint"):
+        reused = re.findall(rf"^(\S+): reusing its {kind}", again, re.M)
+        assert reused == ["ial-s0-6steps", "cms-s0-6steps", "sop-s0-6steps", "cms-s1-6steps",
+                          "sop-s1-6steps"], kind
+    assert "reusing" not in first
 
-    # two seeds: seed 0 reused as it was, seed 1 trained; the RESULT lines are the means
-    both = run("0", "1")
-    assert both[:3] == first[:3]
-    reused = re.findall(r"^(\S+): reusing its evaluation of exactly this checkpoint", outputs[-1],
-                        re.M)
-    assert reused == ["ial-s0-6steps", "cms-s0-6steps", "sop-s0-6steps"]  # not seed 1's
-    assert sorted(p.name for p in checkpoints.iterdir() if "-s1-" in p.name) == [
-        "cms-s1-6steps", "ial-s1-6steps", "sop-s1-6steps"]
-    assert both[6].startswith("over seeds 0, 1 (2 trainings of each model")
-    assert [x.split(":")[0] for x in both[7:11]] == [
+    # the two seeds' means: the intervals resample the trainings, then the sources
+    rows, summary = model_rows(first), summary_lines(first)
+    assert summary[0].startswith("over seeds 0, 1 (2 trainings of each model")
+    assert [x.split(":")[0] for x in summary[1:5]] == [
         "ial minus sop", "ial minus cms", "ial minus cms, interference and artifacts",
         "ial minus cms, masks"]
     assert re.fullmatch(r"ial minus cms, interference and artifacts: SIR [+-]\d+\.\d\d \[.+\], "
-                        r"SAR [+-]\d+\.\d\d \[.+\] dB \(95 % two-level bootstrap CIs\)", both[9])
-    assert both[10].endswith("(fractions; 95 % two-level bootstrap CIs)")
-    mean_of_rows = np.mean([float(both[0][1]), float(both[3][1])])  # the rows are rounded
-    assert both[11].startswith("RESULT ial_sdr=") and both[11].endswith(" target>=6")
-    assert abs(float(both[11].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
+                        r"SAR [+-]\d+\.\d\d \[.+\] dB \(95 % two-level bootstrap CIs\)",
+                        summary[3])
+    assert summary[4].endswith("(fractions; 95 % two-level bootstrap CIs)")
+    mean_of_rows = np.mean([float(rows[0][1]), float(rows[3][1])])  # the rows are rounded
+    assert summary[5].startswith("RESULT ial_sdr=") and summary[5].endswith(" target>=6")
+    assert abs(float(summary[5].split("=")[1].split()[0]) - mean_of_rows) <= 0.0051
 
 
 def test_a_work_folder_that_is_a_file_is_one_error_line(tmp_path):

@@ -241,20 +241,18 @@ def test_training_across_two_nodes_matches_two_local_processes_and_resumes(clust
     assert len(local) == 6 and pdsh == pytest.approx(local, rel=1e-4, abs=1e-5)
     assert nossh == pytest.approx(local, rel=1e-4, abs=1e-5)
 
-    # kill node2's rank mid-run: the run fails; the same command again resumes exactly
-    cfg = _train_config(tmp_path, "killed", 40)
+    # kill node2's rank mid-run (once its first checkpoint is written: step 2 of 16): the run
+    # fails; the same command again resumes exactly
+    cfg = _train_config(tmp_path, "killed", 16)
     cmd = [VENV / "ial", "train", "--config", cfg, "--hostfile", hostfile, "--num-procs", "1",
            "--no-progress"]
-    first = cluster.start("ial-head", *cmd, log="killed-1.log")
-    deadline = time.monotonic() + 300
-    while not _s3_ls(cluster, f"{BUCKET}/ial/checkpoints/killed/deepspeed/latest.json"):
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.5)
+    first = _start_until_written(cmd, f"{BUCKET}/ial/checkpoints/killed/deepspeed/latest.json")
     for pid in cluster.pids("ial-node2", r"-m ial\.training"):
         os.kill(pid, signal.SIGKILL)
-    assert first.wait(300) != 0
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode != 0, out[-3000:]
     cluster.run("ial-head", *cmd, timeout=400)
-    cluster.run("ial-head", VENV / "ial", "train", "--config", _train_config(tmp_path, "whole", 40),
+    cluster.run("ial-head", VENV / "ial", "train", "--config", _train_config(tmp_path, "whole", 16),
                 "--hostfile", hostfile, "--num-procs", "1", "--no-progress", timeout=400)
     code = ("import torch, s3fs, io; fs = s3fs.S3FileSystem(); w = [torch.load(io.BytesIO(fs.cat("
             f"'{BUCKET}/ial/checkpoints/' + r + '/model.pt')), weights_only=True)['state_dict'] "
