@@ -213,6 +213,11 @@ def _train_config(tmp_path: Path, name: str, steps: int) -> Path:
     return path
 
 
+def _train_result(stdout: str) -> dict:
+    """The result ``ial train`` prints last (a JSON object; its first line is a bare ``{``)."""
+    return json.loads(stdout[[m.start() for m in re.finditer(r"^\{$", stdout, re.M)][-1]:])
+
+
 def _losses(c: Cluster, run: str) -> list[float]:
     text = c.python("ial-head", f"import s3fs; print(s3fs.S3FileSystem().cat("
                     f"'{BUCKET}/ial/checkpoints/{run}/metrics.jsonl').decode())").stdout
@@ -251,7 +256,8 @@ def test_training_across_two_nodes_matches_two_local_processes_and_resumes(clust
         os.kill(pid, signal.SIGKILL)
     out, _ = first.communicate(timeout=300)
     assert first.returncode != 0, out[-3000:]
-    cluster.run("ial-head", *cmd, timeout=400)
+    again = _train_result(cluster.run("ial-head", *cmd, timeout=400).stdout)
+    assert again["step"] == 16 and 2 <= again["resumed_from_step"] < 16, again  # not from scratch
     cluster.run("ial-head", VENV / "ial", "train", "--config", _train_config(tmp_path, "whole", 16),
                 "--hostfile", hostfile, "--num-procs", "1", "--no-progress", timeout=400)
     code = ("import torch, s3fs, io; fs = s3fs.S3FileSystem(); w = [torch.load(io.BytesIO(fs.cat("
