@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 
 import ffmpeg
 
@@ -96,13 +97,7 @@ def measure_clip(path: str, timeout: float = 120) -> ClipMeasure:
                         .filter("volumedetect"), "-", f="null")
     args = out.global_args("-hide_banner", "-nostdin", "-stats", "-loglevel", "info").compile(
         cmd=ffmpeg_binary())
-    import subprocess
-
-    proc = subprocess.run(args, capture_output=True, timeout=timeout)
-    text = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-3:])
-        raise SliceInvalid("unreadable_source", f"ffmpeg failed ({proc.returncode}): {tail}")
+    text = _run_ffmpeg(args, timeout)
     samples = _last_int(r"n_samples:\s*(\d+)", text)
     info = parse_stream_info(text)
     if info["duration"] and info["audio_rate"]:
@@ -191,13 +186,7 @@ def slice_clip(src: str, dst: str, start: float = 0.0, duration: float = 10.0, f
            .global_args("-hide_banner", "-nostdin", "-stats", "-loglevel", "info")
            .overwrite_output())
     args = cmd.compile(cmd=ffmpeg_binary())
-    import subprocess
-
-    proc = subprocess.run(args, capture_output=True, timeout=timeout)
-    text = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-3:])
-        raise SliceInvalid("unreadable_source", f"ffmpeg failed ({proc.returncode}): {tail}")
+    text = _run_ffmpeg(args, timeout)
     frames = _last_int(r"frame=\s*(\d+)", text)
     samples = _last_int(r"n_samples:\s*(\d+)", text)
     max_db = _last_float(r"max_volume:\s*(-?[\d.]+|-inf) dB", text)
@@ -211,6 +200,17 @@ def slice_clip(src: str, dst: str, start: float = 0.0, duration: float = 10.0, f
     info = probe_media(dst)
     return SliceResult(dst, got, frames, samples, info.get("width"), info.get("height"),
                        bool(max_db is None or max_db <= silence_db), max_db)
+
+
+def _run_ffmpeg(args: list[str], timeout: float) -> str:
+    """Run a compiled ffmpeg command; return its log (stderr). Raises SliceInvalid
+    ("unreadable_source") with the log's last three lines when ffmpeg fails."""
+    proc = subprocess.run(args, capture_output=True, timeout=timeout)
+    text = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        raise SliceInvalid("unreadable_source", f"ffmpeg failed ({proc.returncode}): {tail}")
+    return text
 
 
 def _last_int(pattern: str, text: str) -> int:

@@ -101,3 +101,12 @@ def test_finalize_section_keeps_exact_sections_and_fixes_others(media, tmp_path)
     assert (r.frames, r.samples) == (24, 48000) and probe_media(r.path)["audio_rate"] == 16000
     with pytest.raises(ValueError, match="audio_rate"):
         slice_clip(media["ok"], str(tmp_path / "x.mp4"), audio_rate=8000)
+
+
+def test_ffmpeg_failure_is_named_with_its_log(media):
+    """A file ffmpeg cannot decode: SliceInvalid("unreadable_source") carrying ffmpeg's exit
+    code and the end of its log, not a bare CalledProcessError."""
+    with pytest.raises(SliceInvalid) as err:
+        measure_clip(media["garbage"])
+    assert err.value.reason == "unreadable_source"
+    assert "ffmpeg failed (" in str(err.value) and "garbage.mp4" in str(err.value)
