@@ -39,10 +39,14 @@ def ffmpeg_version() -> str:
     return m.group(1) if m else "unknown"
 
 
-def run_ffmpeg(args: list[str], timeout: float | None = 600) -> subprocess.CompletedProcess:
-    """Run ffmpeg with ``args`` (no binary name), quiet, capturing stderr; raises on non-zero exit
-    with ffmpeg's last stderr lines in the message."""
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+def run_ffmpeg(args: list[str], timeout: float | None = 600,
+               loglevel: str = "error") -> subprocess.CompletedProcess:
+    """Run ffmpeg with ``args`` (no binary name), capturing stdout and stderr; raises RuntimeError
+    on non-zero exit with ffmpeg's last stderr lines in the message.
+
+    ``loglevel`` "error" keeps stderr quiet; "info" keeps the reports callers parse from it
+    (``frame=``, ``volumedetect``'s ``n_samples``/``max_volume``, the input's stream lines)."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", loglevel, *args]
     proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
     if proc.returncode != 0:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 
 import ffmpeg
 
-from ial.media import ffmpeg_binary, parse_stream_info, probe_media
+from ial.media import parse_stream_info, probe_media, run_ffmpeg
 from ial.signal import SILENCE_DBFS
 
 MIN_AUDIO_RATE = 11025  # Hz
@@ -95,9 +94,7 @@ def measure_clip(path: str, timeout: float = 120) -> ClipMeasure:
     inp = ffmpeg.input(path)
     out = ffmpeg.output(inp.video, inp.audio.filter("aformat", channel_layouts="mono")
                         .filter("volumedetect"), "-", f="null")
-    args = out.global_args("-hide_banner", "-nostdin", "-stats", "-loglevel", "info").compile(
-        cmd=ffmpeg_binary())
-    text = _run_ffmpeg(args, timeout)
+    text = _ffmpeg_log(out.global_args("-stats").get_args(), timeout)
     samples = _last_int(r"n_samples:\s*(\d+)", text)
     info = parse_stream_info(text)
     if info["duration"] and info["audio_rate"]:
@@ -182,11 +179,8 @@ def slice_clip(src: str, dst: str, start: float = 0.0, duration: float = 10.0, f
                          pix_fmt="yuv420p", acodec="aac", ac=1, ar=audio_rate, f="mp4",
                          movflags="+faststart", fps_mode="cfr")
     level = ffmpeg.output(split[1].filter("volumedetect"), "-", f="null")
-    cmd = (ffmpeg.merge_outputs(clip, level)
-           .global_args("-hide_banner", "-nostdin", "-stats", "-loglevel", "info")
-           .overwrite_output())
-    args = cmd.compile(cmd=ffmpeg_binary())
-    text = _run_ffmpeg(args, timeout)
+    cmd = ffmpeg.merge_outputs(clip, level).global_args("-stats").overwrite_output()
+    text = _ffmpeg_log(cmd.get_args(), timeout)
     frames = _last_int(r"frame=\s*(\d+)", text)
     samples = _last_int(r"n_samples:\s*(\d+)", text)
     max_db = _last_float(r"max_volume:\s*(-?[\d.]+|-inf) dB", text)
@@ -202,15 +196,15 @@ def slice_clip(src: str, dst: str, start: float = 0.0, duration: float = 10.0, f
                        bool(max_db is None or max_db <= silence_db), max_db)
 
 
-def _run_ffmpeg(args: list[str], timeout: float) -> str:
-    """Run a compiled ffmpeg command; return its log (stderr). Raises SliceInvalid
-    ("unreadable_source") with the log's last three lines when ffmpeg fails."""
-    proc = subprocess.run(args, capture_output=True, timeout=timeout)
-    text = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-3:])
-        raise SliceInvalid("unreadable_source", f"ffmpeg failed ({proc.returncode}): {tail}")
-    return text
+def _ffmpeg_log(args: list[str], timeout: float) -> str:
+    """Run ffmpeg ``args`` (no binary name) at log level info; return its log (stderr), which
+    holds the measurements. Raises SliceInvalid("unreadable_source") with the end of the log
+    when ffmpeg fails."""
+    try:
+        proc = run_ffmpeg(args, timeout, loglevel="info")
+    except RuntimeError as exc:
+        raise SliceInvalid("unreadable_source", str(exc)) from exc
+    return proc.stderr.decode("utf-8", "replace")
 
 
 def _last_int(pattern: str, text: str) -> int:
