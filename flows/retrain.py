@@ -10,178 +10,33 @@
    night);
 5. **evaluate** the challenger on the fixed held-out set (and the champion too, when its stored
    score was measured on a different version of that set or under another evaluation protocol,
-   ``ial.training.promotion.scoring_fingerprint``);
-6. **promote** the challenger only if it beats the champion's SDR (``ial.training.promotion``:
+   ``ial.nightly.promotion.scoring_fingerprint``);
+6. **promote** the challenger only if it beats the champion's SDR (``ial.nightly.promotion``:
    the pointer is replaced atomically, the decision and both scores recorded under
    ``promotions/``), with the paired 95 % interval of the gain beside it
    (``ial.evaluate.compare``; with ``require_ci`` its lower end must clear ``min_improvement``);
 7. a markdown **artifact** summarising the night (also written to ``retrain/<timestamp>.md``).
 
 The stages run as subflows of this flow, with the stage configs named in
-``configs/retrain/nightly.yaml`` (``RetrainConfig``).
+``configs/retrain/nightly.yaml`` (``ial.nightly.config.RetrainConfig``); everything but the
+orchestration (config, promotion, scores, summary) is plain code in ``ial.nightly``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from flows.api import fail_on_user_error
-from ial.config import ConfigError, load_config, save_config, to_dict
+from ial.config import save_config, to_dict
+from ial.nightly.config import load_retrain_config
+from ial.nightly.promotion import (promote_if_better, read_champion, scoring_fingerprint,
+                                   tree_fingerprint)
+from ial.nightly.summary import (count_note, last_trained_fingerprint, overall_sdr, paired_gain,
+                                 render_summary)
 from ial.storage import Storage, write_text
-from ial.training.promotion import (list_promotions, promote_if_better, read_champion,
-                                    scoring_fingerprint, tree_fingerprint)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class RetrainConfig:
-    """What the nightly retraining ingests, trains and evaluates, and when it promotes.
-
-    Config paths are YAML files of each stage's config dataclass; ``*_overrides`` are ``key=value``
-    overrides applied on top (as ``--set`` on the command line).
-    """
-
-    root: str = "./data"  # storage root: a directory or s3://bucket/prefix
-    dataset: str = "vggsound"
-    manifest: str | None = None  # default: <root>/manifests/<dataset>.csv
-    manifest_format: str = "vggsound"  # vggsound | audioset | music | ...
-    ingest_config: str | None = None
-    ingest_overrides: list[str] = field(default_factory=list)
-    featurize_config: str | None = None
-    featurize_overrides: list[str] = field(default_factory=list)
-    train_config: str | None = None
-    train_overrides: list[str] = field(default_factory=list)
-    num_procs: int = 1  # DeepSpeed processes for training
-    eval_config: str | None = None
-    eval_overrides: list[str] = field(default_factory=list)
-    # The fixed held-out set both checkpoints are scored on (default <root>/shards/<dataset>, whose
-    # test split the eval config selects). Point it at a frozen shard set so scores stay comparable;
-    # if its content changes anyway, the champion is re-scored on the new version before comparing.
-    eval_data: str | None = None
-    eval_mix: int = 2  # sources per mixture at evaluation
-    min_improvement: float = 0.0  # dB of mean SDR the challenger must gain to be promoted
-    # true: min_improvement applies to the lower end of the paired 95 % interval of the gain
-    # (challenger - champion source by source, `ial compare`), not to the mean gain
-    require_ci: bool = False
-    run_prefix: str = "nightly"  # training runs are named <run_prefix>-<UTC timestamp>
-    dask_address: str | None = None  # Dask scheduler for ingest/featurize (None: local cluster)
-
-    def validate(self) -> None:
-        if self.min_improvement < 0:
-            raise ConfigError("min_improvement", "must be >= 0 dB")
-        if self.num_procs < 1:
-            raise ConfigError("num_procs", "must be >= 1")
-        if self.eval_mix < 2:
-            raise ConfigError("eval_mix", "must be >= 2 sources per mixture")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.run_prefix):
-            raise ConfigError("run_prefix", "letters, digits, '_', '.', '-' only")
-
-
-def resolve_config_path(path: str | None) -> str | None:
-    """A config path as given, or relative to the source tree when it is not found from the cwd."""
-    if not path or "://" in path or Path(path).exists():
-        return path
-    candidate = REPO_ROOT / path
-    return str(candidate) if candidate.exists() else path
-
-
-def load_retrain_config(
-    config: str | None = None,
-    overrides: list[str] | None = None,
-    **values,
-) -> RetrainConfig:
-    """YAML ← explicit values (None = keep) ← ``key=value`` overrides, validated; stage config
-    paths resolved."""
-    cfg = load_config(RetrainConfig, resolve_config_path(config), overrides or (), **values)
-    for name in ("ingest_config", "featurize_config", "train_config", "eval_config"):
-        setattr(cfg, name, resolve_config_path(getattr(cfg, name)))
-    return cfg
-
-
-def overall_sdr(results: dict) -> float:
-    """The model's overall mean SDR (dB) in an ``evaluate_flow`` result (``results["sdr"]``)."""
-    value = results.get("sdr")
-    if not isinstance(value, (int, float)):
-        raise KeyError(f"no overall 'sdr' in the evaluation result (keys: {sorted(results)})")
-    return float(value)
-
-
-def last_trained_fingerprint(root: Storage, dataset: str) -> str | None:
-    """The training-data fingerprint of the latest recorded nightly decision for ``dataset``."""
-    for record in reversed(list_promotions(root)):
-        if record.get("dataset") == dataset and record.get("train_fingerprint"):
-            return record["train_fingerprint"]
-    return None
-
-
-def paired_gain(challenger_report: str | None, champion_report: str | None,
-                logger) -> tuple[float, float, float] | None:
-    """Challenger − champion SDR source by source on the same mixtures: (mean, 95 % low, high),
-    or None (logged) when a report is missing or the two scored different mixtures."""
-    from ial.errors import UserError
-    from ial.evaluate.compare import compare_reports
-
-    if not (challenger_report and champion_report):
-        return None
-    try:
-        return compare_reports([(challenger_report, champion_report)]).overall
-    except UserError as exc:
-        logger.warning("No paired interval of the gain: %s", exc)
-        return None
-
-
-def format_gain(gain_ci) -> str | None:
-    """``+0.31 [+0.02, +0.60]`` for a (mean, low, high) interval in dB; None without one."""
-    if not gain_ci:
-        return None
-    mean, lo, hi = gain_ci
-    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
-
-def render_summary(summary: dict) -> str:
-    """The night as a markdown table (the Prefect artifact and ``retrain/<timestamp>.md``)."""
-
-    def fmt(value) -> str:
-        if value is None:
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.3f}" if math.isfinite(value) else str(value)
-        return str(value).replace("|", "\\|")
-
-    rows = [
-        ("dataset", summary.get("dataset")),
-        ("started (UTC)", summary.get("started_at")),
-        ("ingest", summary.get("ingest_note")),
-        ("featurize", summary.get("featurize_note")),
-        ("training data", summary.get("train_fingerprint")),
-        ("resumed from", summary.get("resumed_from")),
-        ("challenger", summary.get("challenger")),
-        ("challenger SDR (dB)", summary.get("challenger_sdr")),
-        ("champion", summary.get("champion")),
-        ("champion SDR (dB)", summary.get("champion_sdr")),
-        ("gain, 95 % paired CI (dB)", format_gain(summary.get("gain_ci"))),
-        ("decision", summary.get("decision")),
-        ("reason", summary.get("reason")),
-        ("skipped", "; ".join(summary.get("skipped", [])) or None),
-    ]
-    lines = [f"# Nightly retraining: {fmt(summary.get('decision'))}", "", "| item | value |",
-             "|---|---|"]
-    lines += [f"| {name} | {fmt(value)} |" for name, value in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _count_note(result: dict | None, keys: tuple[str, ...]) -> str:
-    if not isinstance(result, dict):
-        return "done"
-    parts = [f"{k}={result[k]}" for k in keys if isinstance(result.get(k), (int, float, str))]
-    return ", ".join(parts) or "done"
 
 
 @flow(name="retrain")
@@ -221,12 +76,12 @@ def retrain_flow(
         dataset=cfg.dataset, config=cfg.ingest_config, overrides=cfg.ingest_overrides,
         dask_address=cfg.dask_address,
     )
-    summary["ingest_note"] = _count_note(summary["ingest"], ("new", "ok", "skipped", "failed"))
+    summary["ingest_note"] = count_note(summary["ingest"], ("new", "ok", "skipped", "failed"))
     summary["featurize"] = featurize_flow(
         root=store.root, dataset=cfg.dataset, config=cfg.featurize_config,
         overrides=cfg.featurize_overrides, dask_address=cfg.dask_address,
     )
-    summary["featurize_note"] = _count_note(summary["featurize"],
+    summary["featurize_note"] = count_note(summary["featurize"],
                                             ("written", "skipped", "shards", "rows"))
 
     # 3. Nothing new since the last nightly decision: no training, no evaluation, no promotion.

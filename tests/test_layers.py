@@ -29,6 +29,7 @@ LAYERS = {
     "ial.separate": "separate",
     "ial.evaluate": "evaluate",
     "ial.training": "training",
+    "ial.nightly": "nightly",
     "flows": "flows",
     "ial.cli": "apps",
     "ial.demo": "apps",
@@ -47,8 +48,10 @@ ALLOWED = {
     "evaluate": _BASE | {"models", "contracts", "method", "data", "separate", "evaluate"},
     "training": _BASE | {"models", "contracts", "method", "data", "separate", "evaluate",
                          "training"},
+    "nightly": _BASE | {"models", "contracts", "method", "data", "separate", "evaluate",
+                        "training", "nightly"},
     "flows": set(ALL := {"foundation", "models", "contracts", "ingest", "featurize", "method",
-                         "data", "separate", "evaluate", "training", "flows"}),
+                         "data", "separate", "evaluate", "training", "nightly", "flows"}),
     "apps": ALL | {"apps"},
 }
 PACKAGES = ("ial", "preprocessing", "flows")

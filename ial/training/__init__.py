@@ -3,7 +3,7 @@
 ``config`` (``TrainConfig``, DeepSpeed JSONs) → ``launcher`` (this process, a subprocess, or the
 ``deepspeed`` launcher; ``python -m ial.training``) → ``trainer`` (one rank's loop) using
 ``engines`` (the two DeepSpeed engines, one step), ``run_dir`` (where a run lives, the commit
-marker, S3 staging) and ``validation`` (SDR on fixed val mixtures); ``promotion`` (champion /
-challenger of the nightly retraining). May import every ``ial`` package below it and the
-preprocessing contracts (``shards``), never ``flows``, ``ial.cli`` or ``ial.demo``.
+marker, S3 staging) and ``validation`` (SDR on fixed val mixtures); the nightly retraining's
+champion / challenger promotion is ``ial.nightly``. May import every ``ial`` package below it
+and the preprocessing contracts (``shards``), never ``flows``, ``ial.cli`` or ``ial.demo``.
 """

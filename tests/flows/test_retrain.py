@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ial.training.promotion import list_promotions, read_champion
+from ial.nightly.promotion import list_promotions, read_champion
 
 CLASSES = ["violin", "flute"]
 
@@ -133,46 +133,3 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert mean == pytest.approx(night3["challenger_sdr"] - night3["champion_sdr"], abs=1e-6)
         assert "| gain, 95 % paired CI (dB) |" in night3["markdown"]
         assert read_champion(str(root))["checkpoint"] == champion["checkpoint"]
-
-
-def test_nightly_config_resolves_stage_configs_and_names_bad_fields(tmp_path):
-    from flows.retrain import load_retrain_config
-    from ial.config import ConfigError
-
-    cfg = load_retrain_config("configs/retrain/nightly.yaml", ["min_improvement=0.25"],
-                              root=str(tmp_path), dataset=None)
-    assert cfg.root == str(tmp_path) and cfg.dataset == "vggsound"
-    assert cfg.min_improvement == 0.25
-    for path in (cfg.ingest_config, cfg.featurize_config, cfg.train_config, cfg.eval_config):
-        assert Path(path).is_file(), path
-    with pytest.raises(ConfigError, match="min_improvement"):
-        load_retrain_config("configs/retrain/nightly.yaml", ["min_improvement=-1"])
-    with pytest.raises(ConfigError, match="no_such_field"):
-        load_retrain_config(None, ["no_such_field=1"])
-
-
-def test_overall_sdr_and_last_fingerprint_and_summary(tmp_path):
-    import datetime as dt
-
-    from flows.retrain import last_trained_fingerprint, overall_sdr, render_summary
-    from ial.training.promotion import promote_if_better
-
-    assert overall_sdr({"sdr": 3}) == 3.0
-    with pytest.raises(KeyError, match="sdr"):
-        overall_sdr({"SDR": "x"})
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    assert last_trained_fingerprint(tmp_path, "a") is None
-    promote_if_better(tmp_path, "m1", 1.0, now=t0,
-                      details={"dataset": "a", "train_fingerprint": "f1"})
-    promote_if_better(tmp_path, "m2", 0.5, now=t0 + dt.timedelta(days=1),
-                      details={"dataset": "b", "train_fingerprint": "g1"})
-    promote_if_better(tmp_path, "m3", 0.5, now=t0 + dt.timedelta(days=2),
-                      details={"dataset": "a", "train_fingerprint": "f2"})
-    assert last_trained_fingerprint(tmp_path, "a") == "f2"
-    assert last_trained_fingerprint(tmp_path, "b") == "g1"
-    text = render_summary({"dataset": "a", "decision": "keep", "challenger_sdr": 1.5,
-                           "champion_sdr": 2.0, "reason": "x | y", "skipped": [],
-                           "gain_ci": (-0.5, -0.9, -0.1)})
-    assert "| gain, 95 % paired CI (dB) | -0.50 [-0.90, -0.10] |" in text
-    assert "| challenger SDR (dB) | 1.500 |" in text and "| champion SDR (dB) | 2.000 |" in text
-    assert "x \\| y" in text  # a pipe in a value does not break the table

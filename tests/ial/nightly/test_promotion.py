@@ -9,7 +9,7 @@ import os
 import pytest
 
 from ial.storage import Storage
-from ial.training.promotion import (decide, list_promotions, promote_if_better, read_champion,
+from ial.nightly.promotion import (decide, list_promotions, promote_if_better, read_champion,
                                     write_champion)
 
 
@@ -112,7 +112,7 @@ def test_read_champion_names_a_broken_file(tmp_path):
 
 
 def test_tree_fingerprint_changes_with_the_files_only(tmp_path):
-    from ial.training.promotion import tree_fingerprint
+    from ial.nightly.promotion import tree_fingerprint
 
     assert tree_fingerprint(str(tmp_path / "missing")) is None
     (tmp_path / "shards").mkdir()
@@ -130,7 +130,7 @@ def test_tree_fingerprint_changes_with_the_files_only(tmp_path):
 def test_scoring_fingerprint_changes_with_the_data_or_the_protocol():
     """A stored champion score is reused only for the same held-out files and protocol: a new
     evaluation rule (e.g. the window the model is applied with) makes the nightly re-score it."""
-    from ial.training.promotion import scoring_fingerprint
+    from ial.nightly.promotion import scoring_fingerprint
 
     protocol = {"split": "test", "mix": 2, "seed": 1234, "window_samples": 65535}
     first = scoring_fingerprint("abc", protocol)

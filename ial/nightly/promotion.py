@@ -1,7 +1,8 @@
 """Champion/challenger promotion: a new checkpoint replaces the champion only if it scores better.
 
-The nightly retraining (``flows/retrain.py``) trains a challenger, evaluates it on a fixed
-held-out set and asks this module whether to promote it. Everything lives under the storage root::
+The nightly retraining (``flows/retrain.py``, its plain parts in ``ial.nightly``) trains a
+challenger, evaluates it on a fixed held-out set and asks this module whether to promote it.
+Everything lives under the storage root::
 
     champion.json                       the pointer to the promoted checkpoint (atomic replace)
     promotions/<UTC timestamp>.json     one record per decision: both scores + the decision
