@@ -244,18 +244,20 @@ class IALMethod(nn.Module):
         return mix.labels[:, mix.component_source.to(mix.labels.device)]
 
     def critic_loss(self, components: torch.Tensor, step: int, critic: Callable | None = None,
-                    labels: torch.Tensor | None = None,
-                    remember: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+                    labels: torch.Tensor | None = None, remember: bool = True,
+                    prepared: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Critic objective on the (detached) components of one separator step; then pushes
         them into the memory bank unless ``remember`` is False (all but the last of a batch's
         ``critic_updates``). ``step`` is unused by the loss itself (kept for schedules).
         ``labels``: the components' class ids (``component_labels``), needed by
-        ``critic_pairs: label_matched``.
+        ``critic_pairs: label_matched``. ``prepared``: ``critic.prepare(components)`` when the
+        caller already has it (the updates of one batch share it; their pairs differ).
 
-        Shape: components (B, N, 256, T), labels (B, N) → (loss (), logs).
+        Shape: components (B, N, 256, T), labels (B, N), prepared (B, N, F', T') → (loss (), logs).
         """
         score = critic or self.critic
-        x = self.critic.prepare(components.detach())
+        x = prepared if prepared is not None else self.critic.prepare(components.detach())
         dependent, independent = self.critic.make_pairs(x, labels=labels)
         s_dep, s_ind = score(dependent), score(independent)
         loss = critic_hinge_loss(self.critic, s_dep, s_ind, self.cfg.critic_hinge_c)

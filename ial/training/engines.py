@@ -241,9 +241,11 @@ def train_step(method, sep_engine, critic_engine, mix, step: int) -> dict[str, f
         if components is None:
             components = method.components(mix)
         labels, updates = method.component_labels(mix), method.cfg.critic_updates
+        prepared = method.critic.prepare(components.detach())  # once for all updates
         for update in range(updates):
             c_loss, c_logs = method.critic_loss(components, step, critic=critic_engine,
-                                                labels=labels, remember=update == updates - 1)
+                                                labels=labels, remember=update == updates - 1,
+                                                prepared=prepared)
             critic_engine.backward(c_loss)
             critic_engine.step()
             if update == 0:  # its scores before it trained on this batch, as with one update
