@@ -108,15 +108,15 @@ def bench_steps(args) -> tuple[float, float, float]:
     from ial.method.objective import IALMethod
     from ial.models import ModelConfig
     from ial.signal import SEGMENT_SAMPLES
-    from ial.training.config import TrainConfig, deepspeed_configs, resolve_path
+    from ial.training.config import TrainConfig, deepspeed_configs
     from ial.training.engines import (build_engines, init_distributed, single_process_env,
                                       train_step)
 
     gpu = torch.cuda.is_available()
     backend = "nccl" if gpu else "gloo"
     ds_file = "configs/deepspeed/gpu_bf16_zero2.json" if gpu else "configs/deepspeed/cpu.json"
-    model_cfg = load_config(ModelConfig, resolve_path(args.model))
-    method_cfg = load_config(MethodConfig, resolve_path(args.method))
+    model_cfg = load_config(ModelConfig, args.model)
+    method_cfg = load_config(MethodConfig, args.method)
     train_cfg = TrainConfig(deepspeed=ds_file, batch_size=args.batch_size)
     ds_sep, ds_critic = deepspeed_configs(train_cfg, 1)
     single_process_env()
@@ -189,9 +189,8 @@ def bench_loader(args, model_cfg_path: str, url: str | None = None) -> float:
     from ial.data.synthetic import write_synthetic_shards
     from ial.models import ModelConfig
     from ial.signal import CLIP_SAMPLES
-    from ial.training.config import resolve_path
 
-    model_cfg = load_config(ModelConfig, resolve_path(model_cfg_path))
+    model_cfg = load_config(ModelConfig, model_cfg_path)
     with loader_root(url) as root:
         per_shard = 32
         write_synthetic_shards(root, "bench", shards=max(1, args.loader_clips // per_shard),

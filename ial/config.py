@@ -6,7 +6,9 @@ machinery they all share:
 
 - ``from_dict(Cls, mapping)`` builds a config, checking each value against the field's type
   annotation; an error names the field path (``train.optimizer.lr``) and the source file.
-- ``load_config(Cls, yaml_path, overrides, **values)`` layers a YAML file, keyword values (the
+- ``load_config(Cls, yaml_path, overrides, **values)`` layers a YAML file (a relative path not
+  found from the working directory is read from the source tree, ``resolve_path``, as the paths
+  inside config files are), keyword values (the
   command's options) and ``key.sub=value`` overrides (values parsed as YAML scalars:
   ``lr=3e-4``, ``splits=[train,val]``), each on top of the one before, nested mappings merged.
   A field declared with ``sub_config(Cls, default_path)`` (a train run's ``model``/``method``)
@@ -333,7 +335,8 @@ def load_config(
     labels: dict[str, str] | None = None,
     **values: Any,
 ) -> C:
-    """YAML file (optional) ← keyword values ← ``key=value`` overrides, validated into ``cls``.
+    """YAML file (optional; ``resolve_path``) ← keyword values ← ``key=value`` overrides,
+    validated into ``cls``.
 
     Each layer applies on top of the one before (nested mappings merged). ``labels`` say where a
     keyword value came from (``{"root": "--root"}``); a ``ConfigError`` names the source of the
@@ -342,6 +345,7 @@ def load_config(
     overrides = list(overrides)
     layers = _Layers(cls)
     if path:
+        path = resolve_path(str(path))
         layers.add(load_yaml(path), lambda p, v: f"in {path}")
     given = {k: v for k, v in values.items() if v is not None}
     if given:

@@ -64,10 +64,9 @@ class RetrainConfig:
 
 def load_retrain_config(config: str | None = None, overrides: list[str] | None = None,
                         **values) -> RetrainConfig:
-    """YAML ← explicit values (None = keep) ← ``key=value`` overrides, validated; the YAML's and
-    the stage configs' paths resolved (``resolve_path``)."""
-    cfg = load_config(RetrainConfig, resolve_path(config) if config else None, overrides or (),
-                      **values)
+    """YAML ← explicit values (None = keep) ← ``key=value`` overrides, validated; the stage
+    configs' paths resolved (``resolve_path``, as ``load_config`` resolves the YAML's)."""
+    cfg = load_config(RetrainConfig, config, overrides or (), **values)
     for name in STAGE_CONFIGS:
         if getattr(cfg, name):
             setattr(cfg, name, resolve_path(getattr(cfg, name)))

@@ -173,7 +173,7 @@ def check_infonce_negatives(batch_size: int, method: MethodConfig) -> None:
 def load_train_config(path: str | None = None, overrides=(), **values) -> TrainConfig:
     """``TrainConfig`` from a YAML file (resolved like ``resolve_path``) + keyword values +
     ``key=value`` overrides."""
-    return load_config(TrainConfig, resolve_path(path) if path else None, overrides, **values)
+    return load_config(TrainConfig, path, overrides, **values)
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:

@@ -150,3 +150,19 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path, content, message):
         load_config(Example, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(Example, tmp_path)
+
+
+def test_a_repository_config_path_works_from_any_directory(tmp_path, monkeypatch):
+    """``--config configs/...`` from outside the checkout reads the repository's file (as the
+    paths inside config files are read); a file in the working directory wins; a path found
+    nowhere is named as given."""
+    from ial.training.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(TrainConfig, "configs/train/demo.yaml")
+    assert cfg.dataset == "demo"
+    (tmp_path / "configs" / "train").mkdir(parents=True)
+    (tmp_path / "configs" / "train" / "demo.yaml").write_text("dataset: mine\n")
+    assert load_config(TrainConfig, "configs/train/demo.yaml").dataset == "mine"
+    with pytest.raises(ConfigError, match="configs/train/nope.yaml: not found"):
+        load_config(TrainConfig, "configs/train/nope.yaml")
