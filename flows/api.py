@@ -1,4 +1,5 @@
-"""The Prefect API the flows talk to, shared with every process they start.
+"""What the flows share: the Prefect API they talk to (shared with every process they start),
+the Dask task runner their fanned-out tasks run on, and how a user error ends a flow.
 
 With no ``PREFECT_API_URL`` set, Prefect starts a temporary ("ephemeral") API server in the
 process that runs a flow. Processes that flow starts — Dask ``LocalCluster`` workers, the
@@ -38,6 +39,19 @@ def shared_api() -> Iterator[str | None]:
         # The server itself is stopped by Prefect's exit hook, after its log handler has
         # flushed the last records to it.
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def dask_task_runner(address: str | None, cluster_kwargs: dict):
+    """A ``DaskTaskRunner`` on the scheduler at ``address``, else on a LocalCluster started with
+    ``cluster_kwargs`` (the stage's own: ``ial.runtime.local_cluster_kwargs``)."""
+    from prefect_dask import DaskTaskRunner
+
+    from ial.runtime import quiet_dask_shutdown
+
+    quiet_dask_shutdown()
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
 
 
 def fail_on_user_error(fn):

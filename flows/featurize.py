@@ -16,9 +16,8 @@ import time
 
 from prefect import flow, get_run_logger, task
 
-from flows.api import fail_on_user_error
+from flows.api import dask_task_runner, fail_on_user_error
 from ial.config import load_config, save_config
-from ial.runtime import quiet_dask_shutdown
 from ial.storage import Storage
 from preprocessing.featurize.config import FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
@@ -33,16 +32,10 @@ def featurize_shard_task(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> 
     return featurize_shard(cfg, job, cfg_hash)
 
 
-def dask_task_runner(cfg: FeaturizeConfig):
+def featurize_task_runner(cfg: FeaturizeConfig):
     """DaskTaskRunner on ``cfg.dask_address``, or on the LocalCluster the plain run starts
     (``local_cluster_kwargs``: the same workers and worker settings)."""
-    from prefect_dask import DaskTaskRunner
-
-    quiet_dask_shutdown()
-    if cfg.dask_address:
-        return DaskTaskRunner(address=cfg.dask_address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs=local_cluster_kwargs(cfg))
+    return dask_task_runner(cfg.dask_address, local_cluster_kwargs(cfg))
 
 
 @flow(name="featurize-shards")
@@ -85,7 +78,7 @@ def featurize_flow(
                 len(plan.complete))
     results = []
     if plan.jobs:
-        results = featurize_shards_flow.with_options(task_runner=dask_task_runner(cfg))(
+        results = featurize_shards_flow.with_options(task_runner=featurize_task_runner(cfg))(
             cfg, plan.stale)
     index = write_dataset_index(store, cfg.dataset)
     summary = summarize(cfg, FeaturizePlan(plan.config_hash, [], plan.complete, plan.num_clips),

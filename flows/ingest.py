@@ -19,9 +19,9 @@ import time
 
 from prefect import flow, get_run_logger, task
 
-from flows.api import fail_on_user_error
+from flows.api import dask_task_runner, fail_on_user_error
 from ial.config import load_config
-from ial.runtime import local_cluster_kwargs, quiet_dask_shutdown
+from ial.runtime import local_cluster_kwargs
 from preprocessing.ingest.batch import Batch, run_batch
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.rate_limit import share
@@ -35,14 +35,11 @@ def ingest_batch_task(cfg: IngestConfig, batch: Batch, previous: dict, rate: flo
     return run_batch(cfg, batch, previous, rate, existing=existing)
 
 
-def dask_task_runner(cfg: IngestConfig):
-    from prefect_dask import DaskTaskRunner
-
-    quiet_dask_shutdown()
-    if cfg.dask_address:
-        return DaskTaskRunner(address=cfg.dask_address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs=local_cluster_kwargs(cfg.dask_workers, cfg.dask_threads))
+def ingest_task_runner(cfg: IngestConfig):
+    """DaskTaskRunner on ``cfg.dask_address``, or on a LocalCluster of ``dask_workers`` processes
+    × ``dask_threads`` threads."""
+    return dask_task_runner(cfg.dask_address,
+                            local_cluster_kwargs(cfg.dask_workers, cfg.dask_threads))
 
 
 def _parallel_slots(cfg: IngestConfig, n_batches: int) -> int:
@@ -113,7 +110,7 @@ def ingest_flow(
         values["retry_failed"] = True
     cfg = load_config(IngestConfig, config, overrides or [], **values)
     logger.info("ingest config: %s", redacted_config(cfg))
-    summary = ingest_batches_flow.with_options(task_runner=dask_task_runner(cfg))(cfg)
+    summary = ingest_batches_flow.with_options(task_runner=ingest_task_runner(cfg))(cfg)
     logger.info("ingest %s: %s (%s)", cfg.dataset_name, summary["by_status"],
                 summary["by_reason"])
     return check_outcome(summary)

@@ -30,6 +30,8 @@ def local_cluster_kwargs(n_workers: int, threads_per_worker: int, torch_threads:
     8787: two clusters on one host (a featurize beside an ingest) would otherwise warn that it
     is in use."""
     import dask
+    import distributed  # noqa: F401  its defaults join dask.config: a snapshot taken before
+    # they do leaves keys out (distributed.admin.event-loop) and no worker process starts
 
     with dask.config.set(LOCAL_WORKER_CONFIG):
         config = copy.deepcopy(dask.config.config)

@@ -39,13 +39,13 @@ def test_featurize_flow_dask_runner(tmp_path, source_videos, prefect_harness):  
 def test_featurize_flow_starts_the_cluster_of_the_plain_run():
     """The flow's LocalCluster gets the plain run's workers and worker settings
     (``LOCAL_WORKER_CONFIG``: profiler off, ...), not a copy of its own."""
-    from flows.featurize import dask_task_runner
+    from flows.featurize import featurize_task_runner
     from ial.runtime import LOCAL_WORKER_CONFIG
     from preprocessing.featurize.config import FeaturizeConfig
     from preprocessing.featurize.run import local_cluster_kwargs
 
     cfg = FeaturizeConfig(n_workers=1, torch_threads=1)
-    runner = dask_task_runner(cfg)
+    runner = featurize_task_runner(cfg)
     assert runner.cluster_kwargs == local_cluster_kwargs(cfg)
     assert runner.cluster_kwargs["config"]["distributed"]["worker"]["profile"]["enabled"] is False
     assert LOCAL_WORKER_CONFIG["distributed.worker.profile.enabled"] is False

@@ -78,11 +78,11 @@ def test_a_bad_manifest_in_prefect_mode_is_one_line_not_two_tracebacks(tmp_path,
 def test_the_ingest_flow_starts_the_stages_shared_local_cluster():
     """The flow's LocalCluster: ``dask_workers`` × ``dask_threads``, with the worker settings
     featurize's cluster gets (``ial.runtime.local_cluster_kwargs``: profiler off, ...)."""
-    from flows.ingest import dask_task_runner
+    from flows.ingest import ingest_task_runner
     from ial.runtime import local_cluster_kwargs
     from preprocessing.ingest.config import IngestConfig
 
-    runner = dask_task_runner(IngestConfig(dask_workers=3, dask_threads=4))
+    runner = ingest_task_runner(IngestConfig(dask_workers=3, dask_threads=4))
     assert runner.cluster_kwargs == local_cluster_kwargs(3, 4)
     assert runner.cluster_kwargs["n_workers"] == 3
     assert runner.cluster_kwargs["threads_per_worker"] == 4

@@ -54,3 +54,17 @@ def test_an_unretrieved_comm_timeout_at_exit_is_not_shown(caplog):
                           exc_info=True)
     assert [r.exc_info[1].args[0] for r in caplog.records if r.name == "asyncio"] == [
         "a real bug"]
+
+
+def test_local_cluster_settings_hold_distributed_s_defaults_in_a_fresh_process():
+    """Taken before anything imported ``distributed``, the workers' config still holds its
+    defaults (a worker started without ``distributed.admin.event-loop`` fails to start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ial.runtime import local_cluster_kwargs; "
+            "assert 'distributed' not in sys.modules; "
+            "c = local_cluster_kwargs(1, 1)['config']['distributed']; "
+            "print(c['admin']['event-loop'], c['worker']['profile']['enabled'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["tornado", "False"]
