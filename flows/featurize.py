@@ -1,10 +1,10 @@
 """Prefect flow ``featurize``: plan shards, one Dask task per shard, rebuild the dataset index.
 
-Thin wrapper over ``preprocessing.featurize`` (plan_shards / featurize_shard /
-write_dataset_index). The shard tasks run in a subflow ``featurize-shards`` whose task runner is a
-``prefect_dask.DaskTaskRunner``: a LocalCluster of ``n_workers`` processes by default, or the
-running scheduler at ``dask_address`` (its workers then need ``PREFECT_API_URL`` of a real
-Prefect server, see DEPENDENCIES.md). Flow parameters stay small (the config and the relabeled
+Thin wrapper over ``preprocessing.featurize`` (``run.prepare`` / ``featurize_shard`` /
+``run.finish``, as the plain run). The shard tasks run in a subflow ``featurize-shards`` whose
+task runner is a ``prefect_dask.DaskTaskRunner``: a LocalCluster of ``n_workers`` processes by
+default, or the running scheduler at ``dask_address`` (its workers then need
+``PREFECT_API_URL`` of a real Prefect server, see DEPENDENCIES.md). Flow parameters stay small (the config and the relabeled
 shard numbers, never the clip lists): the subflow re-reads the plan, which is deterministic and
 already written, and takes the relabeled shards from the flow's plan instead of reading the
 labels of every complete shard again.
@@ -17,13 +17,11 @@ import time
 from prefect import flow, get_run_logger, task
 
 from flows.api import dask_task_runner, fail_on_user_error
-from ial.config import load_config, save_config
-from ial.storage import Storage
+from ial.config import load_config
 from preprocessing.featurize.config import FeaturizeConfig
-from preprocessing.featurize.planning import FeaturizePlan, plan_shards
-from preprocessing.featurize.run import check_outcome, local_cluster_kwargs, summarize
-from preprocessing.featurize.shard_task import RANDOM_INIT_WARNING, ShardJob, featurize_shard
-from preprocessing.shards import write_dataset_index
+from preprocessing.featurize.planning import plan_shards
+from preprocessing.featurize.run import finish, local_cluster_kwargs, prepare
+from preprocessing.featurize.shard_task import ShardJob, featurize_shard
 
 
 @task(name="featurize-shard", retries=2, retry_delay_seconds=5)
@@ -68,11 +66,7 @@ def featurize_flow(
     start = time.perf_counter()
     cfg = load_config(FeaturizeConfig, config, overrides or [], root=root, dataset=dataset,
                       dask_address=dask_address)
-    store = Storage(cfg.root)
-    plan = plan_shards(cfg)
-    save_config(cfg, store.url("shards", cfg.dataset, "config.yaml"))
-    if cfg.visual_weights is None:
-        logger.warning(RANDOM_INIT_WARNING)
+    plan = prepare(cfg, logger)
     logger.info("%d ok clips; %d shards to write (%d of them relabeled since written), %d "
                 "complete (skipped)", plan.num_clips, len(plan.jobs), len(plan.stale),
                 len(plan.complete))
@@ -80,9 +74,8 @@ def featurize_flow(
     if plan.jobs:
         results = featurize_shards_flow.with_options(task_runner=featurize_task_runner(cfg))(
             cfg, plan.stale)
-    index = write_dataset_index(store, cfg.dataset)
-    summary = summarize(cfg, FeaturizePlan(plan.config_hash, [], plan.complete, plan.num_clips),
-                        results, time.perf_counter() - start, index)
+    summary = finish(cfg, plan, results, time.perf_counter() - start)
     logger.info("featurize %s: %d shards written, %d skipped, %d rows in the dataset",
-                cfg.dataset, summary["shards_written"], summary["shards_skipped"], index["rows"])
-    return check_outcome(summary)
+                cfg.dataset, summary["shards_written"], summary["shards_skipped"],
+                summary["dataset_rows"])
+    return summary

@@ -96,6 +96,32 @@ def summarize(cfg: FeaturizeConfig, plan: FeaturizePlan, results: list[dict], se
     return summary
 
 
+def prepare(cfg: FeaturizeConfig, logger: logging.Logger | logging.LoggerAdapter = log
+            ) -> FeaturizePlan:
+    """Plan a run's shards and save its config beside them (``shards/<dataset>/config.yaml``);
+    warn on ``logger`` of random visual weights and of complete shards to relabel."""
+    plan = plan_shards(cfg)
+    save_config(cfg, Storage(cfg.root).url("shards", cfg.dataset, "config.yaml"))
+    if cfg.visual_weights is None:
+        logger.warning(RANDOM_INIT_WARNING)
+    if plan.stale:
+        logger.warning("%d complete shards of %s hold clips whose label/split the clip index has "
+                       "changed since, or that are no longer ok there: writing their labels "
+                       "again without those clips, features kept (%s)",
+                       len(plan.stale), cfg.dataset,
+                       ", ".join(shard_name(n) for n in plan.stale[:5])
+                       + (", ..." if len(plan.stale) > 5 else ""))
+    return plan
+
+
+def finish(cfg: FeaturizeConfig, plan: FeaturizePlan, results: list[dict],
+           seconds: float) -> dict:
+    """Write the dataset index over every shard and return the run's summary, or raise
+    ``NothingFeaturized`` when every clip it tried failed (``check_outcome``)."""
+    index = write_dataset_index(Storage(cfg.root), cfg.dataset)
+    return check_outcome(summarize(cfg, plan, results, seconds, index))
+
+
 def featurize(cfg: FeaturizeConfig, client=None, progress: bool = True) -> dict:
     """Featurize the ok clips of ``cfg.dataset`` under ``cfg.root`` into shards; returns a summary.
 
@@ -105,18 +131,7 @@ def featurize(cfg: FeaturizeConfig, client=None, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    root = Storage(cfg.root)
-    plan = plan_shards(cfg)
-    save_config(cfg, root.url("shards", cfg.dataset, "config.yaml"))
-    if cfg.visual_weights is None:
-        log.warning(RANDOM_INIT_WARNING)
-    if plan.stale:
-        log.warning("%d complete shards of %s hold clips whose label/split the clip index has "
-                    "changed since, or that are no longer ok there: writing their labels again "
-                    "without those clips, features kept (%s)",
-                    len(plan.stale), cfg.dataset,
-                    ", ".join(shard_name(n) for n in plan.stale[:5])
-                    + (", ..." if len(plan.stale) > 5 else ""))
+    plan = prepare(cfg)
     results: list[dict] = []
     if plan.jobs:
         from distributed import as_completed
@@ -134,8 +149,7 @@ def featurize(cfg: FeaturizeConfig, client=None, progress: bool = True) -> dict:
                 results.append(stats)
                 bar.update(stats["rows"] + len(stats["failed"]))
             bar.close()
-    index = write_dataset_index(root, cfg.dataset)
-    return check_outcome(summarize(cfg, plan, results, time.perf_counter() - start, index))
+    return finish(cfg, plan, results, time.perf_counter() - start)
 
 
 class NothingFeaturized(UserError):
