@@ -4,10 +4,10 @@ Thin wrapper over ``preprocessing.featurize`` (``run.prepare`` / ``featurize_sha
 ``run.finish``, as the plain run). The shard tasks run in a subflow ``featurize-shards`` whose
 task runner is a ``prefect_dask.DaskTaskRunner``: a LocalCluster of ``n_workers`` processes by
 default, or the running scheduler at ``dask_address`` (its workers then need
-``PREFECT_API_URL`` of a real Prefect server, see DEPENDENCIES.md). Flow parameters stay small (the config and the relabeled
-shard numbers, never the clip lists): the subflow re-reads the plan, which is deterministic and
-already written, and takes the relabeled shards from the flow's plan instead of reading the
-labels of every complete shard again.
+``PREFECT_API_URL`` of a real Prefect server, see DEPENDENCIES.md). Flow parameters stay small
+(the config and the relabeled shard numbers, never the clip lists): the subflow re-reads the
+plan, which is deterministic and already written, and takes the relabeled shards from the flow's
+plan instead of reading the labels of every complete shard again.
 """
 
 from __future__ import annotations
