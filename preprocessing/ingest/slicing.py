@@ -31,17 +31,14 @@ import ffmpeg
 
 from ial.media import parse_stream_info, probe_media, run_ffmpeg
 from ial.signal import SILENCE_DBFS
+from preprocessing.ingest.outcomes import SourceInvalid
 
 MIN_AUDIO_RATE = 11025  # Hz
 
 
-class SliceInvalid(Exception):
-    """The input cannot give a valid clip; ``reason`` is a short stable token."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+class SliceInvalid(SourceInvalid):
+    """The input cannot give a valid clip (recorded as ``invalid``, as a broken download is);
+    ``reason`` is a short stable token, ``detail`` what ffmpeg or the check found."""
 
 
 @dataclasses.dataclass
