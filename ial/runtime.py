@@ -42,6 +42,13 @@ def local_cluster_kwargs(n_workers: int, threads_per_worker: int, torch_threads:
             "env": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now (MASTER_PORT / --master_port, a test's server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def worker_name() -> str:
     """The Dask worker's address inside a Dask task (``tcp://10.77.0.11:40123``: tells the hosts of
     a cluster apart even when they share a hostname), else ``<hostname>:<pid>``."""

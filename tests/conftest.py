@@ -31,11 +31,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ial.runtime import free_port  # noqa: E402,F401  (the tests' servers take their ports here)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):

@@ -1,6 +1,6 @@
 """DeepSpeed set-up for the two engines (separator + critic) and one training step with them.
 
-- ``single_process_env`` / ``free_port``: what torch.distributed needs without a launcher;
+- ``single_process_env``: what torch.distributed needs without a launcher;
 - ``import_deepspeed(backend)``: DeepSpeed without its first-use JIT builds on CPU;
 - ``init_distributed`` / ``close_distributed``: the rank's process group (its GPU bound
   under nccl) and DeepSpeed, started, and the group ended;
@@ -14,16 +14,10 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (for MASTER_PORT / --master_port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ial.runtime import free_port
 
 
 def single_process_env(env: dict | None = None) -> dict:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
+from ial.runtime import free_port
 from ial.storage import read_text, temp_prefix
 from ial.training.config import TrainConfig, load_train_config
-from ial.training.engines import close_distributed, free_port, single_process_env
+from ial.training.engines import close_distributed, single_process_env
 from ial.training.run_dir import RunDir
 from ial.training.trainer import train
 
