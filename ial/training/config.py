@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ial.config import (REPO, ConfigError, json_config, load_config, read_json_config,
-                        read_sub_config, resolve_path, sub_config)
+                        read_sub_config, sub_config)
 from ial.method.config import MethodConfig
 from ial.models.config import ModelConfig
 from ial.training.budget import LR_DECAYS
 
 __all__ = ["REPO", "SEPARATOR_ONLY", "TrainConfig", "deepspeed_configs", "load_train_config",
-           "method_config", "model_config", "resolve_path", "scheduled_peak_lr"]
+           "method_config", "model_config", "scheduled_peak_lr"]
 
 
 @dataclass
@@ -171,8 +171,8 @@ def check_infonce_negatives(batch_size: int, method: MethodConfig) -> None:
 
 
 def load_train_config(path: str | None = None, overrides=(), **values) -> TrainConfig:
-    """``TrainConfig`` from a YAML file (resolved like ``resolve_path``) + keyword values +
-    ``key=value`` overrides."""
+    """``TrainConfig`` from a YAML file (a relative path as ``load_config`` reads it) + keyword
+    values + ``key=value`` overrides."""
     return load_config(TrainConfig, path, overrides, **values)
 
 
