@@ -82,7 +82,7 @@ def retrain_flow(
         overrides=cfg.featurize_overrides, dask_address=cfg.dask_address,
     )
     summary["featurize_note"] = count_note(summary["featurize"],
-                                            ("written", "skipped", "shards", "rows"))
+                                           ("written", "skipped", "shards", "rows"))
 
     # 3. Nothing new since the last nightly decision: no training, no evaluation, no promotion.
     fingerprint = tree_fingerprint(store.url("shards", cfg.dataset), suffix=".parquet")

@@ -8,9 +8,9 @@ machinery they all share:
   annotation; an error names the field path (``train.optimizer.lr``) and the source file.
 - ``load_config(Cls, yaml_path, overrides, **values)`` layers a YAML file (a relative path not
   found from the working directory is read from the source tree, ``resolve_path``, as the paths
-  inside config files are), keyword values (the
-  command's options) and ``key.sub=value`` overrides (values parsed as YAML scalars:
-  ``lr=3e-4``, ``splits=[train,val]``), each on top of the one before, nested mappings merged.
+  inside config files are), keyword values (the command's options) and ``key.sub=value``
+  overrides (values parsed as YAML scalars: ``lr=3e-4``, ``splits=[train,val]``), each on top
+  of the one before, nested mappings merged.
   A field declared with ``sub_config(Cls, default_path)`` (a train run's ``model``/``method``)
   holds a path to its own YAML or the mapping itself: a path is read where it is given, so
   ``--set method.lambda_ind=0`` applies on top of the method file the config names. A field

@@ -8,7 +8,6 @@ import logging
 import math
 
 from ial.errors import UserError
-from ial.evaluate.compare import compare_reports
 from ial.nightly.promotion import list_promotions
 from ial.storage import Storage
 
@@ -37,6 +36,8 @@ def paired_gain(challenger_report: str | None, champion_report: str | None,
     """Challenger − champion SDR source by source on the same mixtures: (mean, 95 % low, high),
     or None (a warning on ``logger``) when a report is missing or the two scored different
     mixtures."""
+    from ial.evaluate.compare import compare_reports  # (torch: only when there is a gain)
+
     if not (challenger_report and champion_report):
         return None
     try:
