@@ -151,6 +151,11 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def isdir(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.isdir(path)
+
+
 def listdir(url: str) -> list[str]:
     """Full URLs of the entries directly under ``url`` (empty when it does not exist), sorted."""
     fs, path = filesystem(url)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ial.errors import UserError
-from ial.storage import Storage, atomic_write, exists, is_remote, read_bytes
+from ial.storage import Storage, atomic_write, exists, is_remote, isdir, join, read_bytes
 
 FORMAT = "ial-model"
 FORMAT_VERSION = 1
@@ -89,6 +89,8 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
         if is_remote(url):  # a missing bucket or refused keys say so, not "no such file"
             Storage(url).check(write=False, what="checkpoint")
         raise CheckpointError(f"{url}: no such checkpoint file")
+    if isdir(url):
+        raise CheckpointError(directory_hint(url))
     data = read_bytes(url)
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise CheckpointError(f"{url}: not an IAL model export (not a torch.save archive: "
@@ -106,6 +108,17 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
                               f"this code reads ({FORMAT_VERSION}); upgrade ial")
     payload["sha256"] = hashlib.sha256(data).hexdigest()
     return payload
+
+
+def directory_hint(url: str) -> str:
+    """What to pass instead of the directory ``url``: the exports a training run writes in its
+    directory (``best/model.pt``, best by validation; ``model.pt``, the latest), those present."""
+    exports = {"best/model.pt": "best by validation", "model.pt": "the latest step"}
+    found = [f"{join(url, name)} ({why})" for name, why in exports.items()
+             if exists(join(url, name))]
+    if not found:
+        return f"{url}: a directory, not a model export (no model.pt in it)"
+    return f"{url}: a directory, not a model export; pass one of its exports: {', '.join(found)}"
 
 
 def load_failure(exc: Exception) -> str:

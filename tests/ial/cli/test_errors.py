@@ -172,3 +172,13 @@ def test_wrong_s3_credentials_are_named_never_shown(s3_with_auth, monkeypatch):
                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     assert "wrong-secret-value" not in line and "AKIAWRONGKEY" not in line
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_evaluate_given_a_run_directory_names_the_exports_in_it(tmp_path):
+    run_dir = tmp_path / "checkpoints" / "r1"
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "best" / "model.pt").write_bytes(b"")
+    one_error_line(run("evaluate", "--checkpoint", str(run_dir), "--data",
+                       str(tmp_path / "shards" / "demo")),
+                   f"checkpoint: {run_dir}: a directory, not a model export; pass one of its "
+                   f"exports: {run_dir}/best/model.pt (best by validation)")

@@ -37,6 +37,22 @@ def test_export_loads_with_nothing_else(tmp_path, request, where):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_run_directory_names_its_exports(tmp_path, request, where):
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_root")
+    run = f"{root}/checkpoints/r1"
+    _export(f"{run}/model.pt")
+    _export(f"{run}/best/model.pt")
+    with pytest.raises(CheckpointError) as exc:
+        load_model(run + "/")
+    assert str(exc.value) == (
+        f"{run}/: a directory, not a model export; pass one of its exports: "
+        f"{run}/best/model.pt (best by validation), {run}/model.pt (the latest step)")
+    with pytest.raises(CheckpointError, match=f"^{root}/checkpoints: a directory, not a model "
+                       r"export \(no model.pt in it\)$"):
+        load_model(f"{root}/checkpoints")
+
+
 def test_a_missing_bucket_is_named_not_a_missing_file(s3_root):
     from ial.storage import StorageError
 
