@@ -1,5 +1,6 @@
 """What the flows share: the Prefect API they talk to (shared with every process they start),
-the Dask task runner their fanned-out tasks run on, and how a user error ends a flow.
+the Dask task runner their fanned-out tasks run on, and how a user error ends a flow (which of
+their tasks' failures are worth a retry: ``retry_unless_user_error``).
 
 With no ``PREFECT_API_URL`` set, Prefect starts a temporary ("ephemeral") API server in the
 process that runs a flow. Processes that flow starts — Dask ``LocalCluster`` workers, the
@@ -52,6 +53,19 @@ def dask_task_runner(address: str | None, cluster_kwargs: dict):
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """A task's ``retry_condition_fn``: retry an outage (a crashed job, a lost worker, a
+    throttled server), never a ``UserError``: bad input fails the same way again, and a training
+    stopped by a signal (``TrainingStopped``) must stay stopped."""
+    from ial.errors import UserError
+
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read: retry as before
+        return True
+    return not isinstance(exc, UserError)
 
 
 def fail_on_user_error(fn):

@@ -16,7 +16,7 @@ import time
 
 from prefect import flow, get_run_logger, task
 
-from flows.api import dask_task_runner, fail_on_user_error
+from flows.api import dask_task_runner, fail_on_user_error, retry_unless_user_error
 from ial.config import load_config
 from preprocessing.featurize.config import FeaturizeConfig
 from preprocessing.featurize.planning import plan_shards
@@ -24,7 +24,8 @@ from preprocessing.featurize.run import finish, local_cluster_kwargs, prepare
 from preprocessing.featurize.shard_task import ShardJob, featurize_shard
 
 
-@task(name="featurize-shard", retries=2, retry_delay_seconds=5)
+@task(name="featurize-shard", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_user_error)
 def featurize_shard_task(cfg: FeaturizeConfig, job: ShardJob, cfg_hash: str) -> dict:
     """Write one shard (idempotent: a complete shard is skipped)."""
     return featurize_shard(cfg, job, cfg_hash)

@@ -19,7 +19,7 @@ import time
 
 from prefect import flow, get_run_logger, task
 
-from flows.api import dask_task_runner, fail_on_user_error
+from flows.api import dask_task_runner, fail_on_user_error, retry_unless_user_error
 from ial.config import load_config
 from ial.runtime import local_cluster_kwargs
 from preprocessing.ingest.batch import Batch, run_batch
@@ -28,7 +28,8 @@ from preprocessing.ingest.rate_limit import share
 from preprocessing.ingest.run import check_outcome, prepare, summarize
 
 
-@task(name="ingest-batch", retries=2, retry_delay_seconds=10)
+@task(name="ingest-batch", retries=2, retry_delay_seconds=10,
+      retry_condition_fn=retry_unless_user_error)
 def ingest_batch_task(cfg: IngestConfig, batch: Batch, previous: dict, rate: float,
                       existing: set[str]) -> dict:
     """One batch: its clips, index part and stats (idempotent: done clips are carried over)."""

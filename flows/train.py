@@ -11,12 +11,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from flows.api import fail_on_user_error
+from flows.api import fail_on_user_error, retry_unless_user_error
 
 DEFAULT_CONFIG = "configs/train/default.yaml"
 
 
-@task(name="train-job", retries=1, retry_delay_seconds=5)
+@task(name="train-job", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_user_error)
 def train_job(cfg, num_procs: int, progress: bool = False) -> dict:
     """Launch the training job and wait for it (resumes from the run's last checkpoint)."""
     from ial.training.launcher import launch

@@ -8,15 +8,27 @@ advance, so a step-indexed DeepSpeed schedule (WarmupDecayLR, WarmupCosineLR) ca
 
 - ``progress(step, steps, elapsed_s, budget_s)``: fraction of the budget used, 0 … ≥1;
 - ``LR_DECAYS``: name → ``factor(progress)``;
-- ``scale_learning_rates(optimizer, factor)``: each group's lr = its scheduled lr × factor.
+- ``scale_learning_rates(optimizer, factor)``: each group's lr = its scheduled lr × factor;
+- ``StopSignals``: SIGINT (Ctrl-C) and SIGTERM (a scheduler's or a cluster's stop) end the run at
+  the next step boundary instead of killing it: the trainer saves a checkpoint there and stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Callable
 
+from ial.errors import UserError
+
 if TYPE_CHECKING:
+    import subprocess
+
     import torch
 
 
@@ -55,3 +67,93 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer, factor: float) -> Non
             group[_SCHEDULED] = group["lr"]
         group["lr"] = group[_SCHEDULED] * factor
         group[_APPLIED] = group["lr"]
+
+
+class TrainingStopped(UserError):
+    """SIGINT or SIGTERM stopped the run at a step boundary, after saving a checkpoint there
+    (``StopSignals``): one line saying so and how to resume."""
+
+
+def agreed_progress(used: float, stop_signal: str | None,
+                    device: torch.device | str = "cpu") -> tuple[float, str | None]:
+    """``(progress, stop)`` that every rank agrees on, from this rank's ``used`` (``progress``)
+    and the stop signal it had (a name, or None): rank 0's clock decides the progress (the same
+    lr and the same last step everywhere), and a stop signal on any rank stops all of them at
+    this step (progress 1, ``stop`` = the signal's name). One process: no collective.
+    ``device``: the engines' (NCCL reduces CUDA tensors only)."""
+    import torch
+    import torch.distributed as dist
+
+    asked = signal.Signals[stop_signal].value if stop_signal else 0
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        shared = torch.tensor([used if dist.get_rank() == 0 else 0.0, asked],
+                              dtype=torch.float64, device=device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+        used, asked = shared.tolist()
+    if asked:
+        return 1.0, signal.Signals(int(asked)).name
+    return used, None
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only record that a stop was asked for (``signal``: the
+    first one's name, e.g. ``"SIGTERM"``; ``None`` until then); the previous handlers come back
+    on exit. Later signals change nothing (the run is already stopping; ``kill -9`` still kills).
+    With ``forward_to`` (a child started with ``start_new_session=True``: the training a
+    launcher waits for), each signal goes to the child's whole process group instead, since a
+    scheduler's SIGTERM reaches only the launcher, and the ``deepspeed`` runner in between has
+    no handler of its own (its ``launch.py`` and every rank do); ``wait_for_group`` then waits
+    until the group's last checkpoint is written.
+
+    Signal handlers exist only in the main thread: elsewhere (a Prefect task's worker thread)
+    this does nothing and the process's own handling stays as it was. A signal the process
+    ignores (SIGINT in a shell's background job) stays ignored.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, forward_to: subprocess.Popen | None = None) -> None:
+        self.signal: str | None = None
+        self.forward_to = forward_to
+        self._previous: dict[int, object] = {}
+
+    @staticmethod
+    def available() -> bool:
+        """Whether handlers can be installed here (the main thread only): a launcher starts its
+        child in a group of its own only then, else the child stays in the launcher's group
+        and gets what the group gets (a terminal's Ctrl-C), as it would without this."""
+        return threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> StopSignals:
+        if self.available():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. a background job's
+                    self._previous[signum] = signal.signal(signum, self._handle)  # SIGINT
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        first = self.signal is None
+        self.signal = self.signal or signal.Signals(signum).name
+        if self.forward_to is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.forward_to.pid, signum)
+        elif first:
+            print(f"\n{self.signal}: stopping after this step and saving a checkpoint there",
+                  file=sys.stderr, flush=True)
+
+    def wait_for_group(self, timeout_s: float = 120.0) -> None:
+        """After a forwarded signal, wait (at most ``timeout_s``) until every process of the
+        child's group has ended: the ranks still write their checkpoint after the runner
+        that leads the group has gone."""
+        deadline = time.monotonic() + timeout_s
+        while self.signal and self.forward_to is not None and time.monotonic() < deadline:
+            try:
+                os.killpg(self.forward_to.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

@@ -15,6 +15,7 @@ from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
 from ial.runtime import free_port
 from ial.storage import read_text, temp_prefix
+from ial.training.budget import StopSignals
 from ial.training.config import TrainConfig, load_train_config
 from ial.training.engines import close_distributed, single_process_env
 from ial.training.run_dir import RunDir
@@ -92,7 +93,10 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
     os.close(fd)
     child_env[ERROR_FILE_ENV] = error_file
     try:
-        proc = subprocess.run(cmd, env=child_env)
+        proc = subprocess.Popen(cmd, env=child_env, start_new_session=StopSignals.available())
+        with StopSignals(forward_to=proc) as stop:  # Ctrl-C, SIGTERM: the ranks stop, saved
+            proc.wait()
+            stop.wait_for_group()
         with open(error_file, encoding="utf-8") as f:
             user_error = f.read().strip()
     finally:
@@ -124,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     close_distributed()  # NCCL warns at exit of a process that leaves its group open
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(result, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get(ERROR_FILE_ENV):
+        print(json.dumps(result, indent=2))  # under ``launch``, its caller shows the result
 
 
 def _hand_to_launcher(message: str) -> bool:

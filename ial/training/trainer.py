@@ -10,8 +10,8 @@ mapping is merged over it for the critic's engine). One step = one loader batch:
 Every ``checkpoint_every`` steps both engines' state, each rank's loop state (step, loader
 position, RNG states, memory bank) and the exports (``model.pt``, ``best/model.pt`` by validation
 SDR) are saved, then the commit marker ``deepspeed/latest.json`` is written (``ial.training.
-run_dir``): a run killed at any moment restarts from the last committed tag. Layout of a run:
-``ial.training.run_dir``; launching: ``ial.training.launcher``; see docs/training.md.
+run_dir``): a run killed at any moment restarts from the last committed tag. SIGINT/SIGTERM stop
+it at the next step, saved there. Layout: ``ial.training.run_dir``; see docs/training.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from ial.data.loader import LoaderPosition
 from ial.errors import UserError
 from ial.runtime import machine
 from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
-from ial.training.budget import LR_DECAYS, progress, scale_learning_rates
+from ial.training.budget import (LR_DECAYS, StopSignals, TrainingStopped, agreed_progress,
+                                 progress, scale_learning_rates)
 from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
 from ial.training.engines import (build_engines, init_distributed, scalar_shapes,
                                   single_process_env, train_step)
@@ -121,6 +122,7 @@ class Trainer:
         self.last_val: dict[str, float] = {}
         self.records: list[dict] = []
         self.resumed_from: int | None = None
+        self.stopped_by: str | None = None
         if self.marker is not None:
             self._resume(self.marker)
 
@@ -128,8 +130,7 @@ class Trainer:
     def _warm_start(self, url: str) -> None:
         from ial.models.export import read_export
 
-        if not url.endswith(".pt"):
-            url = url.rstrip("/") + "/model.pt"
+        url = url if url.endswith(".pt") else url.rstrip("/") + "/model.pt"  # a run directory
         payload = read_export(url)
         if payload["model_name"] != self.model_cfg.name:
             raise ConfigError("init_from", f"{url} holds model {payload['model_name']!r}, this run "
@@ -202,49 +203,49 @@ class Trainer:
         saved_at = validated_at = self.step
         t0 = started = time.monotonic()
         budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
-        lr_decay = LR_DECAYS[cfg.lr_decay]
-        while self.step < cfg.steps and (used := self._progress(started, budget)) < 1.0:
-            scale_learning_rates(self.sep.optimizer, lr_decay(used))
-            logs = self._train_step(next(batches))
-            self.step += 1
-            self.position = stream.position
-            bar.update(1)
-            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
-                logs["samples_per_s"] = cfg.batch_size * self.world * cfg.log_every / max(
-                    time.monotonic() - t0, 1e-9)
-                t0 = time.monotonic()
-                self._log(writer, "train", logs)
-                bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}",
-                                val_sdr=self.last_val.get("val_sdr"))
-            if self.step % cfg.val_every == 0:
-                self._validate(writer)
-                validated_at = self.step
-            if self.step % cfg.checkpoint_every == 0:
-                self._checkpoint(writer)
-                saved_at = self.step
+        with StopSignals() as stop:
+            while self.step < cfg.steps and (used := self._progress(started, budget, stop)) < 1:
+                scale_learning_rates(self.sep.optimizer, LR_DECAYS[cfg.lr_decay](used))
+                logs = self._train_step(next(batches))
+                self.step += 1
+                self.position = stream.position
+                bar.update(1)
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    logs["samples_per_s"] = cfg.batch_size * self.world * cfg.log_every / max(
+                        time.monotonic() - t0, 1e-9)
+                    t0 = time.monotonic()
+                    self._log(writer, "train", logs)
+                    bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}",
+                                    val_sdr=self.last_val.get("val_sdr"))
+                if self.step % cfg.val_every == 0:
+                    self._validate(writer)
+                    validated_at = self.step
+                if self.step % cfg.checkpoint_every == 0:
+                    self._checkpoint(writer)
+                    saved_at = self.step
         bar.close()
-        if validated_at != self.step:
+        if validated_at != self.step and not self.stopped_by:  # a stop saves, then goes
             self._validate(writer)
         if saved_at != self.step:
             self._checkpoint(writer)
         if writer is not None:
             writer.close()
             self._upload_tensorboard()
+        if self.stopped_by:
+            raise TrainingStopped(f"training {cfg.run_name!r} stopped by {self.stopped_by} at "
+                                  f"step {self.step} of {cfg.steps}, saved there in "
+                                  f"{self.paths.url}: run the same command again to resume")
         result = self.result()
         if self.rank == 0:
             write_text(self.paths("result.json"), json.dumps(result, indent=2))
         self.dist.barrier()
         return result
 
-    def _progress(self, started: float, budget: float) -> float:
-        """Fraction of the step or wall-time budget used (``ial.training.budget.progress``; rank
-        0's clock decides, every rank follows: the same stop and the same lr everywhere)."""
+    def _progress(self, started: float, budget: float, stop: StopSignals) -> float:
+        """The budget used, agreed by every rank (``ial.training.budget.agreed_progress``)."""
         used = progress(self.step, self.cfg.steps, time.monotonic() - started, budget)
-        if budget == float("inf"):
-            return used
-        rank0 = torch.tensor([used], dtype=torch.float64)
-        self.dist.broadcast(rank0, src=0)
-        return float(rank0.item())
+        used, self.stopped_by = agreed_progress(used, stop.signal, self.device)
+        return used
 
     def _train_step(self, batch) -> dict[str, float]:
         mix = self.method.mixtures(batch.clips(), self.mix_generator).to(self.device)

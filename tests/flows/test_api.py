@@ -22,3 +22,26 @@ def test_shared_api_reaches_child_processes():
         )
         assert child.stdout.strip() == url
     assert "PREFECT_API_URL" not in os.environ
+
+
+def test_a_user_error_is_not_retried_an_outage_is(prefect_harness):
+    from prefect import flow, task
+
+    from flows.api import retry_unless_user_error
+    from ial.training.budget import TrainingStopped
+
+    calls = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_unless_user_error)
+    def job(exc: Exception) -> None:
+        calls.append(type(exc).__name__)
+        raise exc
+
+    @flow
+    def run(exc: Exception) -> None:
+        job(exc)
+
+    for exc in (TrainingStopped("stopped by SIGTERM"), RuntimeError("worker lost")):
+        with pytest.raises(type(exc)):
+            run(exc)
+    assert calls == ["TrainingStopped"] + ["RuntimeError"] * 3

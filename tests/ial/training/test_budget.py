@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import torch
 
-from ial.training.budget import LR_DECAYS, progress, scale_learning_rates
+from ial.runtime import free_port
+from ial.training.budget import (LR_DECAYS, StopSignals, agreed_progress, progress,
+                                 scale_learning_rates)
 
 
 def test_progress_is_the_further_of_steps_and_wall_time():
@@ -48,3 +56,91 @@ def test_with_a_scheduler_the_factor_applies_to_what_it_set():
     expected = [0.1 * min(1.0, (s + 1) / 4) * 0.5 * (1 + math.cos(math.pi * s / 6))
                 for s in range(6)]
     assert used == pytest.approx(expected)
+
+
+@pytest.fixture
+def default_signals():
+    """SIGINT and SIGTERM at their defaults while the test runs (a CI job started in the
+    background has SIGINT ignored, which StopSignals leaves alone)."""
+    previous = {s: signal.signal(s, signal.SIG_DFL) for s in StopSignals.SIGNALS}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def test_a_stop_signal_is_recorded_not_fatal_and_the_handlers_come_back(default_signals):
+    with StopSignals() as stop:
+        assert stop.signal is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # a second one changes nothing
+        assert stop.signal == "SIGTERM"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_ignored_signal_stays_ignored_and_other_threads_install_nothing(default_signals):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with StopSignals():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(StopSignals().__enter__()._previous))
+    thread.start()
+    thread.join()
+    assert seen == [{}]
+
+
+RANK = """
+import signal, sys, time
+def save(*_):
+    time.sleep(0.5)  # a checkpoint being written
+    open(sys.argv[1], "w").write("saved")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, save)
+open(sys.argv[1] + ".up", "w").close()
+time.sleep(60)
+"""
+
+
+def test_a_forwarded_signal_reaches_the_whole_group_and_is_waited_for(default_signals,
+                                                                       tmp_path):
+    # a runner without a handler of its own (as the `deepspeed` runner) and, under it, a rank
+    # that saves for half a second when stopped: both get the signal, the wait sees the save
+    saved = tmp_path / "saved"
+    runner = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+              f"{RANK!r}, {str(saved)!r}]); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", runner], start_new_session=True)
+    with StopSignals(forward_to=proc) as stop:
+        while not (tmp_path / "saved.up").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert proc.wait(timeout=20) == -signal.SIGTERM  # the runner is gone at once
+        stop.wait_for_group(timeout_s=20)
+    assert stop.signal == "SIGTERM"
+    assert saved.read_text() == "saved"
+
+
+def _agree(rank: int, port: int, stop: str | None, out) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    out.put((rank, agreed_progress(0.5 + rank / 10, None)))
+    out.put((rank, agreed_progress(0.5 + rank / 10, stop)))
+    dist.destroy_process_group()
+
+
+def test_every_rank_agrees_on_rank_zeros_progress_and_any_ranks_stop():
+    assert agreed_progress(0.3, None) == (0.3, None)  # one process: no collective
+    assert agreed_progress(0.3, "SIGINT") == (1.0, "SIGINT")
+    ctx = torch.multiprocessing.get_context("spawn")
+    out, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_agree, args=(r, port, "SIGTERM" if r == 1 else None, out))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=60) for _ in range(4))
+    for p in procs:
+        p.join(timeout=60)
+    assert results == [(0, (0.5, None)), (0, (1.0, "SIGTERM")),
+                       (1, (0.5, None)), (1, (1.0, "SIGTERM"))]

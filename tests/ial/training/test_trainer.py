@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,47 @@ def test_killed_run_resumes_to_the_same_weights(uninterrupted, shards_root, chil
     records = [json.loads(x) for x in read_text(f"{run}/metrics.jsonl").splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
     _assert_no_jit(child_env)
+
+
+LAUNCH = """
+import sys
+from ial.errors import UserError
+from ial.training.launcher import launch
+try:
+    launch(sys.argv[1], progress=False)
+except UserError as exc:
+    print(f"Error: {exc}")
+    sys.exit(1)
+"""
+
+
+def test_sigterm_saves_at_that_step_and_the_run_resumes_there(shards_root, child_env):
+    # what a flow's launch() does: the rank runs in a subprocess; the signal reaches the
+    # launching process only (a scheduler's stop) and is passed on to the rank
+    cfg = tiny_config(shards_root, "stopped", steps=10_000, val_every=3,
+                      checkpoint_every=10_000)
+    run = Storage(shards_root).url("checkpoints", "stopped")
+    save_config(cfg, f"{run}/wanted.yaml")
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, f"{run}/wanted.yaml"], env=child_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not exists(f"{run}/metrics.jsonl") and proc.poll() is None:  # validated at step 3
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    stopped = re.search(r"^Error: training 'stopped' stopped by SIGTERM at step (\d+) of 10000, "
+                        rf"saved there in {re.escape(run)}: run the same command again to "
+                        "resume$", out, re.M)
+    assert stopped, out
+    step = int(stopped.group(1))
+    assert step >= 3 and json.loads(read_text(f"{run}/deepspeed/latest.json"))["step"] == step
+    assert not exists(f"{run}/result.json")
+
+    res = launch(tiny_config(shards_root, "stopped", steps=step + 2, val_every=3,
+                             checkpoint_every=10_000), progress=False, env=child_env)
+    assert res["resumed_from_step"] == step and res["step"] == step + 2
 
 
 def test_two_processes_with_the_deepspeed_launcher(shards_root, child_env):
