@@ -26,9 +26,7 @@ def shared_api() -> Iterator[str | None]:
     if configured:
         yield configured
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _server_outside_the_terminal_group()
     timeout = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     server.start(timeout=int(timeout))
     url = server.api_url
@@ -40,6 +38,31 @@ def shared_api() -> Iterator[str | None]:
         # The server itself is stopped by Prefect's exit hook, after its log handler has
         # flushed the last records to it.
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def _server_outside_the_terminal_group():
+    """Prefect's temporary API server (``SubprocessASGIServer``), its process started in a
+    session of its own. A Ctrl-C reaches the terminal's whole process group: the server died of
+    it at once, while the flow it serves was still reporting its way out, and every report then
+    failed with a traceback and retried for minutes (5 min measured on ``ial demo``). Out of the
+    group, the server stays up until the flow has finished and Prefect's exit hook stops it."""
+    import functools
+    import subprocess
+    import types
+
+    from prefect.server.api import server as prefect_server
+
+    class Server(prefect_server.SubprocessASGIServer):
+        def _run_uvicorn_command(self):
+            own_session = types.SimpleNamespace(**vars(subprocess))
+            own_session.Popen = functools.partial(subprocess.Popen, start_new_session=True)
+            saved, prefect_server.subprocess = prefect_server.subprocess, own_session
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                prefect_server.subprocess = saved
+
+    return Server()
 
 
 def dask_task_runner(address: str | None, cluster_kwargs: dict):

@@ -3,6 +3,7 @@ start (its workers' settings, what it logs)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -14,10 +15,22 @@ import socket
 # dashboard, so the profiler's 10 ms stack samples have no reader; with the 100 ms memory monitor
 # and the 20 ms event-loop tick they cost a CPU-bound worker ~4% of its throughput (measured on
 # 2 cores, featurize). A cluster given by ``dask_address`` keeps its own settings
-# (docs/scaling.md suggests the same ones).
+# (docs/scaling.md suggests the same ones). Each worker also starts a session of its own
+# (``dask_setup`` below, run in the worker as a preload).
 LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
                        "distributed.worker.memory.monitor-interval": "1s",
-                       "distributed.admin.tick.interval": "500ms"}
+                       "distributed.admin.tick.interval": "500ms",
+                       "distributed.worker.preload": ["ial.runtime"]}
+
+
+def dask_setup(worker) -> None:
+    """A LocalCluster worker's start (Dask calls it, ``distributed.worker.preload``): leave the
+    terminal's process group. A Ctrl-C reaches the whole group: the process that started the
+    cluster stops on it and closes its workers, and a worker in the group got it too, and so did
+    the ffmpeg it was running: a KeyboardInterrupt traceback from every worker, and a clip whose
+    ffmpeg was interrupted recorded as failed in a shard the worker went on to write."""
+    with contextlib.suppress(OSError):  # already a group leader: nothing to leave
+        os.setsid()
 
 
 def local_cluster_kwargs(n_workers: int, threads_per_worker: int, torch_threads: int = 1) -> dict:

@@ -21,6 +21,12 @@ def test_shared_api_reaches_child_processes():
             capture_output=True, text=True, check=True,
         )
         assert child.stdout.strip() == url
+        # the server is out of the terminal's process group: a Ctrl-C stops the flow, which
+        # still reports its way out to the server, and then Prefect stops the server
+        import psutil
+
+        server, = [p for p in psutil.Process().children() if "uvicorn" in p.cmdline()]
+        assert os.getpgid(server.pid) == server.pid != os.getpgid(0)
     assert "PREFECT_API_URL" not in os.environ
 
 

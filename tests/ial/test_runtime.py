@@ -68,3 +68,17 @@ def test_local_cluster_settings_hold_distributed_s_defaults_in_a_fresh_process()
             "print(c['admin']['event-loop'], c['worker']['profile']['enabled'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["tornado", "False"]
+
+
+def test_local_cluster_workers_leave_the_terminal_s_process_group():
+    """A Ctrl-C reaches a terminal's whole process group; the workers (and the ffmpeg they run)
+    are out of it, and stop when the process that started them closes the cluster."""
+    import os
+
+    from distributed import Client, LocalCluster
+
+    from ial.runtime import local_cluster_kwargs
+
+    with LocalCluster(**local_cluster_kwargs(1, 1)) as cluster, Client(cluster) as client:
+        (pid, group), = client.run(lambda: (os.getpid(), os.getpgid(0))).values()
+    assert group == pid != os.getpgid(0)
