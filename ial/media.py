@@ -54,17 +54,30 @@ def run_ffmpeg(args: list[str], timeout: float | None = 600,
     return proc
 
 
+def input_report(source: str, headers: dict[str, str] | None = None,
+                 read_timeout: float | None = None, timeout: float | None = None,
+                 env: dict[str, str] | None = None) -> str:
+    """What ``ffmpeg -i source`` says of its input (its stderr: ``Duration: ...``, one
+    ``Stream #...`` line per stream, or why it cannot read it). ``headers``: HTTP request
+    headers for a URL; ``read_timeout`` (s): for each network read; ``timeout`` (s): for the
+    whole probe; ``env``: ffmpeg's environment (a proxy). Raises ``subprocess.TimeoutExpired``."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin"]
+    if read_timeout is not None:
+        cmd += ["-rw_timeout", str(int(read_timeout * 1e6))]
+    if headers and source.startswith("http"):
+        cmd += ["-headers", "".join(f"{k}: {v}\r\n" for k, v in headers.items())]
+    proc = subprocess.run([*cmd, "-i", source], capture_output=True, text=True,
+                          errors="replace", timeout=timeout, env=env)
+    return proc.stderr
+
+
 def probe_media(path: str) -> dict:
     """Stream facts from ``ffmpeg -i`` (no ffprobe needed).
 
     Returns ``{"duration": s or None, "has_audio": bool, "has_video": bool,
     "audio_rate": Hz or None, "width": px or None, "height": px or None, "fps": float or None}``.
     """
-    proc = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", path],
-        capture_output=True, text=True, errors="replace",
-    )
-    return parse_stream_info(proc.stderr)
+    return parse_stream_info(input_report(path))
 
 
 def parse_stream_info(text: str) -> dict:

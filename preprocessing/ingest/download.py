@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ial.media import ffmpeg_binary
+from ial.media import ffmpeg_binary, input_report
 from preprocessing.ingest.outcomes import (BOT_CHECK_PATTERN, DownloadProblem, Retryable,
                                            SourceInvalid, Unavailable, classify_error,
                                            response_text, short_detail)
@@ -276,17 +276,11 @@ def _diagnose_media(info: dict, params: dict, problem: DownloadProblem) -> Downl
         media_url = fmt.get("url")
         if not media_url:
             continue
-        headers = "".join(f"{k}: {v}\r\n" for k, v in (fmt.get("http_headers") or {}).items())
-        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-rw_timeout", "20000000"]
-        if headers and media_url.startswith("http"):
-            cmd += ["-headers", headers]
-        cmd += ["-i", media_url]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                                  timeout=60, env=env)
+            text = input_report(media_url, headers=fmt.get("http_headers"), read_timeout=20,
+                                timeout=60, env=env)
         except subprocess.TimeoutExpired:
             return Retryable("timeout", "probing the media timed out")
-        text = proc.stderr
         for pattern, cls, reason in _FFMPEG_HTTP:
             if re.search(pattern, text, re.I):
                 last_line = text.strip().splitlines()[-1]
