@@ -14,6 +14,8 @@ from ial.errors import UserError
 
 
 _PRINT_CONFIG = "ial.print_config"  # click context meta key set by --print-config
+# What Ctrl-C prints: every stage keeps what it finished (clips, shards, scored batches, steps)
+INTERRUPTED = "Interrupted: what was finished is kept; run the same command again to resume."
 
 
 def _remember_print_config(ctx: click.Context, _param, value: bool) -> None:
@@ -72,7 +74,8 @@ def build_config(cls: type, config_path: str | None, overrides: tuple[str, ...],
 
 def user_errors(command: click.Command) -> click.Command:
     """``command`` with every ``UserError`` (bad config, file, bucket, video, ...) shown as one
-    line ``Error: <message>`` and exit status 1 instead of a traceback."""
+    line ``Error: <message>`` and exit status 1 instead of a traceback; Ctrl-C as one line
+    ``INTERRUPTED``, exit status 130 (128 + SIGINT, a shell's convention)."""
     callback = command.callback
     if callback is None or getattr(callback, "_user_errors", False):
         return command
@@ -84,6 +87,10 @@ def user_errors(command: click.Command) -> click.Command:
         except UserError as exc:
             _quiet_prefect_shutdown()
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C (training stops itself first: a UserError above)
+            _quiet_prefect_shutdown()
+            click.echo(f"\n{INTERRUPTED}", err=True)
+            sys.exit(130)
 
     wrapped._user_errors = True
     command.callback = wrapped

@@ -182,3 +182,17 @@ def test_evaluate_given_a_run_directory_names_the_exports_in_it(tmp_path):
                        str(tmp_path / "shards" / "demo")),
                    f"checkpoint: {run_dir}: a directory, not a model export; pass one of its "
                    f"exports: {run_dir}/best/model.pt (best by validation)")
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(monkeypatch, tmp_path):
+    import ial.evaluate.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ial.evaluate.pipeline, "evaluate", interrupted)
+    result = run("evaluate", "--checkpoint", str(tmp_path / "model.pt"), "--data",
+                 str(tmp_path / "shards" / "demo"))
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines() == [
+        "Interrupted: what was finished is kept; run the same command again to resume."]
