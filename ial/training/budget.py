@@ -137,21 +137,22 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame) -> None:
-        first = self.signal is None
-        self.signal = self.signal or signal.Signals(signum).name
         if self.forward_to is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.forward_to.pid, signum)
-        elif first:
-            print(f"\n{self.signal}: stopping after this step and saving a checkpoint there",
-                  file=sys.stderr, flush=True)
+        elif self.signal is None:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a "
+                  "checkpoint there", file=sys.stderr, flush=True)
+        self.signal = self.signal or signal.Signals(signum).name
 
     def wait_for_group(self, timeout_s: float = 120.0) -> None:
         """After a forwarded signal, wait (at most ``timeout_s``) until every process of the
         child's group has ended: the ranks still write their checkpoint after the runner
         that leads the group has gone."""
+        if not self.signal or self.forward_to is None:
+            return
         deadline = time.monotonic() + timeout_s
-        while self.signal and self.forward_to is not None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
                 os.killpg(self.forward_to.pid, 0)
             except ProcessLookupError:
