@@ -9,8 +9,11 @@ advance, so a step-indexed DeepSpeed schedule (WarmupDecayLR, WarmupCosineLR) ca
 - ``progress(step, steps, elapsed_s, budget_s)``: fraction of the budget used, 0 … ≥1;
 - ``LR_DECAYS``: name → ``factor(progress)``;
 - ``scale_learning_rates(optimizer, factor)``: each group's lr = its scheduled lr × factor;
-- ``StopSignals``: SIGINT (Ctrl-C) and SIGTERM (a scheduler's or a cluster's stop) end the run at
-  the next step boundary instead of killing it: the trainer saves a checkpoint there and stops.
+- ``StopSignals``: SIGINT (Ctrl-C), SIGTERM (a scheduler's or a cluster's stop) and SIGHUP (a
+  hang-up) end the run at the next step boundary instead of killing it: the trainer saves a
+  checkpoint there and stops;
+- ``HangUpOnClosedOutput``: a rank's stdout/stderr that raises SIGHUP in its process when its
+  reader has gone (a remote rank's ssh connection closed), instead of a ``BrokenPipeError``.
 """
 
 from __future__ import annotations
@@ -96,9 +99,10 @@ def agreed_progress(used: float, stop_signal: str | None,
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM only record that a stop was asked for (``signal``: the
-    first one's name, e.g. ``"SIGTERM"``; ``None`` until then); the previous handlers come back
-    on exit. Later signals change nothing (the run is already stopping; ``kill -9`` still kills).
+    """While active, SIGINT, SIGTERM and SIGHUP only record that a stop was asked for
+    (``signal``: the first one's name, e.g. ``"SIGTERM"``; ``None`` until then); the previous
+    handlers come back on exit. Later signals change nothing (the run is already stopping;
+    ``kill -9`` still kills).
     With ``forward_to`` (a child started with ``start_new_session=True``: the training a
     launcher waits for), each signal goes to the child's whole process group instead, since a
     scheduler's SIGTERM reaches only the launcher, and the ``deepspeed`` runner in between has
@@ -110,7 +114,7 @@ class StopSignals:
     ignores (SIGINT in a shell's background job) stays ignored.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, forward_to: subprocess.Popen | None = None) -> None:
         self.signal: str | None = None
@@ -129,6 +133,9 @@ class StopSignals:
             for signum in self.SIGNALS:
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. a background job's
                     self._previous[signum] = signal.signal(signum, self._handle)  # SIGINT
+            if self.forward_to is None and signal.SIGHUP in self._previous and any(
+                    getattr(stream, "closed_at", None) for stream in (sys.stdout, sys.stderr)):
+                self.signal = "SIGHUP"  # the output closed before: a hang-up already
         return self
 
     def __exit__(self, *exc) -> None:
@@ -158,3 +165,44 @@ class StopSignals:
             except ProcessLookupError:
                 return
             time.sleep(0.2)
+
+
+class HangUpOnClosedOutput:
+    """A text stream (a rank's ``sys.stdout`` or ``sys.stderr``) whose first failed write or
+    flush (EPIPE: nobody reads it any more) raises SIGHUP in this process while a Python handler
+    takes it (``StopSignals``, which also notices an output that closed before it started);
+    never SIGHUP's default, which would kill the rank as it saves. That write and every later
+    one are dropped.
+
+    A rank that DeepSpeed's pdsh launcher started over ssh writes into that ssh connection. When
+    the launcher on the head stops (Ctrl-C, SIGTERM), the connection closes a moment before the
+    launcher's own stop signal reaches the node, and the rank's next print would end it with a
+    ``BrokenPipeError``, its last steps unsaved. With this, it stops at the next step and saves
+    (``StopSignals`` handles SIGHUP); a rank whose launcher vanished without a stop does the same
+    at its next write (its progress bar, a warning) rather than train on unheard.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.closed_at: float | None = None
+
+    def _guard(self, call, *args):
+        if self.closed_at is not None:
+            return None
+        try:
+            return call(*args)
+        except OSError:  # BrokenPipeError, or EIO from a vanished terminal
+            self.closed_at = time.monotonic()
+            if callable(signal.getsignal(signal.SIGHUP)):
+                os.kill(os.getpid(), signal.SIGHUP)
+            return None
+
+    def write(self, text: str) -> int:
+        self._guard(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding, ... of the stream itself
+        return getattr(self._stream, name)

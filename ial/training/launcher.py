@@ -6,23 +6,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
-import tempfile
+import time
+import uuid
 from pathlib import Path
 
 from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
 from ial.runtime import free_port
-from ial.storage import read_text, temp_prefix
-from ial.training.budget import StopSignals
+from ial.storage import exists, read_text, remove, write_text
+from ial.training.budget import HangUpOnClosedOutput, StopSignals
 from ial.training.config import TrainConfig, load_train_config
 from ial.training.engines import close_distributed, single_process_env
 from ial.training.run_dir import RunDir
 from ial.training.trainer import train
 
-# A rank that stops on a UserError writes its message to the file this variable names.
-ERROR_FILE_ENV = "IAL_TRAIN_ERROR_FILE"
+# After a stop passed on to ranks on other nodes (whose processes are not in the launcher's
+# group): how long to wait for one of them to report its checkpoint (DeepSpeed's launch.py on
+# each node kills its ranks 30 s after its own stop signal).
+REMOTE_STOP_WAIT_S = 60
 
 
 def _as_config(cfg_path_or_cfg: str | TrainConfig | None, overrides=()) -> TrainConfig:
@@ -89,23 +93,39 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
         if no_ssh:
             cmd += ["--no_ssh", "--node_rank", str(node_rank)]
         cmd += ["--module", "ial.training", *args]
-    fd, error_file = tempfile.mkstemp(prefix=temp_prefix("error"))
-    os.close(fd)
-    child_env[ERROR_FILE_ENV] = error_file
-    try:
-        proc = subprocess.Popen(cmd, env=child_env, start_new_session=StopSignals.available())
-        with StopSignals(forward_to=proc) as stop:  # Ctrl-C, SIGTERM: the ranks stop, saved
-            proc.wait()
-            stop.wait_for_group()
-        with open(error_file, encoding="utf-8") as f:
-            user_error = f.read().strip()
-    finally:
-        os.unlink(error_file)
+    # a rank that stops on a UserError (a signal's stop included) writes its one line here, under
+    # the run's storage root, where ranks started over ssh on other nodes can write it too
+    error_url = run(f"launch-{uuid.uuid4().hex[:12]}.error")
+    cmd += ["--error-url", error_url]
+    proc = subprocess.Popen(cmd, env=child_env, start_new_session=StopSignals.available())
+    with StopSignals(forward_to=proc) as stop:  # Ctrl-C, SIGTERM: the ranks stop, saved
+        proc.wait()
+        stop.wait_for_group()
+    # ranks started over ssh are not in that group: after a stop they may still be saving
+    remote_stop = bool(stop.signal and proc.returncode and hostfile and not no_ssh)
+    user_error = _rank_error(error_url, wait_s=REMOTE_STOP_WAIT_S if remote_stop else 0)
+    if remote_stop and not user_error:
+        raise UserError(f"training {cfg.run_name!r}: {stop.signal} was passed on to its ranks "
+                        f"and none reported stopping within {REMOTE_STOP_WAIT_S} s; it resumes "
+                        f"from its last checkpoint in {run.url} (see the ranks' output above)")
     if proc.returncode != 0:
         if user_error:  # a rank stopped on bad input: its one line, not "exited with code 1"
             raise UserError(user_error)
         raise RuntimeError(f"training exited with code {proc.returncode}: {' '.join(cmd)}")
     return json.loads(read_text(run("result.json")))
+
+
+def _rank_error(url: str, wait_s: float) -> str:
+    """The one line a rank wrote to ``url`` (then removed), "" if none: waiting up to ``wait_s``
+    for it to appear (ranks on other nodes still saving after their runner has gone)."""
+    deadline = time.monotonic() + wait_s
+    while not exists(url):
+        if time.monotonic() >= deadline:
+            return ""
+        time.sleep(0.5)
+    message = read_text(url).strip()
+    remove(url)
+    return message
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,30 +139,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help="set by the deepspeed launcher (LOCAL_RANK is used)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--error-url", default=None,
+                        help="set by `launch`: where a rank writes its one-line error (a path or "
+                             "URL its launcher reads, on any node); printed when not given")
     args = parser.parse_args(argv)
+    # a rank whose output closes (its ssh connection, when its launcher stopped) stops and saves
+    sys.stdout, sys.stderr = HangUpOnClosedOutput(sys.stdout), HangUpOnClosedOutput(sys.stderr)
     try:
         cfg = load_train_config(args.config, args.overrides)
         result = train(cfg, progress=not args.no_progress)
     except UserError as exc:  # one line for the user
-        if not _hand_to_launcher(str(exc)):  # else the launcher re-raises it: printed once
+        if not _hand_to_launcher(args.error_url, str(exc)):  # else the launcher re-raises it
             print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     close_distributed()  # NCCL warns at exit of a process that leaves its group open
-    if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get(ERROR_FILE_ENV):
+    if int(os.environ.get("RANK", "0")) == 0 and not args.error_url:
         print(json.dumps(result, indent=2))  # under ``launch``, its caller shows the result
 
 
-def _hand_to_launcher(message: str) -> bool:
-    """Write a rank's one-line error where ``launch`` (which set ``IAL_TRAIN_ERROR_FILE``) reads
-    it; False when there is no such file here (a rank started over ssh on another node, or
-    without ``launch``): the rank prints the line itself then."""
-    path = os.environ.get(ERROR_FILE_ENV)
-    if not path or not os.path.exists(path):
+def _hand_to_launcher(url: str | None, message: str) -> bool:
+    """Write a rank's one-line error to ``url`` for ``launch`` to print once (every rank that
+    fails writes the same line); False without a URL (a rank started without ``launch``) or
+    when it cannot be written: the rank prints the line itself then."""
+    if not url:
         return False
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(message)
-    except OSError:
+        write_text(url, message)
+    except Exception:  # noqa: BLE001 - the line is printed instead
         return False
     return True
-

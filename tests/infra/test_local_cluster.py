@@ -267,6 +267,28 @@ def test_training_across_two_nodes_matches_two_local_processes_and_resumes(clust
     assert cluster.python("ial-head", code).stdout.strip().endswith("True")
 
 
+def test_a_stop_on_the_head_saves_both_nodes_at_one_step_and_the_run_resumes(cluster, tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("ial-node1 slots=1\nial-node2 slots=1\n")
+    cfg = _train_config(tmp_path, "stopped", 400)
+    cmd = [VENV / "ial", "train", "--config", cfg, "--hostfile", hostfile, "--num-procs", "1"]
+    # with its progress bar: rank 0 writes into its ssh connection, which closes on the stop
+    run = _start_until_written(cmd, f"{BUCKET}/ial/checkpoints/stopped/deepspeed/latest.json")
+    os.kill(run.pid, signal.SIGTERM)  # a scheduler's stop, to `ial train` on the head only
+    out, _ = run.communicate(timeout=150)
+    assert run.returncode == 1 and "Traceback" not in out, out[-3000:]
+    stopped = re.search(r"^Error: training 'stopped' stopped by SIG(TERM|HUP) at step (\d+) of "
+                        r"400, saved there in s3://cluster/ial/checkpoints/stopped: run the same "
+                        r"command again to resume$", out, re.M)
+    assert stopped, out[-3000:]
+    wait_until(lambda: not any(cluster.pids(h, r"ial\.training|deepspeed")
+                               for h in ("ial-node1", "ial-node2")), 40, "ranks left on the nodes")
+    step = int(stopped.group(2))
+    again = _train_result(cluster.run("ial-head", *cmd, "--no-progress", "--set",
+                                      f"steps={step + 2}", timeout=400).stdout)
+    assert again["resumed_from_step"] == step and again["step"] == step + 2, again
+
+
 def test_evaluate_from_node2_on_the_checkpoint_in_s3(cluster):
     out = cluster.run("ial-node2", VENV / "python", "-m", "ial.evaluate", "--checkpoint",
                       f"{ROOT}/checkpoints/pdsh/model.pt", "--data", f"{ROOT}/shards/vggsound",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -14,8 +15,8 @@ import pytest
 import torch
 
 from ial.runtime import free_port
-from ial.training.budget import (LR_DECAYS, StopSignals, agreed_progress, progress,
-                                 scale_learning_rates)
+from ial.training.budget import (LR_DECAYS, HangUpOnClosedOutput, StopSignals, agreed_progress,
+                                 progress, scale_learning_rates)
 
 
 def test_progress_is_the_further_of_steps_and_wall_time():
@@ -88,6 +89,36 @@ def test_an_ignored_signal_stays_ignored_and_other_threads_install_nothing(defau
     thread.start()
     thread.join()
     assert seen == [{}]
+
+
+def test_a_closed_output_is_a_hang_up_that_stops_the_run(default_signals):
+    # a remote rank's stdout when its ssh connection has closed: no reader on the pipe
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = HangUpOnClosedOutput(os.fdopen(write_end, "w"))
+    with StopSignals() as stop:
+        print("step 12", file=out, flush=True)  # no BrokenPipeError
+        assert stop.signal == "SIGHUP" and out.closed_at is not None
+        print("saved at step 13", file=out, flush=True)  # dropped, and no second hang-up
+    assert out.encoding  # the stream's own attributes
+    with contextlib.suppress(OSError):
+        out._stream.close()
+
+
+def test_a_closed_output_outside_a_stop_handler_is_dropped_then_noticed(default_signals,
+                                                                          monkeypatch):
+    # SIGHUP at its default would kill the process: while no StopSignals takes it (before the
+    # training loop, or after it, while the last checkpoint is written), nothing is raised
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = HangUpOnClosedOutput(os.fdopen(write_end, "w"))
+    print("loading shards", file=out, flush=True)  # the process is still alive after this
+    assert out.closed_at is not None
+    monkeypatch.setattr(sys, "stderr", out)
+    with StopSignals() as stop:  # the training loop starts: it stops at its first step
+        assert stop.signal == "SIGHUP"
+    with contextlib.suppress(OSError):
+        out._stream.close()
 
 
 RANK = """
