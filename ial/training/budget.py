@@ -73,8 +73,18 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer, factor: float) -> Non
 
 
 class TrainingStopped(UserError):
-    """SIGINT or SIGTERM stopped the run at a step boundary, after saving a checkpoint there
-    (``StopSignals``): one line saying so and how to resume."""
+    """A stop signal (``StopSignals``) ended the run at a step boundary, after saving a
+    checkpoint there: one line saying so and how to resume."""
+
+    @classmethod
+    def at(cls, run_name: str, by: str, step: int, steps: int, url: str) -> TrainingStopped:
+        """Stopped by signal ``by`` (e.g. ``"SIGTERM"``) at ``step`` of ``steps``; the run's
+        checkpoints are in ``url``."""
+        if step == 0:
+            return cls(f"training {run_name!r} stopped by {by} before its first step, with "
+                       "nothing to save: run the same command again to start it")
+        return cls(f"training {run_name!r} stopped by {by} at step {step} of {steps}, saved "
+                   f"there in {url}: run the same command again to resume")
 
 
 def agreed_progress(used: float, stop_signal: str | None,

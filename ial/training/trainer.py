@@ -232,9 +232,8 @@ class Trainer:
             writer.close()
             self._upload_tensorboard()
         if self.stopped_by:
-            raise TrainingStopped(f"training {cfg.run_name!r} stopped by {self.stopped_by} at "
-                                  f"step {self.step} of {cfg.steps}, saved there in "
-                                  f"{self.paths.url}: run the same command again to resume")
+            raise TrainingStopped.at(cfg.run_name, self.stopped_by, self.step, cfg.steps,
+                                     self.paths.url)
         result = self.result()
         if self.rank == 0:
             write_text(self.paths("result.json"), json.dumps(result, indent=2))

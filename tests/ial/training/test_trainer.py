@@ -185,6 +185,29 @@ def test_sigterm_saves_at_that_step_and_the_run_resumes_there(shards_root, child
     assert res["resumed_from_step"] == step and res["step"] == step + 2
 
 
+def test_a_rank_whose_output_has_closed_stops_and_tells_its_launcher(shards_root, child_env):
+    # a rank started over ssh whose connection closed before its loop began: it does not die of
+    # a BrokenPipeError (nor of SIGHUP's default); it stops before its first step and its one
+    # line reaches the launcher through --error-url (a file any node can write)
+    cfg = tiny_config(shards_root, "hung-up", steps=10_000)
+    run = Storage(shards_root).url("checkpoints", "hung-up")
+    save_config(cfg, f"{run}/launch.yaml")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads the rank's output: its progress bar fails to write
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ial.training", "--config",
+                               f"{run}/launch.yaml", "--error-url", f"{run}/launch-x.error"],
+                              env=single_process_env(dict(child_env)), stdout=write_end,
+                              stderr=write_end, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 2
+    assert read_text(f"{run}/launch-x.error") == (
+        "training 'hung-up' stopped by SIGHUP before its first step, with nothing to save: run "
+        "the same command again to start it")
+    assert not exists(f"{run}/deepspeed/latest.json")
+
+
 def test_two_processes_with_the_deepspeed_launcher(shards_root, child_env):
     cfg = tiny_config(shards_root, "two", steps=4, val_every=4)
     res = launch(cfg, num_procs=2, progress=False, env=child_env)
