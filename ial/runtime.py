@@ -16,11 +16,11 @@ import socket
 # and the 20 ms event-loop tick they cost a CPU-bound worker ~4% of its throughput (measured on
 # 2 cores, featurize). A cluster given by ``dask_address`` keeps its own settings
 # (docs/scaling.md suggests the same ones). Each worker also starts a session of its own
-# (``dask_setup`` below, run in the worker as a preload).
+# (``dask_setup`` below, run in the worker as a preload, after any the user configured).
 LOCAL_WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
                        "distributed.worker.memory.monitor-interval": "1s",
-                       "distributed.admin.tick.interval": "500ms",
-                       "distributed.worker.preload": ["ial.runtime"]}
+                       "distributed.admin.tick.interval": "500ms"}
+WORKER_PRELOAD = "ial.runtime"
 
 
 def dask_setup(worker) -> None:
@@ -46,7 +46,9 @@ def local_cluster_kwargs(n_workers: int, threads_per_worker: int, torch_threads:
     import distributed  # noqa: F401  its defaults join dask.config: a snapshot taken before
     # they do leaves keys out (distributed.admin.event-loop) and no worker process starts
 
-    with dask.config.set(LOCAL_WORKER_CONFIG):
+    preload = list(dask.config.get("distributed.worker.preload", None) or [])
+    preload += [] if WORKER_PRELOAD in preload else [WORKER_PRELOAD]
+    with dask.config.set({**LOCAL_WORKER_CONFIG, "distributed.worker.preload": preload}):
         config = copy.deepcopy(dask.config.config)
     threads = str(torch_threads)
     return {"n_workers": n_workers, "threads_per_worker": threads_per_worker,

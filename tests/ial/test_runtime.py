@@ -82,3 +82,15 @@ def test_local_cluster_workers_leave_the_terminal_s_process_group():
     with LocalCluster(**local_cluster_kwargs(1, 1)) as cluster, Client(cluster) as client:
         (pid, group), = client.run(lambda: (os.getpid(), os.getpgid(0))).values()
     assert group == pid != os.getpgid(0)
+
+
+def test_local_cluster_preloads_come_after_the_user_s_own():
+    import dask
+
+    from ial.runtime import local_cluster_kwargs
+
+    with dask.config.set({"distributed.worker.preload": ["my_site.worker_setup"]}):
+        preload = local_cluster_kwargs(1, 1)["config"]["distributed"]["worker"]["preload"]
+    assert preload == ["my_site.worker_setup", "ial.runtime"]
+    assert local_cluster_kwargs(1, 1)["config"]["distributed"]["worker"]["preload"] == [
+        "ial.runtime"]
