@@ -128,6 +128,17 @@ def read_shard_metadata(url: str) -> dict:
     return shard_metadata(read_parquet_schema(url))
 
 
+def _unreadable(exc: Exception, url: str) -> Exception:
+    """What a failed read of shard ``url`` raises: SchemaError naming it when the file is at
+    fault (pyarrow's ArrowInvalid or bare OSError: corrupt, truncated; missing; not allowed);
+    else ``exc`` itself (a connection that failed, a timeout: not the shard's fault, and a
+    flow's task retries them, which it never does for a SchemaError)."""
+    if isinstance(exc, (pa.ArrowInvalid, FileNotFoundError, PermissionError)) or type(
+            exc) is OSError:
+        return SchemaError(f"{url}: not a readable Parquet shard ({exc})")
+    return exc
+
+
 def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
     """A whole shard as a table cast to SHARD_SCHEMA (metadata kept), or only its ``columns``
     (only those are read and decompressed: the training loader skips the spectrogram, a third
@@ -138,7 +149,7 @@ def read_shard(url: str, columns: list[str] | None = None) -> pa.Table:
         present = reader.schema().names  # a missing column is named by validate_table
         table = reader.read([name for name in schema.names if name in present])
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
+        raise _unreadable(exc, url) from None
     validated = validate_table(table, schema, url)
     return validated.replace_schema_metadata(table.schema.metadata)
 
@@ -150,7 +161,7 @@ def iter_shard_rows(url: str, columns: list[str] | None = None) -> Iterator[dict
     try:
         schema = reader.schema()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(f"{url}: not a readable Parquet shard ({exc})") from None
+        raise _unreadable(exc, url) from None
     _check_schema(schema, url)
     wanted = shard_columns(columns or None)
     for group in reader.iter_row_groups(columns=wanted.names):

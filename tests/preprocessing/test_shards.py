@@ -66,6 +66,24 @@ def test_incomplete_shard_invisible_and_bad_file_named(tmp_path):
         read_dataset_index(root, "d")
 
 
+def test_a_failing_connection_is_not_blamed_on_the_shard(tmp_path, monkeypatch):
+    from ial.parquet_reading import ParquetReader
+
+    url = str(tmp_path / "shard-00000.parquet")
+    pq.write_table(SHARD_SCHEMA.empty_table(), url)
+    for error, raised in [(OSError("Corrupt snappy compressed data."), SchemaError),
+                          (FileNotFoundError(2, "No such file"), SchemaError),
+                          (ConnectionResetError(104, "Connection reset by peer"),
+                           ConnectionResetError),
+                          (BrokenPipeError(32, "Broken pipe"), BrokenPipeError)]:
+        def fail(self, *args, error=error):
+            raise error
+
+        monkeypatch.setattr(ParquetReader, "read", fail)
+        with pytest.raises(raised, match=str(error.args[-1])):
+            read_shard(url)
+
+
 def test_the_loader_reads_only_its_columns_and_decodes_them(tmp_path):
     from ial.data.synthetic import write_synthetic_shards
     from preprocessing.shard_schema import LOADER_COLUMNS, decode_row
