@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
 import time
@@ -59,6 +59,8 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
       ``master_port`` must then be given (every node must agree on them).
     """
     cfg = _as_config(cfg_path_or_cfg, overrides)
+    if hostfile:
+        read_hostfile(hostfile)
     run = RunDir(cfg)
     if in_process and num_procs == 1 and hostfile is None:
         single_process_env()
@@ -113,6 +115,33 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
             raise UserError(user_error)
         raise RuntimeError(f"training exited with code {proc.returncode}: {' '.join(cmd)}")
     return json.loads(read_text(run("result.json")))
+
+
+def read_hostfile(path: str) -> dict[str, int]:
+    """DeepSpeed's hostfile as host → slots: a ``<host> slots=<n>`` line per host, ``#``
+    comment lines and blank lines skipped (the rule of DeepSpeed's runner, which ends in a
+    traceback where this raises a UserError naming the file and line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"hostfile {path}: cannot be read ({exc})") from None
+    hosts: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry = re.match(r"(\S+)\s+slots=(\d+)", line)
+        if not entry:
+            raise UserError(f"hostfile {path}, line {number}: {line!r} is not "
+                            "'<host> slots=<processes>'")
+        if entry.group(1) in hosts:
+            raise UserError(f"hostfile {path}, line {number}: host {entry.group(1)!r} is "
+                            "listed twice")
+        hosts[entry.group(1)] = int(entry.group(2))
+    if not hosts:
+        raise UserError(f"hostfile {path}: no '<host> slots=<processes>' line")
+    return hosts
 
 
 def _rank_error(url: str, wait_s: float) -> str:

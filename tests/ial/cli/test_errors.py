@@ -72,6 +72,20 @@ def test_train_without_shards(tmp_path):
                    "no complete shards of dataset 'demo'", "featurize it first")
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("# two nodes\nnode1 slots=8\nnode2 slots=x\n", "line 3: 'node2 slots=x' is not '<host> "
+                                                      "slots=<processes>'"),
+    ("node1 slots=8\n\nnode1 slots=8\n", "line 3: host 'node1' is listed twice"),
+    ("# nothing yet\n", "no '<host> slots=<processes>' line")])
+def test_a_bad_hostfile_names_its_line_before_anything_starts(tmp_path, text, expected):
+    # DeepSpeed's runner ends in two tracebacks on each of these
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text(text)
+    one_error_line(run("train", "--config", DEMO_TRAIN, "--root", str(tmp_path / "data"),
+                       "--hostfile", str(hostfile)), f"hostfile {hostfile}", expected)
+    assert not (tmp_path / "data").exists()
+
+
 def test_featurize_of_a_dataset_that_was_never_ingested_creates_nothing(tmp_path):
     one_error_line(run("featurize", "--root", str(tmp_path), "--dataset", "vggsund",
                        "--no-prefect"),
