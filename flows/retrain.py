@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger
 
 from flows.api import fail_on_user_error
 from ial.config import save_config, to_dict
-from ial.nightly.config import load_retrain_config
+from ial.nightly.config import challenger_run_name, load_retrain_config
 from ial.nightly.promotion import (promote_if_better, read_champion, scoring_fingerprint,
                                    tree_fingerprint)
 from ial.nightly.summary import (count_note, last_trained_fingerprint, overall_sdr, paired_gain,
@@ -99,8 +99,8 @@ def retrain_flow(
         return _finish(store, stamp, summary)
 
     # 4. Train the challenger, resuming from the champion.
-    run_name = f"{cfg.run_prefix}-{stamp}"
     resume_from = champion.get("checkpoint") if champion else None
+    run_name = challenger_run_name(cfg, fingerprint, resume_from)  # a re-run resumes it
     summary["resumed_from"] = resume_from or "scratch (no champion yet)"
     trained = train_flow(
         root=store.root, dataset=cfg.dataset, config=cfg.train_config,
@@ -109,7 +109,8 @@ def retrain_flow(
     )
     # the run's best export on its validation split (early stopping), else its last one
     challenger = trained.get("best_checkpoint") or trained["checkpoint"]
-    summary["challenger"] = challenger
+    summary.update(challenger=challenger, run=run_name,
+                   train_resumed_from_step=trained.get("resumed_from_step"))
 
     # 5. Score both on the same held-out set.
     evaluated = evaluate_flow(

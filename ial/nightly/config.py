@@ -8,12 +8,15 @@ working directory, else from the source tree (``ial.config_files.resolve_path``)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 
 from ial.config import load_config
 from ial.config_files import resolve_path
 from ial.errors import ConfigError
+from ial.storage import read_text
 
 STAGE_CONFIGS = ("ingest_config", "featurize_config", "train_config", "eval_config")
 
@@ -48,7 +51,7 @@ class RetrainConfig:
     # true: min_improvement applies to the lower end of the paired 95 % interval of the gain
     # (challenger - champion source by source, `ial compare`), not to the mean gain
     require_ci: bool = False
-    run_prefix: str = "nightly"  # training runs are named <run_prefix>-<UTC timestamp>
+    run_prefix: str = "nightly"  # training runs are named <run_prefix>-<key> (challenger_run_name)
     dask_address: str | None = None  # Dask scheduler for ingest/featurize (None: local cluster)
 
     def validate(self) -> None:
@@ -71,3 +74,15 @@ def load_retrain_config(config: str | None = None, overrides: list[str] | None =
         if getattr(cfg, name):
             setattr(cfg, name, resolve_path(getattr(cfg, name)))
     return cfg
+
+
+def challenger_run_name(cfg: RetrainConfig, shards_fingerprint: str,
+                        champion: str | None) -> str:
+    """The night's training run: ``<run_prefix>-<key>``, the key a hash of what it trains on and
+    from (the shards' fingerprint, the champion it warm-starts from, the train config's text and
+    its overrides), not of the clock. A night run again after a crash or a stop, before its
+    decision was recorded, trains the same run, which resumes from its last checkpoint (or, if
+    it had finished, is not trained again); any change to those is a new run."""
+    config_text = read_text(cfg.train_config) if cfg.train_config else None
+    key = json.dumps([shards_fingerprint, champion, config_text, cfg.train_overrides])
+    return f"{cfg.run_prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -73,6 +73,9 @@ def render_summary(summary: dict) -> str:
             return f"{value:.3f}" if math.isfinite(value) else str(value)
         return str(value).replace("|", "\\|")
 
+    run = summary.get("run")
+    if run and summary.get("train_resumed_from_step") is not None:
+        run = f"{run} (run again: resumed at step {summary['train_resumed_from_step']})"
     rows = [
         ("dataset", summary.get("dataset")),
         ("started (UTC)", summary.get("started_at")),
@@ -80,6 +83,7 @@ def render_summary(summary: dict) -> str:
         ("featurize", summary.get("featurize_note")),
         ("training data", summary.get("train_fingerprint")),
         ("resumed from", summary.get("resumed_from")),
+        ("training run", run),
         ("challenger", summary.get("challenger")),
         ("challenger SDR (dB)", summary.get("challenger_sdr")),
         ("champion", summary.get("champion")),

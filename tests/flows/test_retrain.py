@@ -102,6 +102,21 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert lineage["featurize"]["config_hash"] == shard_meta["config_hash"] is not None
         assert lineage["featurize_config"]["frame_size"] == shard_meta["config"]["frame_size"]
 
+        # Night 1 again, as after a crash before its decision was recorded: the same run (named
+        # by its data, champion and config), resumed where it ended: not trained again
+        import shutil
+
+        runs = sorted(p.name for p in (root / "checkpoints").iterdir())
+        (root / "champion.json").unlink()
+        shutil.rmtree(root / "promotions")
+        again = retrain_flow(config=str(config))
+        assert again["challenger"] == night1["challenger"] and again["decision"] == "promote"
+        assert sorted(p.name for p in (root / "checkpoints").iterdir()) == runs
+        assert again["run"] == night1["run"] and night1["train_resumed_from_step"] is None
+        assert again["train_resumed_from_step"] == 2  # its last step: nothing trained again
+        assert f"| training run | {night1['run']} (run again: resumed at step 2) |" in again[
+            "markdown"]
+
         # Night 2: the same manifest → nothing downloaded, nothing trained, nothing decided.
         gets_before = sum(1 for r in server.requests if r[0] == "GET")
         runs_before = sorted(p.name for p in (root / "checkpoints").iterdir())

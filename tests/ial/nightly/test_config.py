@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ial.errors import ConfigError
-from ial.nightly.config import load_retrain_config
+from ial.nightly.config import challenger_run_name, load_retrain_config
 
 
 def test_nightly_config_resolves_stage_configs_and_names_bad_fields(tmp_path):
@@ -31,3 +31,19 @@ def test_paths_resolve_from_the_source_tree_in_another_directory(tmp_path, monke
     assert Path(cfg.train_config).is_absolute() and Path(cfg.train_config).is_file()
     with pytest.raises(ConfigError, match="not found"):
         load_retrain_config("configs/retrain/no_such.yaml")
+
+
+def test_a_night_run_again_trains_the_same_run_and_any_change_is_a_new_one(tmp_path):
+    train = tmp_path / "train.yaml"
+    train.write_text("steps: 100\n")
+    cfg = load_retrain_config(None, [f"train_config={train}", "train_overrides=[seed=1]"])
+    name = challenger_run_name(cfg, "shards-a", "s3://b/champion/model.pt")
+    assert name.startswith("nightly-")
+    assert challenger_run_name(cfg, "shards-a", "s3://b/champion/model.pt") == name  # resumed
+    changed = [challenger_run_name(cfg, "shards-b", "s3://b/champion/model.pt"),  # new shards
+               challenger_run_name(cfg, "shards-a", None)]  # another champion
+    train.write_text("steps: 200\n")  # the train config's text
+    changed.append(challenger_run_name(cfg, "shards-a", "s3://b/champion/model.pt"))
+    cfg.train_overrides = ["seed=2"]
+    changed.append(challenger_run_name(cfg, "shards-a", "s3://b/champion/model.pt"))
+    assert len({name, *changed}) == 5
