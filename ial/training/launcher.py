@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
@@ -99,7 +102,9 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
     # the run's storage root, where ranks started over ssh on other nodes can write it too
     error_url = run(f"launch-{uuid.uuid4().hex[:12]}.error")
     cmd += ["--error-url", error_url]
-    proc = subprocess.Popen(cmd, env=child_env, start_new_session=StopSignals.available())
+    runner = cmd[0] != sys.executable  # the `deepspeed` runner, not one rank
+    with _sigint_ignored(runner and StopSignals.available()):
+        proc = subprocess.Popen(cmd, env=child_env, start_new_session=StopSignals.available())
     with StopSignals(forward_to=proc) as stop:  # Ctrl-C, SIGTERM: the ranks stop, saved
         proc.wait()
         stop.wait_for_group()
@@ -115,6 +120,20 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
             raise UserError(user_error)
         raise RuntimeError(f"training exited with code {proc.returncode}: {' '.join(cmd)}")
     return json.loads(read_text(run("result.json")))
+
+
+@contextlib.contextmanager
+def _sigint_ignored(active: bool) -> Iterator[None]:
+    """SIGINT ignored while the ``deepspeed`` runner is started, which keeps that: on one node
+    it has no handler of its own, and the Ctrl-C that ``StopSignals`` passes to its process
+    group ended it in a KeyboardInterrupt traceback. Its ``launch.py`` and the ranks install
+    their own handlers (a handled signal is at its default again in a program it starts)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if active else None
+    try:
+        yield
+    finally:
+        if active:
+            signal.signal(signal.SIGINT, previous)
 
 
 def read_hostfile(path: str) -> dict[str, int]:
