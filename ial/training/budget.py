@@ -189,7 +189,8 @@ class HangUpOnClosedOutput:
     launcher's own stop signal reaches the node, and the rank's next print would end it with a
     ``BrokenPipeError``, its last steps unsaved. With this, it stops at the next step and saves
     (``StopSignals`` handles SIGHUP); a rank whose launcher vanished without a stop does the same
-    at its next write (its progress bar, a warning) rather than train on unheard.
+    at its next write (its progress bar, a warning) rather than train on unheard. Under
+    ``nohup`` (SIGHUP ignored) it keeps training, its output dropped.
     """
 
     def __init__(self, stream) -> None:

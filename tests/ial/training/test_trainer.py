@@ -194,11 +194,12 @@ def test_a_rank_whose_output_has_closed_stops_and_tells_its_launcher(shards_root
     save_config(cfg, f"{run}/launch.yaml")
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody reads the rank's output: its progress bar fails to write
-    try:
+    try:  # SIGHUP at its default in the rank, as over ssh (under nohup it stays ignored)
         proc = subprocess.run([sys.executable, "-m", "ial.training", "--config",
                                f"{run}/launch.yaml", "--error-url", f"{run}/launch-x.error"],
                               env=single_process_env(dict(child_env)), stdout=write_end,
-                              stderr=write_end, timeout=120)
+                              stderr=write_end, timeout=120,
+                              preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     finally:
         os.close(write_end)
     assert proc.returncode == 2
