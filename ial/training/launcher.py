@@ -126,8 +126,9 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
 def _sigint_ignored(active: bool) -> Iterator[None]:
     """SIGINT ignored while the ``deepspeed`` runner is started, which keeps that: on one node
     it has no handler of its own, and the Ctrl-C that ``StopSignals`` passes to its process
-    group ended it in a KeyboardInterrupt traceback. Its ``launch.py`` and the ranks install
-    their own handlers (a handled signal is at its default again in a program it starts)."""
+    group ended it in a KeyboardInterrupt traceback. Its ``launch.py`` installs a handler of its
+    own, but only after it has started the ranks, so they keep SIGINT ignored (``StopSignals``
+    leaves it so) and stop on the SIGTERM that ``launch.py`` sends them."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if active else None
     try:
         yield
