@@ -234,7 +234,15 @@ def parse_overrides(overrides: typing.Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(item, "an override must look like key=value (e.g. lr=3e-4)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        if not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(key, "an override's key must be a dotted field name "
+                              "(e.g. method.lambda_ind)", f"from --set {item}")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(key.strip(), f"the value {raw!r} is not valid YAML ({problem}; "
+                              "quote it to pass a string)", f"from --set {item}") from None
         node = result
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -61,6 +61,20 @@ def test_yaml_overrides_and_round_trip(tmp_path):
     assert to_dict(cfg)["optim"]["betas"] == [0.9, 0.999]
 
 
+@pytest.mark.parametrize("item, field_name, says", [
+    ("labels=[a,b", "labels", "not valid YAML"),
+    ("name=a: b: c", "name", "not valid YAML"),
+    ("=3", "", "dotted field name"),
+    ("optim..lr=3", "optim..lr", "dotted field name"),
+])
+def test_a_malformed_override_names_itself(item, field_name, says):
+    with pytest.raises(ConfigError) as info:
+        load_config(Example, None, [item])
+    assert info.value.field == field_name
+    assert says in str(info.value) and f"(from --set {item})" in str(info.value)
+    assert load_config(Example, None, ["name='a: b: c'"]).name == "a: b: c"  # quoting passes it
+
+
 def test_error_names_source_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("steps: nope\n")
