@@ -113,7 +113,9 @@ def read_export(url: str, map_location: str | torch.device = "cpu") -> dict:
 def directory_hint(url: str) -> str:
     """What to pass instead of the directory ``url``: the exports a training run writes in its
     directory (``best/model.pt``, best by validation; ``model.pt``, the latest), those present."""
-    exports = {"best/model.pt": "best by validation", "model.pt": "the latest step"}
+    in_best = url.rstrip("/").rsplit("/", 1)[-1] == "best"  # a run's best/ holds one export
+    exports = {"best/model.pt": "best by validation",
+               "model.pt": "best by validation" if in_best else "the latest step"}
     found = [f"{join(url, name)} ({why})" for name, why in exports.items()
              if exists(join(url, name))]
     if not found:

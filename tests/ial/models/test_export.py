@@ -48,6 +48,9 @@ def test_a_run_directory_names_its_exports(tmp_path, request, where):
     assert str(exc.value) == (
         f"{run}/: a directory, not a model export; pass one of its exports: "
         f"{run}/best/model.pt (best by validation), {run}/model.pt (the latest step)")
+    with pytest.raises(CheckpointError) as exc:  # the run's best/ holds its best export
+        load_model(f"{run}/best")
+    assert str(exc.value).endswith(f"{run}/best/model.pt (best by validation)")
     with pytest.raises(CheckpointError, match=f"^{root}/checkpoints: a directory, not a model "
                        r"export \(no model.pt in it\)$"):
         load_model(f"{root}/checkpoints")
