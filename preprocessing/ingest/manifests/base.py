@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import inspect
 import io
 import math
 import re
+import zlib
 from typing import Callable, Iterable
 
 from ial.errors import UserError
@@ -89,12 +91,22 @@ def read_manifest_text(path: str) -> str:
         raise ManifestError(path, None, "is a directory, not a manifest file") from None
     except PermissionError:
         raise ManifestError(path, None, "permission denied reading the manifest") from None
+    if data[:2] == b"\x1f\x8b":  # a gzip-compressed manifest (e.g. vggsound.csv.gz)
+        data = _gunzip(path, data)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ManifestError(path, line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                                         f"{exc.start}); save the manifest as UTF-8") from None
+
+
+def _gunzip(path: str, data: bytes) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ManifestError(path, None, f"a gzip file that does not decompress ({exc}); "
+                                        "download it again") from None
 
 
 def read_manifest_records(path: str) -> list[dict]:

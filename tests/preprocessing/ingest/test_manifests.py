@@ -122,6 +122,20 @@ def test_a_directory_or_non_utf8_manifest_is_a_manifest_error(tmp_path):
         read_manifest(str(latin), "vggsound")
 
 
+def test_a_gzip_manifest_is_read_and_a_truncated_one_named(tmp_path):
+    import gzip
+
+    text = '---g-f_I2yQ,1,"people marching, chanting",test\n--0PQM4-hqg,30,waterfall,train\n'
+    packed = tmp_path / "vggsound.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    m = read_manifest(str(packed), "vggsound")
+    assert [e.clip_id for e in m] == ["---g-f_I2yQ_1000", "--0PQM4-hqg_30000"]
+    packed.write_bytes(gzip.compress(text.encode())[:30])
+    with pytest.raises(ManifestError, match=r"vggsound.csv.gz: a gzip file that does not "
+                                            r"decompress \(.*\); download it again"):
+        read_manifest(str(packed), "vggsound")
+
+
 def test_a_missing_or_corrupt_parquet_manifest_is_a_manifest_error(tmp_path):
     with pytest.raises(ManifestError, match="none.parquet: manifest file not found"):
         read_manifest(str(tmp_path / "none.parquet"), "generic")
