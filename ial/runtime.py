@@ -3,6 +3,7 @@ start (its workers' settings, what it logs)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import functools
@@ -62,6 +63,62 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def connect_scheduler(address: str, timeout_s: float = 10.0):
+    """A ``distributed.Client`` of the running Dask scheduler at ``address`` (``dask_address``,
+    ``--dask-address``), after ``check_scheduler`` found one there."""
+    from distributed import Client
+
+    check_scheduler(address, timeout_s)
+    return Client(address, timeout=timeout_s)
+
+
+def check_scheduler(address: str | None, timeout_s: float = 10.0) -> None:
+    """Ask the Dask scheduler at ``address`` who it is (its ``identity``) and hang up. An address
+    where none answers within ``timeout_s`` (nothing listening, a wrong host or port, another
+    service there, an unknown scheme) is a ``ConfigError`` naming it: distributed's own client
+    gives a traceback after 30 s, or waits forever on a service that never replies. None:
+    nothing to check (a LocalCluster will be started). Runs its own event loop in a thread, so
+    it may be called from anywhere, a running loop's thread included."""
+    if not address:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ial.errors import ConfigError
+
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            reply = pool.submit(asyncio.run, _identity(address, timeout_s)).result()
+            why = None if isinstance(reply, dict) and reply.get("type") == "Scheduler" else (
+                f"something answered, but not a Dask scheduler: {str(reply)[:80]!r}")
+        except (asyncio.TimeoutError, TimeoutError):
+            why = f"no answer within {timeout_s:g} s"
+        except MemoryError:  # a frame length read from another protocol's bytes
+            why = "something answered, but not in Dask's protocol"
+        except Exception as exc:  # noqa: BLE001 - whatever failed, that address is no scheduler
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if why:
+        raise ConfigError("dask_address", f"no Dask scheduler at {address!r} ({why}); start one "
+                          "there (dask scheduler), fix the address, or leave dask_address unset "
+                          "for a LocalCluster", "from --dask-address or the config")
+
+
+async def _identity(address: str, timeout_s: float) -> object:
+    """The scheduler's reply to ``{"op": "identity"}`` (a dict with ``type: Scheduler``)."""
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def ask() -> object:  # TLS settings from the dask config, as a Client takes them
+        comm = await connect(address, timeout=timeout_s,
+                             **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    return await asyncio.wait_for(ask(), timeout_s)
 
 
 def worker_name() -> str:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from ial.errors import UserError
 from ial.parquet_reading import read_parquet
+from ial.runtime import check_scheduler
 from ial.storage import Storage, atomic_write, exists, is_remote, read_text, sweep_orphan_temps
 from preprocessing.clip_index import read_clip_index
 from preprocessing.featurize.config import FeaturizeConfig, config_hash
@@ -84,8 +85,10 @@ def check_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict]]:
     writes nothing. Returns (root, the ok clips by id, after the split filter). Raises
     NothingToFeaturize when the dataset has no clip index or no ``ok`` clip, and
     FeaturizeMismatchError when complete shards were written under another config hash, so
-    ``ial featurize`` can say it in one line before it starts a Prefect flow."""
+    ``ial featurize`` can say it in one line before it starts a Prefect flow; and that
+    ``cfg.dask_address``, if set, is a Dask scheduler's (``ial.runtime.check_scheduler``)."""
     root, clips, _ = _read_inputs(cfg)
+    check_scheduler(cfg.dask_address)
     return root, clips
 
 

@@ -32,7 +32,7 @@ import time
 from ial.config import save_config
 from ial.errors import UserError
 from ial.runtime import local_cluster_kwargs as runtime_cluster_kwargs
-from ial.runtime import quiet_dask_shutdown
+from ial.runtime import connect_scheduler, quiet_dask_shutdown
 from ial.storage import Storage
 from preprocessing.featurize.config import FEATURIZER_VERSION, FeaturizeConfig
 from preprocessing.featurize.planning import FeaturizePlan, plan_shards
@@ -62,7 +62,7 @@ def dask_client(cfg: FeaturizeConfig, client=None):
 
     quiet_dask_shutdown()
     if cfg.dask_address:
-        with Client(cfg.dask_address) as c:
+        with connect_scheduler(cfg.dask_address) as c:
             yield c
         return
     cluster = LocalCluster(**local_cluster_kwargs(cfg))

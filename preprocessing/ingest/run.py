@@ -42,6 +42,7 @@ from collections import Counter
 
 from ial.config import ConfigError, save_config
 from ial.errors import UserError
+from ial.runtime import check_scheduler, connect_scheduler
 from ial.storage import Storage, sweep_orphan_temps, write_text
 from preprocessing.clip_index import STATUSES, read_clip_index
 from preprocessing.ingest.batch import (Batch, apply_manifest_fields, batch_prefix, plan_batches,
@@ -117,6 +118,7 @@ def check_inputs(cfg: IngestConfig) -> tuple[Storage, Manifest]:
         why = (f"all {len(manifest.skipped)} rows are malformed (skipped)" if manifest.skipped
                else "it has no entries")
         raise ManifestError(cfg.manifest, None, f"nothing to ingest: {why}")
+    check_scheduler(cfg.dask_address)
     return storage, manifest
 
 
@@ -217,9 +219,7 @@ def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
     bar = tqdm(total=n_clips, desc=f"ingest {cfg.dataset_name}", unit="clip", disable=not progress)
     own_client = None
     if client is None and cfg.dask_address:
-        from distributed import Client
-
-        client = own_client = Client(cfg.dask_address)
+        client = own_client = connect_scheduler(cfg.dask_address)
     stats: list[dict] = []
     try:
         if client is None:

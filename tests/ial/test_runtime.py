@@ -94,3 +94,45 @@ def test_local_cluster_preloads_come_after_the_user_s_own():
     assert preload == ["my_site.worker_setup", "ial.runtime"]
     assert local_cluster_kwargs(1, 1)["config"]["distributed"]["worker"]["preload"] == [
         "ial.runtime"]
+
+
+@pytest.fixture
+def silent_server():
+    """A loopback TCP server that accepts connections and never says a word (a wrong port: a
+    service of another protocol waiting for its request). Yields its ``tcp://`` address."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_running_scheduler_passes_the_check_and_is_connected():
+    from distributed import LocalCluster
+
+    from ial.runtime import check_scheduler, connect_scheduler
+
+    check_scheduler(None)  # nothing given: a LocalCluster will be started, nothing to check
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        check_scheduler(cluster.scheduler_address, timeout_s=5)
+        with connect_scheduler(cluster.scheduler_address) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_an_address_without_a_scheduler_is_one_config_error(silent_server):
+    import time
+
+    from ial.errors import ConfigError
+    from ial.runtime import check_scheduler
+    from tests.conftest import free_port
+
+    for address, why in ((silent_server, "no answer within 1 s"),
+                         (f"tcp://127.0.0.1:{free_port()}", ""),
+                         ("foo://host:8786", "unknown address scheme 'foo'")):
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=f"^config field 'dask_address': no Dask "
+                                              f"scheduler at '{address}' \\(.*{why}"):
+            check_scheduler(address, timeout_s=1)
+        assert time.monotonic() - started < 10  # bounded, even where nothing ever replies

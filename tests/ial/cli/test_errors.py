@@ -210,3 +210,13 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(monkeypatch, tmp_path):
     assert result.exit_code == 130, result.output
     assert result.output.strip().splitlines() == [
         "Interrupted: what was finished is kept; run the same command again to resume."]
+
+
+def test_a_dask_address_without_a_scheduler_is_one_line_before_any_flow_starts(tmp_path,
+                                                                               manifest):
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run("ingest", "--manifest", manifest, "--root", str(tmp_path / "r"),
+                 "--dask-address", address)
+    line = one_error_line(result, f"no Dask scheduler at '{address}'", "--dask-address")
+    assert result.output.strip().splitlines() == [line], result.output
+    assert not (tmp_path / "r" / "clips").exists()
