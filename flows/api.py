@@ -24,6 +24,7 @@ def shared_api() -> Iterator[str | None]:
 
     configured = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")
     if configured:
+        check_api()
         yield configured
         return
     server = _server_outside_the_terminal_group()
@@ -38,6 +39,28 @@ def shared_api() -> Iterator[str | None]:
         # The server itself is stopped by Prefect's exit hook, after its log handler has
         # flushed the last records to it.
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def check_api(timeout_s: float = 10.0) -> None:
+    """With ``PREFECT_API_URL`` set, check that something answers there (its ``/health``; any
+    HTTP reply counts, an auth error included) before a flow starts: Prefect itself gives a
+    traceback, ``RuntimeError: Failed to reach API``, from inside its client. Unreachable is a
+    ``UserError`` naming the URL. Unset: nothing to check (a temporary server will start)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from ial.errors import UserError
+
+    url = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"Prefect API {url} (PREFECT_API_URL): cannot reach it ({why}); start "
+                        "the server there (prefect server start), fix the URL, or unset "
+                        "PREFECT_API_URL to run on a temporary server") from None
 
 
 def _server_outside_the_terminal_group():

@@ -64,11 +64,14 @@ def command(root, dataset, visual_weights, dask_address, n_workers, clips_per_sh
     if prefect:
         # a bad root, dataset or config hash: one line, before Prefect starts (the plain run's
         # plan_shards checks the same, first, and logs the random-weights warning after it)
-        check_inputs(cfg)
-        if cfg.visual_weights is None:
-            click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
+        from flows.api import check_api
         from flows.featurize import featurize_flow
         from ial.config import to_dict
+
+        check_inputs(cfg)
+        check_api()
+        if cfg.visual_weights is None:
+            click.secho(f"WARNING: {RANDOM_INIT_WARNING}", fg="yellow", err=True)
 
         given = {k: v for k, v in to_dict(cfg).items()
                  if k not in ("root", "dataset", "dask_address")}

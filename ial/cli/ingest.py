@@ -105,7 +105,10 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
     if prefect:
         check_inputs(cfg)  # a bad manifest or root: one line, before Prefect starts its server
+        from flows.api import check_api
         from flows.ingest import ingest_flow
+
+        check_api()
 
         given = {k: v for k, v in to_dict(cfg).items()
                  if k not in ("manifest", "manifest_format", "root", "dataset",

@@ -45,7 +45,10 @@ def command(only, cron, timezone, root, dask_address, retrain_config, limit, lis
         return
     from prefect import serve
 
+    from flows.api import check_api
     from flows.deployments import build_deployments
+
+    check_api()
 
     try:
         deployments = build_deployments(
