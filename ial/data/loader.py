@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ial.data.speed import change_speed, draw_factor, input_length
+from ial.errors import ConfigError
 from ial.signal import SEGMENT_SAMPLES
 from preprocessing.shard_schema import decode_row
 
@@ -357,10 +358,11 @@ class ShardStream:
             if dataset.num_batches == 0:
                 empty_epochs += 1
                 if empty_epochs > 1:
-                    raise ValueError(
-                        f"no full batch for this rank: {sum(len(s.rows) for s in self.shards)} "
-                        f"clips in the split across {self.kw['world_size']} rank(s), batch size "
-                        f"{self.kw['batch_size']}")
+                    clips = sum(len(s.rows) for s in self.shards)
+                    raise ConfigError("batch_size", f"{self.kw['batch_size']} clips per batch, "
+                                      f"but the split's {clips} clips across "
+                                      f"{self.kw['world_size']} rank(s) give this rank no full "
+                                      "batch: lower batch_size or use fewer ranks")
             else:
                 empty_epochs = 0
             for batch in self.loader(dataset):

@@ -23,6 +23,7 @@ from ial.config import (REPO, ConfigError, json_config, load_config, read_json_c
                         read_sub_config, sub_config)
 from ial.method.config import MethodConfig
 from ial.models.config import ModelConfig
+from ial.signal import N_FFT
 from ial.training.budget import LR_DECAYS
 
 __all__ = ["REPO", "SEPARATOR_ONLY", "TrainConfig", "deepspeed_configs", "load_train_config",
@@ -135,8 +136,11 @@ class TrainConfig:
 
         if (why := check_factors(self.speed_factors)) is not None:
             raise ConfigError("speed_factors", why)
-        if self.val_samples < 0:
-            raise ConfigError("val_samples", "must be >= 0 (0: one training window)")
+        if self.segment_samples < N_FFT:
+            raise ConfigError("segment_samples", f"must be >= {N_FFT} samples (one STFT frame)")
+        if self.val_samples < 0 or 0 < self.val_samples < N_FFT:
+            raise ConfigError("val_samples", f"must be 0 (one training window) or >= {N_FFT} "
+                                             "samples (one STFT frame)")
         if self.max_minutes < 0:
             raise ConfigError("max_minutes", "must be >= 0 (0: no limit)")
         if self.lr_decay not in LR_DECAYS:

@@ -203,7 +203,7 @@ class Trainer:
         saved_at = validated_at = self.step
         t0 = started = time.monotonic()
         budget = cfg.max_minutes * 60.0 if cfg.max_minutes else float("inf")
-        with StopSignals() as stop:
+        with StopSignals() as stop, bar:  # an error closes the bar before its line shows
             while self.step < cfg.steps and (used := self._progress(started, budget, stop)) < 1:
                 scale_learning_rates(self.sep.optimizer, LR_DECAYS[cfg.lr_decay](used))
                 logs = self._train_step(next(batches))
@@ -223,7 +223,6 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self._checkpoint(writer)
                     saved_at = self.step
-        bar.close()
         if validated_at != self.step and not self.stopped_by:  # a stop saves, then goes
             self._validate(writer)
         if saved_at != self.step:

@@ -67,6 +67,18 @@ def test_stream_position_runs_across_epochs(tmp_path):
     assert batch.label.dtype.is_floating_point is False
 
 
+def test_a_batch_larger_than_a_rank_s_share_of_the_split_names_batch_size(tmp_path):
+    from ial.errors import ConfigError
+
+    write_shards(str(tmp_path), shards=2, rows=4, splits=("train",))  # 8 clips
+    shards, classes = scan_split(list_dataset_shards(str(tmp_path), "toy"), "train")
+    stream = ShardStream(shards, classes, seed=1, rank=0, world_size=2, batch_size=5,
+                         num_workers=0, segment_samples=512)
+    with pytest.raises(ConfigError, match=r"^config field 'batch_size': 5 clips per batch, but "
+                                          r"the split's 8 clips across 2 rank\(s\)"):
+        next(stream.batches())
+
+
 def test_batch_layout_gives_each_worker_contiguous_blocks():
     layout = batch_layout(11, 2, 2, drop_last=False)  # 6 batches, last has 1 clip
     assert layout == [[(0, 2), (2, 4), (4, 6)], [(6, 8), (8, 10), (10, 11)]]

@@ -209,6 +209,20 @@ def test_a_rank_whose_output_has_closed_stops_and_tells_its_launcher(shards_root
     assert not exists(f"{run}/deepspeed/latest.json")
 
 
+def test_a_batch_the_split_cannot_fill_is_one_line_below_the_closed_bar(shards_root, child_env):
+    cfg = tiny_config(shards_root, "too-big", batch_size=1000)
+    run = Storage(shards_root).url("checkpoints", "too-big")
+    save_config(cfg, f"{run}/launch.yaml")
+    proc = subprocess.run([sys.executable, "-m", "ial.training", "--config", f"{run}/launch.yaml"],
+                          env=single_process_env(dict(child_env)), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "train too-big" in proc.stderr  # the bar was shown, and closed before the line
+    assert proc.stderr.endswith("\nError: config field 'batch_size': 1000 clips per batch, but "
+                                "the split's 24 clips across 1 rank(s) give this rank no full "
+                                "batch: lower batch_size or use fewer ranks\n"), proc.stderr
+
+
 def test_two_processes_with_the_deepspeed_launcher(shards_root, child_env):
     cfg = tiny_config(shards_root, "two", steps=4, val_every=4)
     res = launch(cfg, num_procs=2, progress=False, env=child_env)
@@ -393,6 +407,6 @@ def test_run_settings_are_checked():
     from ial.config import ConfigError
 
     for field, value in (("max_minutes", -1.0), ("dist_timeout_s", 0), ("lr_decay", "cos"),
-                         ("val_samples", -1)):
+                         ("val_samples", -1), ("val_samples", 500), ("segment_samples", 100)):
         with pytest.raises(ConfigError, match=field):
             tiny_config("/tmp", "x", **{field: value}).validate()
