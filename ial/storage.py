@@ -126,6 +126,16 @@ class Storage:
         return self
 
 
+def check_file_target(url: str, what: str) -> None:
+    """Fail early, with one ``StorageError`` naming ``what``, when a file cannot be written at
+    ``url`` (a plot, say): its directory is checked as a root is (``Storage.check``: created
+    when missing, writable, the bucket there), and ``url`` must not be a directory."""
+    parent = posixpath.dirname(url) if is_remote(url) else os.path.dirname(url) or "."
+    Storage(parent).check(what=f"{what}'s directory")
+    if isdir(url):
+        raise StorageError(f"{what} {url}: is a directory, not a file")
+
+
 def _check_bucket(url: str, what: str) -> None:
     """Raise StorageError unless the bucket of ``url`` exists and accepts our credentials."""
     fs, path = filesystem(url)

@@ -51,7 +51,10 @@ def command(report_a, report_b, more, metric, row, names, plot, seed):
       ial compare data/reports/ial-s3 data/reports/cms-s3 --names ial cms --plot ial_vs_cms.png
     """
     from ial.evaluate.compare import compare_reports, format_comparison, plot_comparison
+    from ial.storage import check_file_target
 
+    if plot:
+        check_file_target(plot, "--plot")
     result = compare_reports([(report_a, report_b), *more], metric=metric, row=row, seed=seed)
     # One training each: the folders' names; several (--also): A and B, not the first seed's.
     names = names or (("A", "B") if more else default_names(report_a, report_b))

@@ -15,6 +15,8 @@ reports (each model is applied with the window it was trained on).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ import numpy as np
 from ial.errors import UserError
 from ial.evaluate.masks import MASK_MEASURES
 from ial.evaluate.report import METRICS
+from ial.storage import upload_file
 
 # what can be compared: the scores (dB) and the mask measures (fractions, ial.evaluate.masks)
 MEASURES = (*METRICS, *MASK_MEASURES)
@@ -204,5 +207,8 @@ def plot_comparison(path: str, c: Comparison, name_a: str = "A", name_b: str = "
     ax.set_xlabel(f"{name_a} - {name_b}, {c.metric.upper()}{scale}, 95 % CI")
     ax.set_title(f"{name_a} vs {name_b} on the same mixtures ({c.sources} sources)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with tempfile.TemporaryDirectory(prefix="ial-compare-") as tmp:
+        local = os.path.join(tmp, "plot" + (os.path.splitext(path)[1] or ".png"))
+        fig.savefig(local)
+        plt.close(fig)
+        upload_file(local, path)  # local or s3://, complete or not there at all

@@ -49,7 +49,7 @@ from ial.evaluate.protocol import MixtureSpec, build_mixtures, mix_sources
 from ial.evaluate.report import METRICS, Example, write_report
 from ial.separate.waveforms import separate_waveforms, training_window
 from ial.signal import CLIP_SECONDS, SAMPLE_RATE
-from ial.storage import DEFAULT_ROOT, Storage, exists, is_remote, join, upload_file
+from ial.storage import DEFAULT_ROOT, Storage, exists, join, upload_file
 
 MODEL_ROW = "model"
 MIXTURE_ROW = "mixture"
@@ -301,8 +301,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     visual_input = getattr(meta.get("model_cfg"), "visual_input", "features")
     window = cfg.window or training_window(meta)
     out = (cfg.out or default_out(cfg.checkpoint, meta)).rstrip("/")
-    if not is_remote(out):
-        out = Storage(out).root
+    where = "report directory (--out)" if cfg.out else "report directory"
+    out = Storage(out).check(what=where).root  # before any scoring: a bad --out fails at once
     row_names = [MODEL_ROW, *cfg.oracles, MIXTURE_ROW]
 
     partial = PartialResults(out, partial_key(cfg, meta.get("sha256"), window), cfg.resume)

@@ -31,7 +31,7 @@ import torch
 
 from ial.errors import UserError
 from ial.signal import SAMPLE_RATE, SILENCE_DBFS
-from ial.storage import join, upload_file
+from ial.storage import Storage, join, upload_file
 
 
 class SeparateError(UserError):
@@ -173,6 +173,7 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     fcfg, fsource = featurize_config_for(meta)
     for p in paths:
         check_video(p, list(fcfg.frame_times))
+    Storage(out_dir).check(what="--out")  # made only for videos it can use, before the work
     backbone, weights = load_backbone(fcfg)
     clips = [featurize_clip(p, fcfg, backbone) for p in paths]
     model_cfg = meta.get("model_cfg")

@@ -83,6 +83,23 @@ def test_check_names_a_missing_bucket(s3_root):
         Storage(f"s3://{bucket}-x/ial").check()
 
 
+def test_a_file_target_is_checked_where_it_will_be_written(tmp_path, s3_root):
+    from ial.storage import StorageError, check_file_target
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(StorageError, match=f"^--plot's directory {a_file}: is a file"):
+        check_file_target(str(a_file / "p.png"), "--plot")
+    with pytest.raises(StorageError, match=f"^--plot {tmp_path}: is a directory, not a file"):
+        check_file_target(str(tmp_path), "--plot")
+    check_file_target(str(tmp_path / "new" / "p.png"), "--plot")
+    assert (tmp_path / "new").is_dir()  # its directory is made, as a root's is
+    check_file_target(f"{s3_root}/plots/p.png", "--plot")
+    bucket = s3_root.split("/")[2]
+    with pytest.raises(StorageError, match=f"bucket '{bucket}-x' does not exist"):
+        check_file_target(f"s3://{bucket}-x/p.png", "--plot")
+
+
 def test_orphan_temporaries_of_dead_processes_are_swept(tmp_path):
     import subprocess
     import sys

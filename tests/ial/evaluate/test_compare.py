@@ -134,6 +134,11 @@ def test_cli_prints_the_difference_and_draws_it(reports, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "new - old: +2.00 dB" in out.stdout and png.stat().st_size > 0
+    out = subprocess.run([sys.executable, "-c", "from ial.cli import main; main()", "compare",
+                          better, report, "--plot", str(png / "x.png")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr  # said first:
+    assert out.stderr.strip() == f"Error: --plot's directory {png}: is a file, not a directory"
 
 
 def test_cli_names_the_models_by_their_report_folders_unless_told(reports, tmp_path):

@@ -336,6 +336,14 @@ def test_clear_errors(local_setup, tmp_path):
         json.dumps({"shard": "shard-00000", "rows": 1, "splits": {"test": 1}}))
     with pytest.raises(EvaluationError, match=r"shard-00000.parquet.*label"):
         run(data=str(broken))
+    from ial.storage import StorageError
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for out, why in ((a_file, "is a file, not a directory"),
+                     (a_file / "report", "cannot be created")):  # found before any scoring
+        with pytest.raises(StorageError, match=f"^report directory \\(--out\\) {out}: {why}"):
+            run(out=str(out))
 
     result = CliRunner().invoke(main, [
         "evaluate", "--checkpoint", ckpt, "--data", data, "--mix", "5", "--no-progress"])

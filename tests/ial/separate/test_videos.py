@@ -129,12 +129,18 @@ def test_featurize_config_sources(tmp_path):
     assert cfg.frame_size == 224 and source.startswith("defaults")
 
 
-def test_separate_missing_checkpoint(videos, tmp_path):
+def test_separate_missing_checkpoint_or_an_out_that_is_a_file(videos, checkpoint, tmp_path):
     from ial.cli import main
 
     result = CliRunner().invoke(main, ["separate", videos[0], "--checkpoint",
                                        str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no such checkpoint" in result.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = CliRunner().invoke(main, ["separate", videos[0], "--checkpoint", checkpoint,
+                                       "--out", str(a_file)])
+    assert result.exit_code == 1 and result.output.strip() == (  # before the separation
+        f"Error: --out {a_file}: is a file, not a directory")
 
 
 def test_a_checkpoint_that_reads_more_feature_channels_than_its_featurizer_gives(videos,
