@@ -121,27 +121,30 @@ def load_torchvision_weights(model: ResNet18Trunk, path: str) -> str:
     """Load a torchvision ``resnet18`` state_dict file into ``model``.
 
     Accepts a bare state_dict or a dict with a ``state_dict``/``model`` entry; ``fc.*`` and
-    ``num_batches_tracked`` are ignored. Raises ValueError naming ``path`` and the keys when any
-    trunk parameter is missing, a key is unexpected, or a shape differs. Returns a description
+    ``num_batches_tracked`` are ignored. Raises a ``ConfigError`` on ``visual_weights`` naming
+    ``path`` (and the keys) when it is no state_dict, any trunk parameter is missing, a key is
+    unexpected, or a shape differs. Returns a description
     ``"<file name> sha256:<first 12 hex>"`` for stats and shard metadata.
     """
     from ial.models.export import load_failure
-    from ial.storage import local_copy, sha256
+    from ial.storage import exists, local_copy, sha256
 
+    if not exists(str(path)):
+        raise _not_weights(f"file not found: {path}")
     with local_copy(str(path)) as local:
         digest = sha256(local)[:12]
         try:
             state = torch.load(local, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise ValueError(f"{path}: not a torchvision resnet18 weights file (torch.load cannot "
-                             f"read it: {load_failure(exc)})") from None
+            raise _not_weights(f"{path}: not a torchvision resnet18 weights file (torch.load "
+                               f"cannot read it: {load_failure(exc)})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state_dict (got {type(state).__name__})")
+        raise _not_weights(f"{path}: not a state_dict (got {type(state).__name__})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items()
              if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
@@ -149,17 +152,23 @@ def load_torchvision_weights(model: ResNet18Trunk, path: str) -> str:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(
+        raise _not_weights(
             f"{path}: not a torchvision resnet18 state_dict: "
             f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
             f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
             f"({len(unexpected)})")
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{path}: parameter {k} has shape {tuple(v.shape)}, "
-                             f"expected {tuple(own[k].shape)}")
+            raise _not_weights(f"{path}: parameter {k} has shape {tuple(v.shape)}, "
+                               f"expected {tuple(own[k].shape)}")
     model.load_state_dict(state, strict=False)
     return f"{os.path.basename(str(path))} sha256:{digest}"
+
+
+def _not_weights(message: str) -> Exception:
+    from ial.errors import ConfigError
+
+    return ConfigError("visual_weights", message)
 
 
 def build_trunk(weights: str | None = None, dilate_layer4: bool = True,

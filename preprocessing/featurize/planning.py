@@ -115,6 +115,10 @@ def _read_inputs(cfg: FeaturizeConfig) -> tuple[Storage, dict[str, dict], list[i
         raise NothingToFeaturize(
             f"dataset {cfg.dataset!r} has no ok clip{where} to featurize (clip index: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+    if cfg.visual_weights:  # a file that is no resnet18: said here, not by every worker
+        from ial.models.resnet18 import build_trunk
+
+        build_trunk(cfg.visual_weights, cfg.dilate_layer4, cfg.seed)
     return root, clips, _check_config_hash(root, cfg)
 
 

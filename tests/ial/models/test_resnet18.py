@@ -78,8 +78,9 @@ def test_load_errors_name_file_and_keys(tmp_path):
     path.write_bytes(b"<html>404 Not Found</html>")  # a failed download saved as the weights
     with pytest.raises(ValueError) as exc:
         load_torchvision_weights(ResNet18Trunk(), str(path))
-    assert str(exc.value).startswith(f"{path}: not a torchvision resnet18 weights file (torch.load "
-                                     "cannot read it: ")
+    assert str(exc.value).startswith(f"config field 'visual_weights': {path}: not a "
+                                     "torchvision resnet18 weights file (torch.load cannot read "
+                                     "it: ")
     assert "\n" not in str(exc.value)  # one line, not torch's paragraphs of advice
 
 

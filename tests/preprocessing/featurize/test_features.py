@@ -268,6 +268,11 @@ def test_cli_featurize_no_prefect(tmp_path, source_videos, caplog):
     weights = CliRunner().invoke(main, args + ["--visual-weights", str(tmp_path / "none.pth")])
     assert weights.exit_code == 1 and "visual_weights" in weights.output
     assert "none.pth" in weights.output
+    (tmp_path / "junk.pth").write_text("<html>404</html>")  # no weights: said before any worker
+    weights = CliRunner().invoke(main, args + ["--visual-weights", str(tmp_path / "junk.pth")])
+    assert weights.exit_code == 1 and "Traceback" not in weights.output, weights.output
+    assert weights.output.strip().splitlines()[-1].startswith(
+        f"Error: config field 'visual_weights': {tmp_path / 'junk.pth'}: not a torchvision")
 
 
 def test_local_cluster_workers_get_the_featurize_settings():
