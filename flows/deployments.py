@@ -125,6 +125,18 @@ def select(only: list[str] | tuple[str, ...] | None = None) -> list[DeploymentSp
     return chosen
 
 
+def check_timezone(name: str) -> None:
+    """A ValueError in one line unless ``name`` is an IANA timezone (``Europe/Paris``): the
+    schedule's own check is pydantic's paragraph."""
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r} (an IANA name, e.g. UTC or "
+                         "Europe/Paris)") from None
+
+
 def build_deployments(
     only: list[str] | tuple[str, ...] | None = None,
     cron: str = DEFAULT_CRON,
@@ -143,6 +155,9 @@ def build_deployments(
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
+    from ial.nightly.config import load_retrain_config
+
+    check_timezone(timezone)
     deployments = []
     for spec in select(only):
         flow = load_flow(spec)
@@ -153,6 +168,8 @@ def build_deployments(
             parameters["dask_address"] = dask_address
         if spec.nightly and retrain_config is not None:
             parameters["config"] = retrain_config
+        if spec.nightly:  # read now (a ConfigError naming the file), not first at night
+            load_retrain_config(parameters.get("config"))
         schedule = Cron(cron, timezone=timezone) if spec.nightly else None
         kwargs = dict(
             name=spec.name, parameters=parameters, description=spec.description,

@@ -45,16 +45,20 @@ def command(only, cron, timezone, root, dask_address, retrain_config, limit, lis
         return
     from prefect import serve
 
-    from flows.api import check_api
+    from flows.api import shared_api
     from flows.deployments import build_deployments
+    from ial.errors import UserError
 
-    check_api()
-
-    try:
+    try:  # the nightly's config is read here: a bad one is said now, not at 03:00
         deployments = build_deployments(
             only=only, cron=cron, timezone=timezone, root=root,
             dask_address=dask_address, retrain_config=retrain_config,
         )
+    except UserError:
+        raise
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--only/--cron") from None
-    serve(*deployments, limit=limit)
+        raise click.BadParameter(str(exc), param_hint="--only/--cron/--timezone") from None
+    # PREFECT_API_URL checked, or a temporary server started outside the terminal's process
+    # group: a Ctrl-C then stops the runner, which pauses its deployments on a live server
+    with shared_api():
+        serve(*deployments, limit=limit)

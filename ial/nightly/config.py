@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from ial.config import load_config
-from ial.config_files import resolve_path
+from ial.config_files import load_yaml, resolve_path
 from ial.errors import ConfigError
 from ial.storage import read_text
 
@@ -73,6 +73,10 @@ def load_retrain_config(config: str | None = None, overrides: list[str] | None =
     for name in STAGE_CONFIGS:
         if getattr(cfg, name):
             setattr(cfg, name, resolve_path(getattr(cfg, name)))
+            try:  # a stage's file that is missing or no YAML is said now, not when it runs
+                load_yaml(getattr(cfg, name))
+            except ConfigError as exc:
+                raise ConfigError(name, f"{exc.source}: {exc.message}", config) from None
     return cfg
 
 

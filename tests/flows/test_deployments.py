@@ -43,7 +43,7 @@ def test_every_flow_module_is_importable_and_flow_names_match():
         assert flow.name == spec.flow_name, spec.full_name
 
 
-def test_nightly_deployment_is_on_the_cron_schedule_with_parameters():
+def test_nightly_deployment_is_on_the_cron_schedule_with_parameters(tmp_path):
     (nightly,) = build_deployments(only=["retrain/nightly"], root="s3://bucket/ial",
                                    dask_address="tcp://127.0.0.1:8786")
     assert (nightly.flow_name, nightly.name) == ("retrain", "nightly")
@@ -56,11 +56,30 @@ def test_nightly_deployment_is_on_the_cron_schedule_with_parameters():
     assert nightly.entrypoint == "flows.retrain.retrain_flow"  # importable from any directory
     assert nightly.concurrency_limit == 1
 
+    own = tmp_path / "nightly.yaml"
+    own.write_text("dataset: audioset\n")
     (custom,) = build_deployments(only=["retrain"], cron="30 1 * * 1-5", timezone="Europe/Paris",
-                                  retrain_config="/etc/ial/nightly.yaml")
+                                  retrain_config=str(own))
     assert custom.schedules[0].schedule.cron == "30 1 * * 1-5"
     assert custom.schedules[0].schedule.timezone == "Europe/Paris"
-    assert custom.parameters == {"config": "/etc/ial/nightly.yaml"}
+    assert custom.parameters == {"config": str(own)}
+
+
+def test_a_bad_nightly_config_or_timezone_is_said_when_served_not_at_night(tmp_path):
+    from ial.errors import ConfigError
+
+    with pytest.raises(ValueError, match="^unknown timezone 'Mars/Base' \\(an IANA name"):
+        build_deployments(only=["retrain"], timezone="Mars/Base")
+    with pytest.raises(ConfigError, match="nightly.yaml: not found"):
+        build_deployments(only=["retrain"], retrain_config=str(tmp_path / "nightly.yaml"))
+    (tmp_path / "nightly.yaml").write_text("train_config: configs/train/no_such.yaml\n")
+    from ial.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--retrain-config",
+                                       str(tmp_path / "nightly.yaml")])
+    assert result.exit_code == 1 and result.output.strip() == (
+        "Error: config field 'train_config': configs/train/no_such.yaml: not found "
+        f"(in {tmp_path / 'nightly.yaml'})")
 
 
 def test_all_deployments_build_with_their_parameters():
