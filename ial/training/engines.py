@@ -17,6 +17,7 @@ import os
 
 import torch
 
+from ial.errors import ConfigError
 from ial.runtime import free_port
 
 
@@ -151,6 +152,17 @@ def optimizer_groups(separator, overrides: dict) -> list[dict]:
             for name, params in groups.items()]
 
 
+def _initialize(deepspeed, which: str, **kwargs):
+    """``deepspeed.initialize(**kwargs)``'s engine. DeepSpeed checks its JSON with asserts and
+    pydantic models: what they refuse (an unknown optimizer type, a bad ZeRO stage) is a
+    ``ConfigError`` on ``deepspeed``, in one line, instead of a traceback from every rank."""
+    try:
+        return deepspeed.initialize(**kwargs)[0]
+    except (AssertionError, ValueError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("deepspeed", f"DeepSpeed refuses the {which}'s config: {why}") from None
+
+
 def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_last: bool = False):
     """(separator engine, critic engine, vectorized scalar parameters) for an ``IALMethod``.
 
@@ -165,10 +177,10 @@ def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_las
     ds_sep = dict(ds_sep)
     groups = ds_sep.pop("param_groups", {}) or {}
     scalars = vectorize_scalar_parameters(method)
-    sep, _, _, _ = deepspeed.initialize(model=method.separator, config=ds_sep,
-                                        model_parameters=optimizer_groups(method.separator, groups))
-    critic, _, _, _ = deepspeed.initialize(model=method.critic, config=ds_critic,
-                                           model_parameters=method.critic.parameters())
+    sep = _initialize(deepspeed, "separator", model=method.separator, config=ds_sep,
+                      model_parameters=optimizer_groups(method.separator, groups))
+    critic = _initialize(deepspeed, "critic", model=method.critic, config=ds_critic,
+                         model_parameters=method.critic.parameters())
     if sep.dp_world_size == 1 and not sep.zero_optimization():
         # One data-parallel rank: nothing to all-reduce (DeepSpeed would still flatten, "reduce"
         # and copy back every gradient after each backward).

@@ -30,7 +30,7 @@ from ial.config import ConfigError, save_config, to_dict
 from ial.data.loader import LoaderPosition
 from ial.errors import UserError
 from ial.runtime import machine
-from ial.storage import Storage, atomic_write, exists, read_text, upload_file, write_text
+from ial.storage import Storage, atomic_write, exists, isdir, read_text, upload_file, write_text
 from ial.training.budget import (LR_DECAYS, StopSignals, TrainingStopped, agreed_progress,
                                  progress, scale_learning_rates)
 from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
@@ -130,7 +130,7 @@ class Trainer:
     def _warm_start(self, url: str) -> None:
         from ial.models.export import read_export
 
-        url = url if url.endswith(".pt") else url.rstrip("/") + "/model.pt"  # a run directory
+        url = url.rstrip("/") + "/model.pt" if isdir(url) else url  # a run directory's export
         payload = read_export(url)
         if payload["model_name"] != self.model_cfg.name:
             raise ConfigError("init_from", f"{url} holds model {payload['model_name']!r}, this run "

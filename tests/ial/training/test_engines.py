@@ -39,20 +39,27 @@ def test_the_process_group_is_started_once_and_ended():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible here")
-def test_nccl_without_a_gpu_is_one_line_naming_backend(tmp_path):
+@pytest.mark.parametrize("override, expected", [
+    ("backend=nccl", "Error: config field 'backend': nccl needs a CUDA device for each process of "
+                     "a host: local rank 0, this host sees 0 (backend: gloo runs on CPUs; or "
+                     "fewer --num-procs)"),
+    ('deepspeed={"optimizer": {"type": "Nope"}}',
+     "Error: config field 'deepspeed': DeepSpeed refuses the separator's config: Nope is not a "
+     "supported DeepSpeed Optimizer"),
+])
+def test_a_backend_or_deepspeed_config_the_rank_cannot_use_is_one_line(tmp_path, override,
+                                                                       expected):
     from ial.data.synthetic import write_synthetic_shards
 
     root = str(tmp_path / "root")
     write_synthetic_shards(root, shards=1, rows=8, samples=6000)
     cli = [sys.executable, "-c", "from ial.cli import main; main()"]
     run = subprocess.run([*cli, "train", "--config", "configs/train/demo.yaml",
-                          "--set", "backend=nccl", "--set", f"root={root}", "--set", "dataset=toy",
-                          "--set", "steps=1"],
+                          "--set", override, "--set", f"root={root}", "--set", "dataset=toy",
+                          "--set", "steps=1", "--no-progress"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode != 0
-    assert run.stderr.strip().splitlines() == [
-        "Error: config field 'backend': nccl needs a CUDA device for each process of a host: "
-        "local rank 0, this host sees 0 (backend: gloo runs on CPUs; or fewer --num-procs)"]
+    assert run.stderr.strip().splitlines() == [expected]
 
 
 @pytest.mark.slow
