@@ -13,8 +13,17 @@ import click
               help="Where the WAV stems and spectrogram.png go (local or s3://).")
 @click.option("--device", default="auto", show_default=True,
               help="torch device for the model: auto (CUDA when visible), cpu, cuda:N.")
-def command(videos, checkpoint, out_dir, device):
-    """Separate the sounds of your own video(s) (first 10 s of each).
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="S",
+              help="Separate only the first S seconds (default: the whole soundtrack; with "
+                   "several videos, the shortest one's length).")
+@click.option("--no-progress", is_flag=True, help="No progress bar over the 10-s clips.")
+def command(videos, checkpoint, out_dir, device, seconds, no_progress):
+    """Separate the sounds of your own video(s), in 10-s clips as the model was trained on.
+
+    \b
+    Each clip's frames are the query for that clip's sound; the stems of the clips are joined,
+    so a long video gives stems as long as its soundtrack.
 
     \b
     Several videos: their soundtracks are mixed and separated again, each video's pictures
@@ -25,11 +34,13 @@ def command(videos, checkpoint, out_dir, device):
     from ial.separate.videos import separate_videos
     from ial.signal import SILENCE_DBFS
 
-    result = separate_videos(list(videos), checkpoint, out_dir, device=device)
-    click.echo(f"mixture: {result['mixture']}")
+    result = separate_videos(list(videos), checkpoint, out_dir, device=device, seconds=seconds,
+                             progress=not no_progress)
+    click.echo(f"mixture: {result['mixture']} ({result['seconds']:g} s, "
+               f"{len(result['clips'])} clip(s))")
     for name, url in result["stems"].items():
         click.echo(f"{name}: {url}")
     click.echo(f"spectrogram: {result['spectrogram']}")
     for name in result["silent"]:
-        click.echo(f"note: {name}: silent soundtrack (peak at or below {SILENCE_DBFS:g} dBFS in "
-                   f"its first 10 s), so its stem is silence, not a separation")
+        click.echo(f"note: {name}: silent soundtrack (peak at or below {SILENCE_DBFS:g} dBFS), "
+                   f"so its stem is silence, not a separation")

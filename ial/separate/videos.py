@@ -2,8 +2,11 @@
 
 Each video is featurized exactly as the training data was (``preprocessing.featurize.
 featurize_clip`` with the featurize config of the checkpoint's lineage, see
-``featurize_config_for``): its first 10 s of audio at 11025 Hz (shorter audio is zero-padded)
-and K frames through the frozen ResNet-18. The visual features of each video are the queries.
+``featurize_config_for``), in 10-s clips as the model was trained on (``sections``): each clip's
+audio at 11025 Hz and its K frames through the frozen ResNet-18, the clip's visual features the
+query for its sound. The whole soundtrack is separated clip by clip and the stems joined (a
+video up to 10 s long is one clip, its audio zero-padded; with several videos, the shortest
+sets the length; ``seconds`` takes only the first seconds).
 
 - **Several videos** (``a.mp4 b.mp4``): their audios are summed into one mixture and separated
   with each video's visual features as the query for its source → ``a.wav``, ``b.wav`` (one stem
@@ -20,6 +23,7 @@ local or ``s3://``; each file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -30,17 +34,18 @@ import numpy as np
 import torch
 
 from ial.errors import UserError
-from ial.signal import SAMPLE_RATE, SILENCE_DBFS
-from ial.storage import Storage, join, upload_file
+from ial.signal import CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE, SILENCE_DBFS
+from ial.storage import Storage, join, local_copy, upload_file
 
 
 class SeparateError(UserError):
     """A video ``ial separate`` cannot use (missing, unreadable, no audio/video, too short)."""
 
 
-def check_video(path: str, frame_times: list[float]) -> None:
+def check_video(path: str, frame_times: list[float]) -> float | None:
     """Raise SeparateError naming ``path`` and what is needed, unless it is a readable video with
-    an audio stream and a video stream that reaches the last frame time (s) of the featurizer."""
+    an audio stream and a video stream that reaches the last frame time (s) of the featurizer.
+    Returns its duration (s; None when ffmpeg does not say)."""
     from ial.media import probe_media
     from ial.storage import exists, local_copy
 
@@ -65,6 +70,24 @@ def check_video(path: str, frame_times: list[float]) -> None:
         raise SeparateError(f"{path}: is {info['duration']:.2f} s long; the checkpoint's "
                             f"featurizer takes frames at {', '.join(f'{t:g}' for t in frame_times)}"
                             f" s, so the video must be longer than {last:g} s")
+    return info["duration"]
+
+
+def sections(seconds: float | None) -> list[tuple[float, float, float]]:
+    """How ``seconds`` of video are separated, in clips of ``CLIP_SECONDS`` as the model was
+    trained on: ``(start, keep_from, keep)`` per clip, each in s (the clip decoded from
+    ``start``, its ``keep`` s from ``keep_from`` on kept). Whole clips one after the other; a
+    remainder is the last whole clip of the video, of which only the new tail is kept (its
+    frames are then still the clip's own). Up to one clip (or unknown): one clip from 0, whose
+    audio is zero-padded to 10 s."""
+    if seconds is None or seconds <= CLIP_SECONDS:
+        return [(0.0, 0.0, CLIP_SECONDS if seconds is None else seconds)]
+    whole = int(seconds // CLIP_SECONDS)
+    out = [(i * CLIP_SECONDS, 0.0, CLIP_SECONDS) for i in range(whole)]
+    rest = seconds - whole * CLIP_SECONDS
+    if rest * SAMPLE_RATE >= 1:
+        out.append((seconds - CLIP_SECONDS, CLIP_SECONDS - rest, rest))
+    return out
 
 
 def featurize_config_for(meta: dict):
@@ -103,6 +126,28 @@ def peak_dbfs(wave: np.ndarray) -> float:
     """The peak level of ``wave`` (samples in [-1, 1]) in dBFS; -inf for digital silence."""
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
+
+
+def _separate_clip(model, meta: dict, paths: list[str], audio: np.ndarray, fcfg, backbone,
+                   start: float, device: str, checkpoint: str) -> np.ndarray:
+    """Mix the clips' ``audio`` and separate it, each video's frames of the 10 s from ``start``
+    (s), featurized as the training data was, the query for its own sound. Returns the
+    estimates, float32. Shape: audio (N, 110250) → (N, 110250), N = len(paths)."""
+    from ial.separate.waveforms import separate_waveforms, training_window
+    from preprocessing.featurize.features import featurize_clip
+
+    clips = [featurize_clip(p, fcfg, backbone, start=start) for p in paths]
+    model_cfg = meta.get("model_cfg")
+    problem = model_cfg and model_cfg.feature_channels_problem(
+        clips[0]["frame_features"].shape[1])
+    if problem:
+        raise SeparateError(f"checkpoint {checkpoint}: {problem} (the featurizer's)")
+    mixture = torch.from_numpy(np.ascontiguousarray(audio.sum(axis=0), dtype=np.float32))
+    visual = np.stack([_visual(c, model_cfg) for c in clips])[None]
+    with torch.no_grad():
+        return separate_waveforms(model, mixture[None].to(device),
+                                  torch.from_numpy(visual).to(device),
+                                  window=training_window(meta))[0].cpu().numpy()
 
 
 def _visual(clip: dict, model_cfg) -> np.ndarray:
@@ -150,52 +195,67 @@ def _plot(path: str, waves: dict[str, np.ndarray]) -> None:
     plt.close(fig)
 
 
-def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str = "auto") -> dict:
+def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str = "auto",
+                    seconds: float | None = None, progress: bool = False) -> dict:
     """Separate ``paths`` (local or s3:// videos) with ``checkpoint``; write stems to ``out_dir``.
+
+    The whole soundtrack (the shortest video's, with several) or its first ``seconds`` s, in
+    10-s clips (``sections``), each clip's frames the query for its own sound; ``progress``: a
+    bar over the clips.
 
     Returns ``{"mixture": url, "stems": {name: url}, "spectrogram": url, "report": url,
     "mode": "per-video" | "single", "featurize_config": source, "model_name": str,
-    "silent": [stem names of videos whose first 10 s peak at or below SILENCE_DBFS]}``.
+    "seconds": s separated, "clips": [[start, keep_from, keep], ...] (s),
+    "silent": [stem names of videos whose soundtrack peaks at or below SILENCE_DBFS]}``.
     """
     import soundfile as sf
+    from tqdm.auto import tqdm
 
     from ial.models.export import load_model
-    from ial.separate.waveforms import separate_waveforms, training_window
-    from preprocessing.featurize.features import featurize_clip, load_backbone
+    from preprocessing.featurize.clip_decode import decode_media
+    from preprocessing.featurize.features import load_backbone
 
     if not paths:
         raise SeparateError("give at least one video")
+    if seconds is not None and seconds <= 0:
+        raise SeparateError(f"--seconds must be > 0, got {seconds:g}")
     from ial.runtime import torch_device
 
     model, meta = load_model(checkpoint, map_location="cpu")
     device = torch_device(device, "--device")
     model = model.to(device).eval()
     fcfg, fsource = featurize_config_for(meta)
-    for p in paths:
-        check_video(p, list(fcfg.frame_times))
+    lengths = [check_video(p, list(fcfg.frame_times)) for p in paths]
     Storage(out_dir).check(what="--out")  # made only for videos it can use, before the work
     backbone, weights = load_backbone(fcfg)
-    clips = [featurize_clip(p, fcfg, backbone) for p in paths]
-    model_cfg = meta.get("model_cfg")
-    problem = model_cfg and model_cfg.feature_channels_problem(
-        clips[0]["frame_features"].shape[1])
-    if problem:
-        raise SeparateError(f"checkpoint {checkpoint}: {problem} (the featurizer's)")
     if str(weights).startswith("none"):
         warnings.warn("the visual backbone has random weights (no visual_weights in the featurize "
                       "config): stems are only meaningful if the model was trained on the same")
-
-    audio = np.stack([c["audio"] for c in clips]).astype(np.float32)  # (N, L)
+    known = [d for d in lengths if d is not None] + ([seconds] if seconds else [])
+    plan = sections(min(known) if known else None)
+    with contextlib.ExitStack() as stack:  # an s3:// video is downloaded once, not per clip
+        local = [stack.enter_context(local_copy(p)) for p in paths]
+        # the soundtracks decoded once, whole: the clips' audio joined is exactly them (a
+        # decode from a seek point resamples with another phase)
+        length = round(max(start + CLIP_SECONDS for start, _, _ in plan) * SAMPLE_RATE)
+        tracks = np.stack([decode_media(v, list(fcfg.frame_times)[:1], 16, length)[0]
+                           for v in local])  # (N, samples); one small frame comes along, unused
+        audio_parts, est_parts = [], []
+        for start, keep_from, keep in tqdm(plan, desc="separate", unit="clip",
+                                           disable=not progress or len(plan) == 1):
+            begin = round(start * SAMPLE_RATE)
+            audio = tracks[:, begin:begin + CLIP_SAMPLES]
+            est = _separate_clip(model, meta, local, audio, fcfg, backbone, start, device,
+                                 checkpoint)
+            first, last = round(keep_from * SAMPLE_RATE), round((keep_from + keep) * SAMPLE_RATE)
+            audio_parts.append(audio[:, first:last])
+            est_parts.append(est[:, first:last])
+    audio, est = np.concatenate(audio_parts, axis=1), np.concatenate(est_parts, axis=1)
     names = _stem_names(paths)
     # Named in the result (the CLI prints them); their stems are still written: mixed with
     # other videos, the others' stems are real separations.
     silent = [n for n, wave in zip(names, audio) if peak_dbfs(wave) <= SILENCE_DBFS]
     mixture = audio.sum(axis=0)
-    visual = np.stack([_visual(c, model_cfg) for c in clips])[None]
-    with torch.no_grad():
-        est = separate_waveforms(model, torch.from_numpy(mixture)[None].to(device),
-                                 torch.from_numpy(visual).to(device),
-                                 window=training_window(meta))[0].cpu().numpy()
     stems = {n: est[i] for i, n in enumerate(names)}
     mode = "per-video" if len(paths) > 1 else "single"
     if mode == "single":
@@ -205,7 +265,8 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     result: dict = {"mode": mode, "featurize_config": fsource, "visual_weights": weights,
                     "model_name": meta.get("model_name"), "checkpoint": checkpoint,
                     "videos": list(paths), "sample_rate": SAMPLE_RATE, "silent": silent,
-                    "stems": {}}
+                    "seconds": round(mixture.size / SAMPLE_RATE, 3),
+                    "clips": [list(c) for c in plan], "stems": {}}
     with tempfile.TemporaryDirectory(prefix="ial-separate-") as tmp:
         files = {"mixture": "mixture.wav", **{n: f"{n}.wav" for n in stems}}
         sf.write(os.path.join(tmp, "mixture.wav"), mixture, SAMPLE_RATE, subtype="FLOAT")

@@ -42,9 +42,10 @@ def fit_length(wave: np.ndarray, length: int) -> tuple[np.ndarray, int]:
 
 
 def decode_media(path: str, times: list[float], size: int, length: int = CLIP_SAMPLES,
-                 sample_rate: int = SAMPLE_RATE,
-                 timeout: float = 600) -> tuple[np.ndarray, int, np.ndarray]:
-    """Audio and frames of a local media file.
+                 sample_rate: int = SAMPLE_RATE, timeout: float = 600,
+                 start: float = 0.0) -> tuple[np.ndarray, int, np.ndarray]:
+    """Audio and frames of a local media file (from ``start`` s on, times counted from there:
+    a section of a longer video; its audio is then decoded for ``length`` samples only).
 
     Returns ``(audio, pad, frames)``: audio (length,) float32 in [-1, 1], mono samples @
     ``sample_rate`` Hz, padded/trimmed to ``length`` (``pad`` as in ``fit_length``); frames
@@ -60,9 +61,13 @@ def decode_media(path: str, times: list[float], size: int, length: int = CLIP_SA
              f"scale={size}:{size}:force_original_aspect_ratio=increase:flags=bilinear,"
              f"crop={size}:{size},setsar=1")
     audio_read, audio_write = os.pipe()
+    # input seeking: decoding starts at ``start`` and the timestamps the select reads restart
+    # at 0 there
+    seek = ["-ss", f"{start:.6f}"] if start > 0 else []
+    limit = ["-t", f"{length / sample_rate:.6f}"] if start > 0 else []
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1",
-           "-i", path,
-           "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le",
+           *seek, "-i", path,
+           "-map", "0:a:0", *limit, "-ac", "1", "-ar", str(sample_rate), "-f", "s16le",
            "-acodec", "pcm_s16le", f"pipe:{audio_write}",
            # passthrough: no frames duplicated to fill the timestamp gaps; stop after K frames
            "-map", "0:v:0", "-vf", graph, "-fps_mode", "passthrough", "-frames:v", str(len(times)),

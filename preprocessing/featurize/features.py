@@ -94,8 +94,9 @@ def prepare_worker(cfg: FeaturizeConfig):
     return load_backbone(cfg)
 
 
-def decode_clip(path: str, cfg: FeaturizeConfig) -> dict:
-    """Decode one clip (local path or URL): audio, JPEG frames and the decoded JPEG pixels.
+def decode_clip(path: str, cfg: FeaturizeConfig, start: float = 0.0) -> dict:
+    """Decode one clip (local path or URL): audio, JPEG frames and the decoded JPEG pixels;
+    ``start`` (s): the 10 s from there of a longer video (``ial separate``'s sections).
 
     Returns ``audio`` (110250,) float32, ``audio_pad`` (samples), ``frames`` K JPEG bytes,
     ``pixels`` (K, S, S, 3) uint8 (decoded from the JPEGs), ``frame_times`` (s).
@@ -104,7 +105,7 @@ def decode_clip(path: str, cfg: FeaturizeConfig) -> dict:
         if not os.path.exists(local):
             raise FileNotFoundError(f"clip file not found: {path}")
         audio, pad, raw = decode_media(local, list(cfg.frame_times), cfg.frame_size,
-                                       CLIP_SAMPLES)
+                                       CLIP_SAMPLES, start=start)
     jpegs = [encode_jpeg(f, cfg.jpeg_quality) for f in raw]
     pixels = np.stack([decode_jpeg(j) for j in jpegs])
     return {"audio": audio, "audio_pad": pad, "frames": jpegs, "pixels": pixels,
@@ -140,16 +141,16 @@ def compute_features(decoded: list[dict], backbone, low_level: bool = False) -> 
         del d["pixels"]
 
 
-def featurize_clip(path: str, cfg: FeaturizeConfig, backbone=None) -> dict:
+def featurize_clip(path: str, cfg: FeaturizeConfig, backbone=None, start: float = 0.0) -> dict:
     """All features of one clip, exactly as the shards store them (before float16/int16).
 
     Returns ``audio`` (110250,) float32 samples @ 11025 Hz, ``audio_pad`` (samples padded >0 /
     trimmed <0), ``spec`` (256, T=431) float32, ``frames`` K JPEG bytes, ``frame_times`` (s),
     ``frame_features`` (K, 512, S/16, S/16) float32. ``backbone``: a ResNet18Trunk (default: the
-    one ``cfg`` describes).
+    one ``cfg`` describes). ``start`` (s): the clip is the 10 s from there (``decode_clip``).
     """
     if backbone is None:
         backbone, _ = load_backbone(cfg)
-    clip = decode_clip(path, cfg)
+    clip = decode_clip(path, cfg, start)
     compute_features([clip], backbone, cfg.low_level_features)
     return clip

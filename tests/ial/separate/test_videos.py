@@ -66,13 +66,37 @@ def test_separate_two_videos_cli(videos, checkpoint, tmp_path):
     info = json.loads((out / "separation.json").read_text())
     assert info["mode"] == "per-video" and info["featurize_config"] == "lineage.featurize_config"
     mixture, sr = sf.read(out / "mixture.wav")
-    assert sr == SAMPLE_RATE and mixture.shape == (CLIP_SAMPLES,)
-    # 4 s videos: the first 10 s are taken, the rest zero-padded as the featurizer does.
+    # 4 s videos: one clip, zero-padded to 10 s as the featurizer does, cut back to 4 s.
+    assert sr == SAMPLE_RATE and mixture.shape == (4 * SAMPLE_RATE,)
+    assert info["clips"] == [[0.0, 0.0, 4.0]] and info["seconds"] == 4.0
     assert np.abs(mixture[: 3 * SAMPLE_RATE]).max() > 0.05
-    assert np.abs(mixture[5 * SAMPLE_RATE:]).max() == 0.0
     for name in ("violin", "bass"):
         stem, _ = sf.read(out / f"{name}.wav")
         assert stem.shape == mixture.shape and np.isfinite(stem).all() and np.abs(stem).max() > 0
+
+
+def test_a_long_video_is_separated_clip_by_clip_into_stems_as_long_as_it(checkpoint, tmp_path):
+    from ial.demo.corpus import make_class_video
+    from ial.separate.videos import sections, separate_videos
+    from preprocessing.featurize.clip_decode import decode_media
+
+    assert sections(None) == [(0.0, 0.0, 10.0)] and sections(7.0) == [(0.0, 0.0, 7.0)]
+    assert sections(30.0) == [(0.0, 0.0, 10.0), (10.0, 0.0, 10.0), (20.0, 0.0, 10.0)]
+    assert sections(12.5) == [(0.0, 0.0, 10.0), (2.5, 7.5, 2.5)]  # the last whole clip's tail
+    video = make_class_video(str(tmp_path / "flute.mp4"), "flute", seconds=12.5, seed=3)
+    result = separate_videos([video], checkpoint, str(tmp_path / "out"))
+    assert result["clips"] == [[0.0, 0.0, 10.0], [2.5, 7.5, 2.5]]
+    mixture, _ = sf.read(result["mixture"])
+    whole, _, _ = decode_media(video, [1.0], 32, length=int(12.5 * SAMPLE_RATE))
+    assert mixture.shape == whole.shape == (int(12.5 * SAMPLE_RATE),)
+    # the clips' audio joined is the soundtrack (an AAC seek is exact to a few 1e-3)
+    assert np.abs(mixture - whole).max() < 0.02 and np.abs(mixture[-SAMPLE_RATE:]).max() > 0.05
+    stem, _ = sf.read(result["stems"]["flute"])
+    residual, _ = sf.read(result["stems"]["flute_residual"])
+    assert np.allclose(stem + residual, mixture, atol=1e-5)
+    first, _ = sf.read(separate_videos([video], checkpoint, str(tmp_path / "first"),
+                                       seconds=10)["stems"]["flute"])
+    assert np.allclose(first, stem[:CLIP_SAMPLES], atol=1e-5)  # --seconds: the first clip alone
 
 
 def test_separate_two_source_video_gives_source_and_residual(duet_video, checkpoint, tmp_path):
