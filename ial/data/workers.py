@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import threading
 import time
 
@@ -41,9 +42,16 @@ def worker_init_for_this_process():
 
 
 def worker_init(worker_id: int, owner: int) -> None:
-    """In each worker: one torch thread, and a daemon thread that exits the worker when the
-    ``owner`` process (the trainer iterating the loader) has ended."""
+    """In each worker: one torch thread, the stop signals ignored, and a daemon thread that
+    exits the worker when the ``owner`` process (the trainer iterating the loader) has ended.
+
+    A stop (Ctrl-C, or the launcher's SIGTERM to the rank's process group) reaches the workers
+    too. The trainer stops at the end of its step and saves; a worker that died of the signal
+    first made the trainer's wait for its next batch fail ("DataLoader worker exited
+    unexpectedly") instead. Workers end with the loader, or by the watchdog."""
     torch.set_num_threads(1)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     threading.Thread(target=exit_when_gone, args=(owner,), daemon=True,
                      name="loader-owner-watchdog").start()
 

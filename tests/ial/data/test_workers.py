@@ -53,3 +53,24 @@ def test_workers_and_their_forkserver_end_when_the_trainer_is_killed(tmp_path):
         trainer.wait()
     wait_until(lambda: not process_alive(worker), 15, "the loader worker to end")
     wait_until(lambda: not process_alive(forkserver), 15, "the forkserver to end")
+
+
+def test_a_stop_signal_to_the_trainer_s_group_leaves_its_workers_serving(tmp_path):
+    """The launcher passes a stop to the rank's whole process group; the rank then finishes its
+    step and saves, so a worker must not die of it while the rank waits for its next batch."""
+    write_synthetic_shards(str(tmp_path), shards=2, rows=8, splits=("train",))
+    serve = TRAINER.replace("time.sleep(600)", "input()\nprint(len(list(it)), flush=True)")
+    trainer = subprocess.Popen([sys.executable, "-c", serve, str(tmp_path)], cwd=REPO,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        worker, _ = map(int, trainer.stdout.readline().split())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(worker, signum)
+        time.sleep(0.5)
+        assert process_alive(worker)
+        trainer.stdin.write("\n")
+        trainer.stdin.flush()
+        assert trainer.stdout.readline().strip() == "7"  # the epoch's other 7 batches arrive
+    finally:
+        trainer.kill()
+        trainer.wait()
