@@ -261,7 +261,8 @@ def temp_prefix(kind: str) -> str:
     return f"ial-{kind}-{os.getpid()}-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -284,7 +285,7 @@ def sweep_orphan_temps(min_age: float = 0.0, directory: str | None = None) -> in
     now = time.time()
     for name in names:
         m = _TEMP_NAME.match(name)
-        if not m or int(m.group("pid")) == os.getpid() or _pid_alive(int(m.group("pid"))):
+        if not m or int(m.group("pid")) == os.getpid() or pid_alive(int(m.group("pid"))):
             continue
         path = os.path.join(directory, name)
         try:

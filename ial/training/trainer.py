@@ -16,6 +16,7 @@ it at the next step, saved there. Layout: ``ial.training.run_dir``; see docs/tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -36,7 +37,7 @@ from ial.training.budget import (LR_DECAYS, StopSignals, TrainingStopped, agreed
 from ial.training.config import TrainConfig, deepspeed_configs, method_config, model_config
 from ial.training.engines import (build_engines, init_distributed, scalar_shapes,
                                   single_process_env, train_step)
-from ial.training.run_dir import MARKER, RunDir, git_sha, resume_mismatch
+from ial.training.run_dir import MARKER, RunDir, RunLock, git_sha, resume_mismatch
 from ial.training.validation import validation_mixtures, validation_sdr
 
 
@@ -57,8 +58,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     # The process group lives as long as the process: DeepSpeed caches its groups, so a later
     # in-process run (same world) reuses it instead of re-creating it.
     deepspeed = init_distributed(cfg.backend, cfg.dist_timeout_s)
-    trainer = Trainer(cfg, model_cfg, method_cfg, ds_sep, ds_critic, deepspeed)
-    return trainer.run(progress)
+    lock = RunLock(RunDir(cfg), cfg.run_name) if torch.distributed.get_rank() == 0 else None
+    with lock or contextlib.nullcontext():  # one training at a time in a run directory
+        return Trainer(cfg, model_cfg, method_cfg, ds_sep, ds_critic, deepspeed).run(progress)
 
 
 class Trainer:
