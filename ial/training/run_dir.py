@@ -108,7 +108,7 @@ class RunLock:
     still runs, a flow retried beside a straggler) would write the same checkpoints and
     metrics. The holder writes its host, pid and start time, and a heartbeat every
     ``HEARTBEAT_S``; a start that finds a live lock is a ``UserError`` naming the holder. A lock
-    is stale (taken over, said in the log) when its heartbeat is older than ``STALE_S`` or its
+    is stale (taken over, with a note on stderr) when its heartbeat is older than ``STALE_S`` or its
     pid is gone on this host. Local roots create it atomically (``O_EXCL``); on S3 a start
     writes it, then reads it back after a second, and the later of two writers keeps it."""
 
