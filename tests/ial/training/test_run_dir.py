@@ -26,8 +26,8 @@ def test_a_second_training_of_a_run_is_refused_and_the_lock_goes_with_the_first(
     run = _run(root)
     with RunLock(run, "r1"):
         holder = json.loads(read_text(run("training.lock")))
-        with pytest.raises(UserError, match=r"^run 'r1' is being trained already \(pid \d+ on "
-                                            r".*, its last heartbeat [01] s ago; .*training.lock\)"):
+        busy = r"^run 'r1' is being trained already \(pid \d+ on .*, its last heartbeat [01] s ago"
+        with pytest.raises(UserError, match=busy + r"; .*training.lock\)"):
             with RunLock(run, "r1"):
                 pass
         assert json.loads(read_text(run("training.lock"))) == holder  # the refused one left it
