@@ -2,11 +2,12 @@
 
 Each video is featurized exactly as the training data was (``preprocessing.featurize.
 featurize_clip`` with the featurize config of the checkpoint's lineage, see
-``featurize_config_for``), in 10-s clips as the model was trained on (``sections``): each clip's
-audio at 11025 Hz and its K frames through the frozen ResNet-18, the clip's visual features the
-query for its sound. The whole soundtrack is separated clip by clip and the stems joined (a
-video up to 10 s long is one clip, its audio zero-padded; with several videos, the shortest
-sets the length; ``seconds`` takes only the first seconds).
+``featurize_config_for``), in 10-s clips as the model was trained on (``clip_starts``): each
+clip's audio at 11025 Hz and its K frames through the frozen ResNet-18, the clip's visual
+features the query for its sound. The whole soundtrack is separated clip by clip, neighbours
+sharing 1 s where their stems are cross-faded (a video up to 10 s long is one clip, its audio
+zero-padded; with several videos, the shortest sets the length; ``seconds`` takes only the
+first seconds).
 
 - **Several videos** (``a.mp4 b.mp4``): their audios are summed into one mixture and separated
   with each video's visual features as the query for its source → ``a.wav``, ``b.wav`` (one stem
@@ -73,21 +74,42 @@ def check_video(path: str, frame_times: list[float]) -> float | None:
     return info["duration"]
 
 
-def sections(seconds: float | None) -> list[tuple[float, float, float]]:
-    """How ``seconds`` of video are separated, in clips of ``CLIP_SECONDS`` as the model was
-    trained on: ``(start, keep_from, keep)`` per clip, each in s (the clip decoded from
-    ``start``, its ``keep`` s from ``keep_from`` on kept). Whole clips one after the other; a
-    remainder is the last whole clip of the video, of which only the new tail is kept (its
-    frames are then still the clip's own). Up to one clip (or unknown): one clip from 0, whose
-    audio is zero-padded to 10 s."""
+# s of audio two neighbouring clips share: their stems are cross-faded there (no step at a join)
+OVERLAP_S = 1.0
+
+
+def clip_starts(seconds: float | None) -> list[float]:
+    """Where the 10-s clips (``CLIP_SECONDS``, as the model was trained on) that cover
+    ``seconds`` of video start, in s: every 9 s, so neighbours share ``OVERLAP_S``, and a last
+    one that ends where the video does. Up to one clip (or unknown): one clip from 0."""
     if seconds is None or seconds <= CLIP_SECONDS:
-        return [(0.0, 0.0, CLIP_SECONDS if seconds is None else seconds)]
-    whole = int(seconds // CLIP_SECONDS)
-    out = [(i * CLIP_SECONDS, 0.0, CLIP_SECONDS) for i in range(whole)]
-    rest = seconds - whole * CLIP_SECONDS
-    if rest * SAMPLE_RATE >= 1:
-        out.append((seconds - CLIP_SECONDS, CLIP_SECONDS - rest, rest))
-    return out
+        return [0.0]
+    hop = CLIP_SECONDS - OVERLAP_S
+    starts = [i * hop for i in range(int((seconds - CLIP_SECONDS) // hop) + 1)]
+    if (seconds - starts[-1] - CLIP_SECONDS) * SAMPLE_RATE >= 1:
+        starts.append(seconds - CLIP_SECONDS)
+    return starts
+
+
+def crossfade(estimates: list[np.ndarray], starts: list[float], samples: int) -> np.ndarray:
+    """The clips' estimates joined: each weighted 1, with a linear ramp over ``OVERLAP_S`` where
+    it meets a neighbour, and the weights normalised; where two clips overlap for longer (the
+    last one), their estimates are averaged. Shape: each (N, 110250) → (N, samples)."""
+    fade = round(OVERLAP_S * SAMPLE_RATE)
+    ramp = np.linspace(0.0, 1.0, fade + 2, dtype=np.float32)[1:-1]  # > 0: every sample counts
+    total = np.zeros((estimates[0].shape[0], samples), dtype=np.float32)
+    weight = np.zeros(samples, dtype=np.float32)
+    for k, (est, start) in enumerate(zip(estimates, starts)):
+        w = np.ones(est.shape[1], dtype=np.float32)
+        if k > 0:
+            w[:fade] = ramp
+        if k < len(starts) - 1:
+            w[-fade:] = ramp[::-1]
+        begin = round(start * SAMPLE_RATE)
+        n = min(est.shape[1], samples - begin)
+        total[:, begin:begin + n] += est[:, :n] * w[:n]
+        weight[begin:begin + n] += w[:n]
+    return total / weight
 
 
 def featurize_config_for(meta: dict):
@@ -200,12 +222,12 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     """Separate ``paths`` (local or s3:// videos) with ``checkpoint``; write stems to ``out_dir``.
 
     The whole soundtrack (the shortest video's, with several) or its first ``seconds`` s, in
-    10-s clips (``sections``), each clip's frames the query for its own sound; ``progress``: a
-    bar over the clips.
+    overlapping 10-s clips (``clip_starts``), each clip's frames the query for its own sound,
+    their stems cross-faded (``crossfade``); ``progress``: a bar over the clips.
 
     Returns ``{"mixture": url, "stems": {name: url}, "spectrogram": url, "report": url,
     "mode": "per-video" | "single", "featurize_config": source, "model_name": str,
-    "seconds": s separated, "clips": [[start, keep_from, keep], ...] (s),
+    "seconds": s separated, "clips": [start of each clip, s],
     "silent": [stem names of videos whose soundtrack peaks at or below SILENCE_DBFS]}``.
     """
     import soundfile as sf
@@ -232,25 +254,23 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
         warnings.warn("the visual backbone has random weights (no visual_weights in the featurize "
                       "config): stems are only meaningful if the model was trained on the same")
     known = [d for d in lengths if d is not None] + ([seconds] if seconds else [])
-    plan = sections(min(known) if known else None)
+    length = min(known) if known else None
+    starts = clip_starts(length)
     with contextlib.ExitStack() as stack:  # an s3:// video is downloaded once, not per clip
         local = [stack.enter_context(local_copy(p)) for p in paths]
-        # the soundtracks decoded once, whole: the clips' audio joined is exactly them (a
-        # decode from a seek point resamples with another phase)
-        length = round(max(start + CLIP_SECONDS for start, _, _ in plan) * SAMPLE_RATE)
-        tracks = np.stack([decode_media(v, list(fcfg.frame_times)[:1], 16, length)[0]
+        # the soundtracks decoded once, whole: each clip's audio is a slice of them (a decode
+        # from a seek point resamples with another phase)
+        total = round(starts[-1] * SAMPLE_RATE) + CLIP_SAMPLES
+        tracks = np.stack([decode_media(v, list(fcfg.frame_times)[:1], 16, total)[0]
                            for v in local])  # (N, samples); one small frame comes along, unused
-        audio_parts, est_parts = [], []
-        for start, keep_from, keep in tqdm(plan, desc="separate", unit="clip",
-                                           disable=not progress or len(plan) == 1):
-            begin = round(start * SAMPLE_RATE)
-            audio = tracks[:, begin:begin + CLIP_SAMPLES]
-            est = _separate_clip(model, meta, local, audio, fcfg, backbone, start, device,
-                                 checkpoint)
-            first, last = round(keep_from * SAMPLE_RATE), round((keep_from + keep) * SAMPLE_RATE)
-            audio_parts.append(audio[:, first:last])
-            est_parts.append(est[:, first:last])
-    audio, est = np.concatenate(audio_parts, axis=1), np.concatenate(est_parts, axis=1)
+        estimates = []
+        for start in tqdm(starts, desc="separate", unit="clip",
+                          disable=not progress or len(starts) == 1):
+            clip = tracks[:, round(start * SAMPLE_RATE):][:, :CLIP_SAMPLES]
+            estimates.append(_separate_clip(model, meta, local, clip, fcfg, backbone, start,
+                                            device, checkpoint))
+    samples = round(length * SAMPLE_RATE) if length is not None else CLIP_SAMPLES
+    audio, est = tracks[:, :samples], crossfade(estimates, starts, samples)
     names = _stem_names(paths)
     # Named in the result (the CLI prints them); their stems are still written: mixed with
     # other videos, the others' stems are real separations.
@@ -266,7 +286,7 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
                     "model_name": meta.get("model_name"), "checkpoint": checkpoint,
                     "videos": list(paths), "sample_rate": SAMPLE_RATE, "silent": silent,
                     "seconds": round(mixture.size / SAMPLE_RATE, 3),
-                    "clips": [list(c) for c in plan], "stems": {}}
+                    "clips": starts, "stems": {}}
     with tempfile.TemporaryDirectory(prefix="ial-separate-") as tmp:
         files = {"mixture": "mixture.wav", **{n: f"{n}.wav" for n in stems}}
         sf.write(os.path.join(tmp, "mixture.wav"), mixture, SAMPLE_RATE, subtype="FLOAT")
