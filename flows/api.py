@@ -49,7 +49,7 @@ def check_api(timeout_s: float = 10.0) -> None:
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from ial.errors import UserError
+    from ial.errors import UserError, first_line
 
     url = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")
     if not url:
@@ -57,10 +57,10 @@ def check_api(timeout_s: float = 10.0) -> None:
     try:
         httpx.get(url.rstrip("/") + "/health", timeout=timeout_s)
     except httpx.HTTPError as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"Prefect API {url} (PREFECT_API_URL): cannot reach it ({why}); start "
-                        "the server there (prefect server start), fix the URL, or unset "
-                        "PREFECT_API_URL to run on a temporary server") from None
+        raise UserError(f"Prefect API {url} (PREFECT_API_URL): cannot reach it "
+                        f"({first_line(exc)}); start the server there (prefect server start), "
+                        "fix the URL, or unset PREFECT_API_URL to run on a temporary server"
+                        ) from None
 
 
 def _server_outside_the_terminal_group():

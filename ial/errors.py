@@ -33,3 +33,10 @@ def _where(source: str | None) -> str:
     if not source:
         return ""
     return f" ({source})" if source.startswith(("from ", "in ", "the ")) else f" (in {source})"
+
+
+def first_line(exc: BaseException) -> str:
+    """What ``exc`` says, in one line: its message's first line, or its type's name when it says
+    nothing (a library's paragraph of advice, shown in an ``Error:`` line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -85,7 +85,7 @@ def check_scheduler(address: str | None, timeout_s: float = 10.0) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    from ial.errors import ConfigError
+    from ial.errors import ConfigError, first_line
 
     with ThreadPoolExecutor(1) as pool:
         try:
@@ -97,7 +97,7 @@ def check_scheduler(address: str | None, timeout_s: float = 10.0) -> None:
         except MemoryError:  # a frame length read from another protocol's bytes
             why = "something answered, but not in Dask's protocol"
         except Exception as exc:  # noqa: BLE001 - whatever failed, that address is no scheduler
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            why = first_line(exc)
     if why:
         raise ConfigError("dask_address", f"no Dask scheduler at {address!r} ({why}); start one "
                           "there (dask scheduler), fix the address, or leave dask_address unset "

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from ial.errors import ConfigError
+from ial.errors import ConfigError, first_line
 from ial.runtime import free_port
 
 
@@ -159,8 +159,8 @@ def _initialize(deepspeed, which: str, **kwargs):
     try:
         return deepspeed.initialize(**kwargs)[0]
     except (AssertionError, ValueError) as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("deepspeed", f"DeepSpeed refuses the {which}'s config: {why}") from None
+        raise ConfigError("deepspeed", f"DeepSpeed refuses the {which}'s config: "
+                                       f"{first_line(exc)}") from None
 
 
 def build_engines(method, ds_sep: dict, ds_critic: dict, deepspeed, channels_last: bool = False):
