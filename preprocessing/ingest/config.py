@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import urllib.parse
 from typing import Any
 
 from ial.config import ConfigError, from_dict, to_dict
@@ -14,6 +15,10 @@ from preprocessing.ingest.download import DEFAULT_FORMAT, DEFAULT_FORMAT_SORT, Y
 from preprocessing.ingest.manifests import MANIFEST_READERS, reader_options
 from preprocessing.ingest.outcomes import redact
 from preprocessing.ingest.slicing import MIN_AUDIO_RATE
+
+# The proxy schemes yt-dlp's request handlers take ("socks" is its alias of socks4); a proxy
+# without a scheme is http, and "" means no proxy.
+PROXY_SCHEMES = ("http", "https", "socks", "socks4", "socks4a", "socks5", "socks5h")
 
 
 @dataclasses.dataclass
@@ -81,10 +86,27 @@ class IngestConfig:
         cookies = self.ytdlp_options.get("cookiefile")
         if cookies and "://" not in str(cookies) and not os.path.isfile(str(cookies)):
             raise ConfigError("ytdlp_options.cookiefile", f"cookie file not found: {cookies}")
+        proxy = self.ytdlp_options.get("proxy")
+        if proxy and not _is_proxy_url(str(proxy)):  # else every clip fails as download_error
+            raise ConfigError("ytdlp_options.proxy", f"{redact(str(proxy))!r} is not a proxy URL "
+                              f"(<scheme>://[user:password@]host:port, the scheme one of "
+                              f"{', '.join(PROXY_SCHEMES)})")
 
     @property
     def dataset_name(self) -> str:
         return self.dataset or self.manifest_format
+
+
+def _is_proxy_url(proxy: str) -> bool:
+    """Whether yt-dlp can use ``proxy``: a known scheme (none = http), a host, a number port."""
+    if re.search(r"\s", proxy):
+        return False
+    parts = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy.lstrip("/"))
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number in 0-65535)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in PROXY_SCHEMES and bool(parts.hostname)
 
 
 _SECRET_KEY = re.compile(r"pass|user|token|secret|key|auth|header|cookie(?!file)", re.I)

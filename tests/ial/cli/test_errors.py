@@ -65,6 +65,11 @@ def test_a_bad_value_names_the_option_not_the_file(tmp_path, manifest):
     one_error_line(run("ingest", "--manifest", manifest, "--cookies", str(tmp_path / "none.txt"),
                        "--no-prefect", "--root", str(tmp_path)),
                    "'ytdlp_options.cookiefile': cookie file not found", "(from --cookies")
+    line = one_error_line(run("ingest", "--manifest", manifest, "--proxy", "sock5://bob:pw@h:1080",
+                              "--no-prefect", "--root", str(tmp_path)),
+                          "'ytdlp_options.proxy': 'sock5://***@h:1080' is not a proxy URL",
+                          "socks5h", "(from --cookies/--proxy")
+    assert "pw" not in line  # a proxy's password is never printed
 
 
 def test_train_without_shards(tmp_path):
