@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import click
 
 
@@ -18,12 +21,19 @@ import click
               help="Separate only the first S seconds (default: the whole soundtrack; with "
                    "several videos, the shortest one's length).")
 @click.option("--no-progress", is_flag=True, help="No progress bar over the 10-s clips.")
-def command(videos, checkpoint, out_dir, device, seconds, no_progress):
+@click.option("--cookies", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="Netscape cookie file for yt-dlp, for VIDEO URLs a site "
+                                   "serves only to a signed-in browser (as ial ingest --cookies).")
+def command(videos, checkpoint, out_dir, device, seconds, no_progress, cookies):
     """Separate the sounds of your own video(s), in 10-s clips as the model was trained on.
 
     \b
     Each clip's frames are the query for that clip's sound; the stems of the clips are joined,
     so a long video gives stems as long as its soundtrack.
+
+    \b
+    A VIDEO is a file (local or s3://) or an http(s) URL (a YouTube watch URL, a direct
+    link), which yt-dlp downloads first (with --seconds, only its first S s, at least 10).
 
     \b
     Several videos: their soundtracks are mixed and separated again, each video's pictures
@@ -32,10 +42,15 @@ def command(videos, checkpoint, out_dir, device, seconds, no_progress):
     Also writes spectrogram.png and separation.json.
     """
     from ial.separate.videos import separate_videos
-    from ial.signal import SILENCE_DBFS
+    from ial.signal import CLIP_SECONDS, SILENCE_DBFS
 
-    result = separate_videos(list(videos), checkpoint, out_dir, device=device, seconds=seconds,
-                             progress=not no_progress)
+    # a clip's frames come from all of its 10 s: a shorter --seconds still needs the first 10 s
+    fetch = max(seconds, CLIP_SECONDS) if seconds else None
+    with tempfile.TemporaryDirectory(prefix="ial-separate-") as tmp:
+        local = [_downloaded(v, os.path.join(tmp, str(k)), fetch, cookies)
+                 if v.startswith(("http://", "https://")) else v for k, v in enumerate(videos)]
+        result = separate_videos(local, checkpoint, out_dir, device=device, seconds=seconds,
+                                 progress=not no_progress, sources=list(videos))
     click.echo(f"mixture: {result['mixture']} ({result['seconds']:g} s, "
                f"{len(result['clips'])} clip(s))")
     for name, url in result["stems"].items():
@@ -44,3 +59,20 @@ def command(videos, checkpoint, out_dir, device, seconds, no_progress):
     for name in result["silent"]:
         click.echo(f"note: {name}: silent soundtrack (peak at or below {SILENCE_DBFS:g} dBFS), "
                    f"so its stem is silence, not a separation")
+
+
+def _downloaded(url: str, out_dir: str, seconds: float | None, cookies: str | None) -> str:
+    """The local copy of the video at ``url`` (its first ``seconds`` s; None: all) that yt-dlp
+    downloads into ``out_dir``; a download that fails (unavailable, refused, not a video) is one
+    line naming the URL."""
+    from ial.errors import UserError
+    from preprocessing.ingest.download import download_video
+    from preprocessing.ingest.outcomes import DownloadProblem
+
+    click.echo(f"downloading {url} ...", err=True)
+    os.makedirs(out_dir)
+    try:
+        return download_video(url, out_dir, seconds,
+                              options={"cookiefile": cookies} if cookies else None)
+    except DownloadProblem as exc:
+        raise UserError(f"{url}: could not download it ({exc})") from None

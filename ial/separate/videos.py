@@ -43,32 +43,34 @@ class SeparateError(UserError):
     """A video ``ial separate`` cannot use (missing, unreadable, no audio/video, too short)."""
 
 
-def check_video(path: str, frame_times: list[float]) -> float | None:
-    """Raise SeparateError naming ``path`` and what is needed, unless it is a readable video with
-    an audio stream and a video stream that reaches the last frame time (s) of the featurizer.
-    Returns its duration (s; None when ffmpeg does not say)."""
+def check_video(path: str, frame_times: list[float], source: str | None = None) -> float | None:
+    """Raise SeparateError naming the video (``source``, where it came from, else ``path``) and
+    what is needed, unless ``path`` is a readable video with an audio stream and a video stream
+    that reaches the last frame time (s) of the featurizer. Returns its duration (s; None when
+    ffmpeg does not say)."""
     from ial.media import probe_media
     from ial.storage import exists, local_copy
 
+    name = source or path
     if not exists(path):
-        raise SeparateError(f"{path}: file not found")
+        raise SeparateError(f"{name}: file not found")
     with local_copy(path) as local:
         if os.path.isdir(local):
-            raise SeparateError(f"{path}: is a directory, not a video file")
+            raise SeparateError(f"{name}: is a directory, not a video file")
         info = probe_media(local)
     if not (info["has_audio"] or info["has_video"]):
-        raise SeparateError(f"{path}: not a video ffmpeg can read ({info.get('error')}); give a "
+        raise SeparateError(f"{name}: not a video ffmpeg can read ({info.get('error')}); give a "
                             f"video file with sound (mp4, mkv, webm, ...)")
     if not info["has_audio"]:
-        raise SeparateError(f"{path}: has no audio stream; ial separate separates a video's "
+        raise SeparateError(f"{name}: has no audio stream; ial separate separates a video's "
                             f"soundtrack, so the video needs sound")
     if not info["has_video"]:
-        raise SeparateError(f"{path}: has no video stream (audio only); the video's frames at "
+        raise SeparateError(f"{name}: has no video stream (audio only); the video's frames at "
                             f"{', '.join(f'{t:g}' for t in frame_times)} s are the visual query "
                             f"for its sound")
     last = max(frame_times)
     if info["duration"] is not None and info["duration"] <= last:
-        raise SeparateError(f"{path}: is {info['duration']:.2f} s long; the checkpoint's "
+        raise SeparateError(f"{name}: is {info['duration']:.2f} s long; the checkpoint's "
                             f"featurizer takes frames at {', '.join(f'{t:g}' for t in frame_times)}"
                             f" s, so the video must be longer than {last:g} s")
     return info["duration"]
@@ -218,8 +220,11 @@ def _plot(path: str, waves: dict[str, np.ndarray]) -> None:
 
 
 def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str = "auto",
-                    seconds: float | None = None, progress: bool = False) -> dict:
+                    seconds: float | None = None, progress: bool = False,
+                    sources: list[str] | None = None) -> dict:
     """Separate ``paths`` (local or s3:// videos) with ``checkpoint``; write stems to ``out_dir``.
+    ``sources``: where each video came from (a URL it was downloaded from), named in errors and
+    in ``separation.json``; default ``paths``.
 
     The whole soundtrack (the shortest video's, with several) or its first ``seconds`` s, in
     overlapping 10-s clips (``clip_starts``), each clip's frames the query for its own sound,
@@ -247,7 +252,8 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     device = torch_device(device, "--device")
     model = model.to(device).eval()
     fcfg, fsource = featurize_config_for(meta)
-    lengths = [check_video(p, list(fcfg.frame_times)) for p in paths]
+    sources = list(sources or paths)
+    lengths = [check_video(p, list(fcfg.frame_times), s) for p, s in zip(paths, sources)]
     Storage(out_dir).check(what="--out")  # made only for videos it can use, before the work
     backbone, weights = load_backbone(fcfg)
     if str(weights).startswith("none"):
@@ -284,7 +290,7 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     out_dir = out_dir.rstrip("/")
     result: dict = {"mode": mode, "featurize_config": fsource, "visual_weights": weights,
                     "model_name": meta.get("model_name"), "checkpoint": checkpoint,
-                    "videos": list(paths), "sample_rate": SAMPLE_RATE, "silent": silent,
+                    "videos": sources, "sample_rate": SAMPLE_RATE, "silent": silent,
                     "seconds": round(mixture.size / SAMPLE_RATE, 3),
                     "clips": starts, "stems": {}}
     with tempfile.TemporaryDirectory(prefix="ial-separate-") as tmp:

@@ -3,7 +3,8 @@
 ``download_section(url, start, end, out_dir, name, options)`` fetches only ``[start, end]``
 (yt-dlp ``download_ranges`` + ``force_keyframes_at_cuts``: ffmpeg seeks over HTTP Range
 requests and re-encodes at the cut points so the section starts exactly at ``start``), in the
-lowest video format that still has ``min_height`` px, plus audio.
+lowest video format that still has ``min_height`` px, plus audio; ``end=None`` fetches the whole
+video (``ial separate`` of a URL, ``video_name`` names its file).
 
 Every failure is raised as one of the outcomes of ``preprocessing.ingest.outcomes``
 (``Unavailable``: final; ``Retryable``: retried by ``download_with_retries`` with exponential
@@ -26,6 +27,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable
 
 from ial.media import ffmpeg_binary, input_report
@@ -56,14 +58,15 @@ class DownloadResult:
     offset: float = 0.0
 
 
-def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: int = 224,
+def ytdlp_params(out_dir: str, name: str, start: float, end: float | None, min_height: int = 224,
                  format: str = DEFAULT_FORMAT, format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
                  socket_timeout: float = 30.0, options: dict | None = None,
                  output_args: list[str] | None = None) -> dict:
     """The yt-dlp parameters for one exact-section download (``options`` passed through and
     win, e.g. ``cookiefile``, ``proxy``, ``sleep_interval``, ``ratelimit``,
     ``allowed_extractors``). ``output_args``: ffmpeg output options of the section (the clip
-    format, ``slicing.clip_encode_args``); default: a near-lossless re-encode."""
+    format, ``slicing.clip_encode_args``); default: a near-lossless re-encode. ``end=None``:
+    the whole video, as the site serves it (no section, no re-encode)."""
     from yt_dlp.utils import download_range_func
 
     params: dict[str, Any] = {
@@ -76,8 +79,7 @@ def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: 
         "format": format.format(min_height=min_height),
         "format_sort": list(format_sort),
         "merge_output_format": "mp4",
-        "download_ranges": download_range_func(None, [(float(start), float(end))]),
-        "force_keyframes_at_cuts": True,
+        "force_keyframes_at_cuts": end is not None,
         "ffmpeg_location": ffmpeg_binary(),
         # ffmpeg reads the media itself: give its network reads the same timeout (µs)
         "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", str(int(socket_timeout * 1e6))],
@@ -93,8 +95,21 @@ def ytdlp_params(out_dir: str, name: str, start: float, end: float, min_height: 
         "cachedir": False,
         "logger": _QuietLogger(),
     }
+    if end is not None:
+        params["download_ranges"] = download_range_func(None, [(float(start), float(end))])
     params.update(options or {})
     return params
+
+
+def video_name(url: str) -> str:
+    """A file name for the video at ``url``: a YouTube id (``watch?v=<id>``, ``youtu.be/<id>``,
+    ``/shorts/<id>``), else the last part of the URL's path without its extension, else
+    ``video``; only letters, digits, ``-``, ``_`` and ``.``."""
+    parts = urllib.parse.urlsplit(url)
+    name = urllib.parse.parse_qs(parts.query).get("v", [""])[0]
+    if not name:
+        name = os.path.splitext(urllib.parse.unquote(parts.path).rstrip("/").rsplit("/", 1)[-1])[0]
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "video"
 
 
 class _QuietLogger:
@@ -133,19 +148,22 @@ def load_ytdlp_extractors() -> None:
         gen_extractor_classes()
 
 
-def download_section(url: str, start: float, end: float, out_dir: str, name: str,
+def download_section(url: str, start: float, end: float | None, out_dir: str, name: str,
                      min_height: int = 224, format: str = DEFAULT_FORMAT,
                      format_sort: tuple[str, ...] = DEFAULT_FORMAT_SORT,
                      socket_timeout: float = 30.0, options: dict | None = None,
-                     output_args: list[str] | None = None) -> DownloadResult:
-    """Download ``[start, end]`` s of ``url`` into ``out_dir/<name>.<ext>``.
+                     output_args: list[str] | None = None,
+                     shorter_ok: bool = False) -> DownloadResult:
+    """Download ``[start, end]`` s of ``url`` into ``out_dir/<name>.<ext>`` (``end=None``: the
+    whole video, ``start`` 0).
 
     Two steps, so each failure is named: extraction (page/metadata requests: HTTP status,
     bot check, private/removed ...), then the section download by ffmpeg. When ffmpeg fails,
     the selected media URL(s) are probed with ffmpeg (same headers/proxy) to tell a throttled or
     broken server (retryable) from unreadable media (invalid). A section past the end of a
     video whose duration the site gives is ``SourceInvalid("section_past_end")`` before any media
-    is fetched. Raises a DownloadProblem subclass.
+    is fetched, unless ``shorter_ok`` (then the file ends with the video). Raises a
+    DownloadProblem subclass.
 
     A direct media link on a server that ignores ``Range`` requests (a plain HTTP server: ffmpeg
     cannot seek to an index at the end of the file) is downloaded whole instead; the result's
@@ -170,7 +188,7 @@ def download_section(url: str, start: float, end: float, out_dir: str, name: str
                     problem = _diagnose_403(ydl, url, problem)
                 raise problem from None
             total = info.get("duration")
-            if total and end > float(total) + 0.25:
+            if total and end is not None and not shorter_ok and end > float(total) + 0.25:
                 raise SourceInvalid("section_past_end", f"the video is {float(total):.2f} s; "
                                     f"the section ends at {end:.2f} s")
             whole = _direct_without_ranges(ydl, info)
@@ -312,7 +330,16 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay * (rng or random).uniform(0.5, 1.0)
 
 
-def download_with_retries(url: str, start: float, end: float, out_dir: str, name: str,
+def download_video(url: str, out_dir: str, seconds: float | None = None,
+                   options: dict | None = None, retries: int = 3) -> str:
+    """Download the video at ``url`` (its first ``seconds`` s, or all of a shorter one; default:
+    all) into ``out_dir/<video_name(url)>.<ext>`` and return that path: ``ial separate`` of a
+    URL. Retryable failures are retried ``retries`` times; raises the final DownloadProblem."""
+    return download_with_retries(url, 0.0, seconds, out_dir, video_name(url), retries=retries,
+                                 backoff=2.0, options=options, shorter_ok=True).path
+
+
+def download_with_retries(url: str, start: float, end: float | None, out_dir: str, name: str,
                           retries: int = 3, backoff: float = 1.0, backoff_max: float = 60.0,
                           acquire: Callable[[], None] | None = None,
                           sleep: Callable[[float], None] = time.sleep,

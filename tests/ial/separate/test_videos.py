@@ -75,6 +75,29 @@ def test_separate_two_videos_cli(videos, checkpoint, tmp_path):
         assert stem.shape == mixture.shape and np.isfinite(stem).all() and np.abs(stem).max() > 0
 
 
+def test_a_video_url_is_downloaded_first_and_named_by_its_id(videos, checkpoint, tmp_path,
+                                                              video_server, demo_corpus):
+    from ial.cli import main
+
+    url = video_server.url_template.format(video_id=demo_corpus.entries[0].video_id)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["separate", url, videos[0], "--checkpoint", checkpoint,
+                                       "--out", str(out), "--seconds", "5"])
+    assert result.exit_code == 0, result.output
+    assert f"downloading {url} ..." in result.output
+    stem = demo_corpus.entries[0].video_id
+    assert sorted(os.listdir(out)) == sorted([f"{stem}.wav", "violin.wav", "mixture.wav",
+                                              "separation.json", "spectrogram.png"])
+    info = json.loads((out / "separation.json").read_text())
+    assert info["videos"] == [url, videos[0]] and info["seconds"] == 4.0  # the 4-s video's
+    missing = url.replace(stem, "gone")
+    result = CliRunner().invoke(main, ["separate", missing, "--checkpoint", checkpoint,
+                                       "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: {missing}: could not download it (http_404: " in result.output
+    assert not (tmp_path / "out2").exists()
+
+
 def test_a_long_video_is_separated_clip_by_clip_into_stems_as_long_as_it(checkpoint, tmp_path):
     from ial.demo.corpus import make_class_video
     from ial.separate.videos import clip_starts, crossfade, separate_videos

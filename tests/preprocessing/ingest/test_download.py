@@ -4,7 +4,8 @@ import pytest
 from yt_dlp.utils import DownloadError
 
 from ial.media import probe_media
-from preprocessing.ingest.download import backoff_delay, download_section, download_with_retries
+from preprocessing.ingest.download import (backoff_delay, download_section, download_video,
+                                           download_with_retries, video_name)
 from preprocessing.ingest.outcomes import (Retryable, SourceInvalid, Unavailable, classify_error,
                                            redact)
 from preprocessing.ingest.rate_limit import RateLimiter, share
@@ -23,6 +24,30 @@ def test_exact_section_through_range_requests(video_server, demo_corpus, tmp_pat
     assert abs(info["duration"] - 4.0) < 0.05 and info["has_audio"] and info["has_video"]
     ranged = [r for r in video_server.requests_for(e.video_id) if r[2]]
     assert ranged and all(r[3] == 206 for r in ranged)  # ffmpeg read the file with Range
+
+
+def test_a_whole_video_and_its_first_seconds_for_ial_separate(video_server, demo_corpus,
+                                                               tmp_path):
+    e = demo_corpus.entries[0]
+    url = _url(video_server, e) + "?t=1"
+    whole = download_video(url, str(tmp_path / "whole"))
+    assert whole == str(tmp_path / "whole" / f"{e.video_id}.mp4")
+    assert abs(probe_media(whole)["duration"] - 13.0) < 0.05  # the corpus's videos are 13 s
+    first = download_video(url, str(tmp_path / "first"), seconds=11.0)
+    assert abs(probe_media(first)["duration"] - 11.0) < 0.05
+    longer = download_video(url, str(tmp_path / "longer"), seconds=60.0)  # all there is
+    assert abs(probe_media(longer)["duration"] - 13.0) < 0.1
+
+
+@pytest.mark.parametrize("url, name", [
+    ("https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=42s", "dQw4w9WgXcQ"),
+    ("https://youtu.be/dQw4w9WgXcQ?si=x", "dQw4w9WgXcQ"),
+    ("https://www.youtube.com/shorts/abcDEF12345", "abcDEF12345"),
+    ("http://host/media/my%20clip.webm", "my_clip"),
+    ("http://host/", "video"),
+])
+def test_video_name_of_a_url(url, name):
+    assert video_name(url) == name
 
 
 @pytest.mark.parametrize("script, cls, reason", [
