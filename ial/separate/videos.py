@@ -36,7 +36,7 @@ import torch
 
 from ial.errors import UserError
 from ial.signal import CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE, SILENCE_DBFS
-from ial.storage import Storage, join, local_copy, upload_file
+from ial.storage import Storage, exists, join, local_copy, upload_file
 
 
 class SeparateError(UserError):
@@ -45,19 +45,15 @@ class SeparateError(UserError):
 
 def check_video(path: str, frame_times: list[float], source: str | None = None) -> float | None:
     """Raise SeparateError naming the video (``source``, where it came from, else ``path``) and
-    what is needed, unless ``path`` is a readable video with an audio stream and a video stream
-    that reaches the last frame time (s) of the featurizer. Returns its duration (s; None when
-    ffmpeg does not say)."""
+    what is needed, unless ``path`` (a local file) is a readable video with an audio stream and
+    a video stream that reaches the last frame time (s) of the featurizer. Returns its duration
+    (s; None when ffmpeg does not say)."""
     from ial.media import probe_media
-    from ial.storage import exists, local_copy
 
     name = source or path
-    if not exists(path):
-        raise SeparateError(f"{name}: file not found")
-    with local_copy(path) as local:
-        if os.path.isdir(local):
-            raise SeparateError(f"{name}: is a directory, not a video file")
-        info = probe_media(local)
+    if os.path.isdir(path):
+        raise SeparateError(f"{name}: is a directory, not a video file")
+    info = probe_media(path)
     if not (info["has_audio"] or info["has_video"]):
         raise SeparateError(f"{name}: not a video ffmpeg can read ({info.get('error')}); give a "
                             f"video file with sound (mp4, mkv, webm, ...)")
@@ -253,17 +249,21 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     model = model.to(device).eval()
     fcfg, fsource = featurize_config_for(meta)
     sources = list(sources or paths)
-    lengths = [check_video(p, list(fcfg.frame_times), s) for p, s in zip(paths, sources)]
-    Storage(out_dir).check(what="--out")  # made only for videos it can use, before the work
-    backbone, weights = load_backbone(fcfg)
-    if str(weights).startswith("none"):
-        warnings.warn("the visual backbone has random weights (no visual_weights in the featurize "
-                      "config): stems are only meaningful if the model was trained on the same")
-    known = [d for d in lengths if d is not None] + ([seconds] if seconds else [])
-    length = min(known) if known else None
-    starts = clip_starts(length)
-    with contextlib.ExitStack() as stack:  # an s3:// video is downloaded once, not per clip
+    for path, source in zip(paths, sources):
+        if not exists(path):
+            raise SeparateError(f"{source}: file not found")
+    with contextlib.ExitStack() as stack:  # an s3:// video is downloaded once: probe, decode
         local = [stack.enter_context(local_copy(p)) for p in paths]
+        lengths = [check_video(v, list(fcfg.frame_times), s) for v, s in zip(local, sources)]
+        Storage(out_dir).check(what="--out")  # made only for videos it can use, before the work
+        backbone, weights = load_backbone(fcfg)
+        if str(weights).startswith("none"):
+            warnings.warn("the visual backbone has random weights (no visual_weights in the "
+                          "featurize config): stems are only meaningful if the model was trained "
+                          "on the same")
+        known = [d for d in lengths if d is not None] + ([seconds] if seconds else [])
+        length = min(known) if known else None
+        starts = clip_starts(length)
         # the soundtracks decoded once, whole: each clip's audio is a slice of them (a decode
         # from a seek point resamples with another phase)
         total = round(starts[-1] * SAMPLE_RATE) + CLIP_SAMPLES

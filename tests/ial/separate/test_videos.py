@@ -98,6 +98,28 @@ def test_a_video_url_is_downloaded_first_and_named_by_its_id(videos, checkpoint,
     assert not (tmp_path / "out2").exists()
 
 
+def test_videos_and_stems_on_s3_each_video_downloaded_once(videos, checkpoint, s3_root,
+                                                            monkeypatch):
+    import ial.separate.videos as module
+    import ial.storage
+    from ial.storage import exists, join, upload_file
+
+    urls = [join(s3_root, "in", os.path.basename(v)) for v in videos]
+    for video, url in zip(videos, urls):
+        upload_file(video, url)
+    copies, local_copy = [], ial.storage.local_copy
+
+    def counted(url):
+        copies.append(url)
+        return local_copy(url)
+
+    monkeypatch.setattr(module, "local_copy", counted)
+    monkeypatch.setattr("ial.storage.local_copy", counted)
+    result = module.separate_videos(urls, checkpoint, join(s3_root, "out"))
+    assert copies == urls  # probed and decoded from one copy each
+    assert result["videos"] == urls and all(exists(u) for u in result["stems"].values())
+
+
 def test_a_long_video_is_separated_clip_by_clip_into_stems_as_long_as_it(checkpoint, tmp_path):
     from ial.demo.corpus import make_class_video
     from ial.separate.videos import clip_starts, crossfade, separate_videos
