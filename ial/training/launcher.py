@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,6 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # a rank whose output closes (its ssh connection, when its launcher stopped) stops and saves
     sys.stdout, sys.stderr = HangUpOnClosedOutput(sys.stdout), HangUpOnClosedOutput(sys.stderr)
+    if args.error_url and args.config and not exists(args.config):
+        # `launch` wrote the config under the storage root before starting the ranks: a rank
+        # that cannot see it is on a node that does not share that root (a local --root with a
+        # --hostfile), and the error file under that root would not reach the launcher either
+        print(f"Error: rank {os.environ.get('RANK', '?')} on {socket.gethostname()} does not see "
+              f"the run's config {args.config}, which the launcher wrote: every node of a "
+              f"--hostfile run must see the same storage root (an s3:// root, or a shared "
+              f"filesystem mounted at the same path on every node)", file=sys.stderr)
+        sys.exit(2)
     try:
         cfg = load_train_config(args.config, args.overrides)
         result = train(cfg, progress=not args.no_progress)
