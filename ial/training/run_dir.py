@@ -12,17 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
-import time
-import uuid
 
-from ial.errors import UserError
-from ial.storage import (Storage, exists, filesystem, is_remote, join, pid_alive, read_text,
-                         remove, upload_file, write_text)
+from ial.storage.locks import StorageLock
+from ial.storage import Storage, exists, filesystem, join, read_text, upload_file
 from ial.training.config import REPO, TrainConfig
 
 MARKER = "latest.json"
@@ -101,98 +95,14 @@ class RunDir:
                         fs.rm(entry, recursive=True)
 
 
-class RunLock:
-    """One training at a time in a run directory: ``<run>/training.lock`` (rank 0 holds it).
-
-    Two trainings of one run (a command started again in a second terminal while the first
-    still runs, a flow retried beside a straggler) would write the same checkpoints and
-    metrics. The holder writes its host, pid and start time, and a heartbeat every
-    ``HEARTBEAT_S``; a start that finds a live lock is a ``UserError`` naming the holder. A lock
-    is stale (taken over, with a note on stderr) when its heartbeat is older than ``STALE_S`` or its
-    pid is gone on this host. Local roots create it atomically (``O_EXCL``); on S3 a start
-    writes it, then reads it back after a second, and the later of two writers keeps it."""
-
-    HEARTBEAT_S = 30.0
-    STALE_S = 120.0
+class RunLock(StorageLock):
+    """One training at a time in a run directory: ``<run>/training.lock``, held by rank 0
+    (``ial.storage.locks.StorageLock``: host, pid, heartbeat; a second start is one line naming the
+    holder; the lock of a training that is gone is taken over)."""
 
     def __init__(self, run: RunDir, run_name: str):
-        self.url, self.run_name = run("training.lock"), run_name
-        self.mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
-                     "started": time.time()}
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
-
-    def __enter__(self) -> "RunLock":
-        holder = self._holder()
-        if holder is not None:
-            if not self._stale(holder):
-                raise self._busy(holder)
-            print(f"note: taking over the lock of a training that is gone ({self._who(holder)})",
-                  file=sys.stderr)
-            remove(self.url)
-        if not self._write(exclusive=True):
-            raise self._busy(self._holder() or {})
-        if is_remote(self.url):  # no atomic create on S3: the later of two writers keeps it
-            time.sleep(1.0)
-            holder = self._holder()
-            if not holder or holder.get("token") != self.mine["token"]:
-                raise self._busy(holder or {})
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="run-lock")
-        self._beat.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join()
-        holder = self._holder()
-        if holder and holder.get("token") == self.mine["token"]:
-            remove(self.url)
-
-    def _holder(self) -> dict | None:
-        try:
-            return json.loads(read_text(self.url))
-        except FileNotFoundError:
-            return None
-        except ValueError:  # a torn write of a killed holder
-            return {}
-
-    def _write(self, exclusive: bool = False) -> bool:
-        text = json.dumps({**self.mine, "heartbeat": time.time()})
-        if exclusive and not is_remote(self.url):
-            os.makedirs(os.path.dirname(self.url), exist_ok=True)
-            try:
-                fd = os.open(self.url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            return True
-        write_text(self.url, text)
-        return True
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.HEARTBEAT_S):
-            try:
-                self._write()
-            except OSError as exc:  # an outage: the next beat tries again
-                print(f"note: run lock heartbeat failed: {exc}", file=sys.stderr)
-
-    def _stale(self, holder: dict) -> bool:
-        if time.time() - float(holder.get("heartbeat", 0)) > self.STALE_S:
-            return True
-        return holder.get("host") == self.mine["host"] and not pid_alive(int(holder.get("pid", 0)))
-
-    def _who(self, holder: dict) -> str:
-        beat = time.time() - float(holder.get("heartbeat", time.time()))
-        return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, its last heartbeat "
-                f"{beat:.0f} s ago")
-
-    def _busy(self, holder: dict) -> UserError:
-        return UserError(f"run {self.run_name!r} is being trained already ({self._who(holder)}; "
-                         f"{self.url}): wait for it to end or stop it, or choose another "
-                         f"--run-name; the lock of a training that is gone expires "
-                         f"{self.STALE_S:.0f} s after its last heartbeat")
+        super().__init__(run("training.lock"), f"run {run_name!r} is being trained",
+                         "wait for it to end or stop it, or choose another --run-name")
 
 
 def resume_mismatch(marker: dict, **current) -> str | None:
