@@ -25,7 +25,7 @@ from ial.runtime import local_cluster_kwargs
 from preprocessing.ingest.batch import Batch, run_batch
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.rate_limit import share
-from preprocessing.ingest.run import check_outcome, prepare, summarize
+from preprocessing.ingest.run import check_outcome, ingest_lock, prepare, summarize
 
 
 @task(name="ingest-batch", retries=2, retry_delay_seconds=10,
@@ -60,7 +60,13 @@ def _parallel_slots(cfg: IngestConfig, n_batches: int) -> int:
 @flow(name="ingest-batches")
 @fail_on_user_error
 def ingest_batches_flow(cfg: IngestConfig) -> dict:
-    """Plan the batches, run them as Dask tasks, return the summary."""
+    """Plan the batches, run them as Dask tasks (holding the dataset's ``ingest_lock``),
+    return the summary."""
+    with ingest_lock(cfg):
+        return _run_batches(cfg)
+
+
+def _run_batches(cfg: IngestConfig) -> dict:
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
     from prefect.futures import as_completed
 

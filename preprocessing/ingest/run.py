@@ -44,6 +44,7 @@ from ial.config import ConfigError, save_config
 from ial.errors import UserError
 from ial.runtime import check_scheduler, connect_scheduler
 from ial.storage import Storage, sweep_orphan_temps, write_text
+from ial.storage.locks import StorageLock
 from preprocessing.clip_index import STATUSES, read_clip_index
 from preprocessing.ingest.batch import (Batch, apply_manifest_fields, batch_prefix, plan_batches,
                                         reason_code, rewrite_rows, run_batch)
@@ -204,13 +205,28 @@ def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
     }
 
 
+def ingest_lock(cfg: IngestConfig) -> StorageLock:
+    """One ingest of a dataset at a time: ``clips/<dataset>/ingest.lock``. A second one (the
+    nightly flow while a days-long ingest of the same dataset still runs, a command started
+    again in another terminal) would download every clip the first has not reached yet again."""
+    url = Storage(cfg.root).url("clips", cfg.dataset_name, "ingest.lock")
+    return StorageLock(url, f"dataset {cfg.dataset_name!r} is being ingested",
+                       "wait for it to end or stop it (run again, an ingest resumes where it "
+                       "ended)")
+
+
 def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
-    """Run the whole ingest of ``cfg.manifest``; returns a summary dict.
+    """Run the whole ingest of ``cfg.manifest``, holding ``ingest_lock``; returns a summary dict.
 
     Batches run one after another in this process (each with ``cfg.concurrency`` clips in
     flight), or as tasks on ``client`` (a ``dask.distributed.Client``; ``cfg.dask_address``
     connects one). The global rate limit is split over the batches that can run at once.
     """
+    with ingest_lock(cfg):
+        return _ingest(cfg, progress, client)
+
+
+def _ingest(cfg: IngestConfig, progress: bool, client) -> dict:
     from tqdm.auto import tqdm
 
     started = time.time()

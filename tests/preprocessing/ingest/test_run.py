@@ -22,7 +22,7 @@ from preprocessing.clip_index import read_clip_index
 from preprocessing.ingest.batch import plan_batches, reason_code
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.manifests import ManifestError, read_manifest
-from preprocessing.ingest.run import NothingIngested, ingest
+from preprocessing.ingest.run import NothingIngested, ingest, ingest_lock
 from preprocessing.ingest.slicing import measure_clip
 from tests.conftest import REPO, free_port
 
@@ -185,7 +185,8 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         visible = [p for p in clips.iterdir() if p.is_file() and not p.name.startswith(".")]
-        assert visible and all(p.suffix in (".mp4", ".yaml") for p in visible)
+        # clips, the config, and the killed run's ingest.lock (taken over by the resume)
+        assert visible and all(p.suffix in (".mp4", ".yaml", ".lock") for p in visible)
         for p in visible:
             if p.suffix == ".mp4":  # every visible clip is whole
                 m = measure_clip(str(p))
@@ -206,7 +207,7 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows.values())
     # adopted clips had their silence check run like new ones (was None)
     assert all(r["silent"] is False for r in rows.values())
-    assert not stale.exists() and young.exists()
+    assert not stale.exists() and young.exists() and not (clips / "ingest.lock").exists()
     assert not [p for p in killed_temps if p.exists()]  # the killed run's clip folders are gone
     assert summary["skipped"] >= 1  # clips of the killed run were kept (index or adopted)
     mp4s = sorted(p.name for p in clips.iterdir()
@@ -215,6 +216,28 @@ def test_kill_and_resume_leaves_no_partial_clip_and_no_duplicate(site, demo_corp
     parts = list((clips / "index").glob("*.parquet"))
     all_ids = [cid for p in parts for cid in read_parquet(str(p))["clip_id"].to_pylist()]
     assert len(all_ids) == len(set(all_ids)) == 6
+
+
+def test_a_second_ingest_of_a_dataset_is_one_line_and_downloads_nothing(site, tmp_path):
+    from click.testing import CliRunner
+
+    from ial.cli import main
+
+    d, ids = site
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"{ids[0]},1,violin,train\n")
+    with VideoServer(d) as srv:
+        cfg = _cfg(tmp_path / "root", manifest, srv.url_template)
+        with ingest_lock(cfg):  # an ingest of dataset "t" that is running
+            result = CliRunner().invoke(main, [
+                "ingest", "--manifest", str(manifest), "--root", cfg.root, "--dataset", "t",
+                "--url-template", srv.url_template, "--no-prefect"])
+            assert srv.requests == []
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.output.strip().splitlines()[-1].startswith(
+            "Error: dataset 't' is being ingested already (pid ")
+        assert ingest(cfg, progress=False)["ok"] == 1  # once it has ended
+    assert not (tmp_path / "root" / "clips" / "t" / "ingest.lock").exists()
 
 
 def test_s3_root_against_moto(site, s3_root, tmp_path):
