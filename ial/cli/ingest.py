@@ -86,7 +86,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
     """
     from ial.config import to_dict
     from preprocessing.ingest.config import IngestConfig, redacted_config
-    from preprocessing.ingest.run import check_inputs
+    from preprocessing.ingest.run import check_inputs, ingest_lock
 
     ytdlp = {}
     if cookies:
@@ -105,6 +105,7 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
     if prefect:
         check_inputs(cfg)  # a bad manifest or root: one line, before Prefect starts its server
+        ingest_lock(cfg).check()  # so is an ingest of the dataset that is running
         from flows.api import check_api
         from flows.ingest import ingest_flow
 

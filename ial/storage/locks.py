@@ -58,6 +58,13 @@ class StorageLock:
         self._beat.start()
         return self
 
+    def check(self) -> None:
+        """Raise the refusal ``__enter__`` would raise for a live holder, without taking the
+        lock (a command's input check, before it starts a flow that would take it)."""
+        holder = self._holder()
+        if holder is not None and not self._stale(holder):
+            raise self._busy(holder)
+
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._beat is not None:

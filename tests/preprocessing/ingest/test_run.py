@@ -228,14 +228,17 @@ def test_a_second_ingest_of_a_dataset_is_one_line_and_downloads_nothing(site, tm
     manifest.write_text(f"{ids[0]},1,violin,train\n")
     with VideoServer(d) as srv:
         cfg = _cfg(tmp_path / "root", manifest, srv.url_template)
+        args = ["ingest", "--manifest", str(manifest), "--root", cfg.root, "--dataset", "t",
+                "--url-template", srv.url_template]
         with ingest_lock(cfg):  # an ingest of dataset "t" that is running
-            result = CliRunner().invoke(main, [
-                "ingest", "--manifest", str(manifest), "--root", cfg.root, "--dataset", "t",
-                "--url-template", srv.url_template, "--no-prefect"])
+            # in the run itself, and (with Prefect) before any flow starts
+            for result in (CliRunner().invoke(main, [*args, "--no-prefect"]),
+                           CliRunner().invoke(main, args)):
+                assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+                assert result.output.strip().splitlines() == [result.output.strip()]
+                assert result.output.startswith("Error: dataset 't' is being ingested already "
+                                                "(pid ")
             assert srv.requests == []
-        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-        assert result.output.strip().splitlines()[-1].startswith(
-            "Error: dataset 't' is being ingested already (pid ")
         assert ingest(cfg, progress=False)["ok"] == 1  # once it has ended
     assert not (tmp_path / "root" / "clips" / "t" / "ingest.lock").exists()
 
