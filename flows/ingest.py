@@ -25,7 +25,8 @@ from ial.runtime import local_cluster_kwargs
 from preprocessing.ingest.batch import Batch, run_batch
 from preprocessing.ingest.config import IngestConfig, redacted_config
 from preprocessing.ingest.rate_limit import share
-from preprocessing.ingest.run import check_outcome, ingest_lock, prepare, summarize
+from preprocessing.ingest.run import (check_inputs, check_outcome, ingest_lock, prepare,
+                                      summarize)
 
 
 @task(name="ingest-batch", retries=2, retry_delay_seconds=10,
@@ -62,17 +63,18 @@ def _parallel_slots(cfg: IngestConfig, n_batches: int) -> int:
 def ingest_batches_flow(cfg: IngestConfig) -> dict:
     """Plan the batches, run them as Dask tasks (holding the dataset's ``ingest_lock``),
     return the summary."""
+    inputs = check_inputs(cfg)  # a root that cannot hold the lock is said as a root
     with ingest_lock(cfg):
-        return _run_batches(cfg)
+        return _run_batches(cfg, inputs)
 
 
-def _run_batches(cfg: IngestConfig) -> dict:
+def _run_batches(cfg: IngestConfig, inputs) -> dict:
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
     from prefect.futures import as_completed
 
     logger = get_run_logger()
     started = time.time()
-    plan = prepare(cfg)
+    plan = prepare(cfg, inputs)
     logger.info("%d manifest entries (%d duplicates, %d malformed skipped) → %d batches",
                 plan.entries, plan.duplicates, len(plan.skipped), len(plan.batches))
     key = "ingest-" + re.sub(r"[^a-z0-9-]+", "-", cfg.dataset_name.lower()).strip("-")

@@ -123,11 +123,12 @@ def check_inputs(cfg: IngestConfig) -> tuple[Storage, Manifest]:
     return storage, manifest
 
 
-def prepare(cfg: IngestConfig) -> IngestPlan:
-    """Check the inputs (``check_inputs``), fix the batches, save the (redacted) config, load
-    earlier rows, and sweep temporaries of killed runs (local clip temp files, and the system
-    temp dir's ``ial-*`` folders of processes that are gone)."""
-    storage, manifest = check_inputs(cfg)
+def prepare(cfg: IngestConfig, inputs: tuple[Storage, Manifest] | None = None) -> IngestPlan:
+    """Check the inputs (``check_inputs``, unless ``inputs`` gives what it returned), fix the
+    batches, save the (redacted) config, load earlier rows, and sweep temporaries of killed runs
+    (local clip temp files, and the system temp dir's ``ial-*`` folders of processes that are
+    gone)."""
+    storage, manifest = inputs or check_inputs(cfg)
     prefix = batch_prefix(cfg.manifest)
     dataset = cfg.dataset_name
     index = read_clip_index(storage, dataset)
@@ -222,15 +223,16 @@ def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
     flight), or as tasks on ``client`` (a ``dask.distributed.Client``; ``cfg.dask_address``
     connects one). The global rate limit is split over the batches that can run at once.
     """
+    inputs = check_inputs(cfg)  # a root that cannot hold the lock is said as a root
     with ingest_lock(cfg):
-        return _ingest(cfg, progress, client)
+        return _ingest(cfg, progress, client, inputs)
 
 
-def _ingest(cfg: IngestConfig, progress: bool, client) -> dict:
+def _ingest(cfg: IngestConfig, progress: bool, client, inputs) -> dict:
     from tqdm.auto import tqdm
 
     started = time.time()
-    plan = prepare(cfg)
+    plan = prepare(cfg, inputs)
     n_clips = sum(len(b.entries) for b in plan.batches)
     bar = tqdm(total=n_clips, desc=f"ingest {cfg.dataset_name}", unit="clip", disable=not progress)
     own_client = None
