@@ -27,6 +27,10 @@ version of the same batch, so no clip ever gets two rows, and no half clip is ev
 manifest's batches (the same clips ingested from a copy of the manifest under another name) keeps
 its one row there; a changed label/split in the new manifest is applied to that row and counted.
 
+One ingest of a dataset runs at a time: ``ingest`` (and the ingest flow) hold
+``clips/<dataset>/ingest.lock`` (``ingest_lock``); a second one is a ``UserError`` naming the
+holder, before it downloads anything.
+
 A manifest with no entries, or a run where no clip of the manifest is ``ok``, is a
 ``NothingIngested`` error (its message has the counts by status and reason); a run with some
 failures succeeds, with the counts in its summary.
