@@ -2,7 +2,8 @@
 
     prefect deployment run retrain/nightly            (or on its cron schedule, 03:00 UTC)
 
-1. **ingest** the manifest (the ingest skips every clip already ``ok``: only new entries cost work);
+1. **ingest** the manifest (the ingest skips every clip already ``ok``: only new entries cost work;
+   while another ingest of the dataset runs, e.g. a long backfill, the night leaves it out);
 2. **featurize** (completed shards are skipped: only new clips become new shards);
 3. if the training shards are exactly those the last nightly already trained on (same
    fingerprint, recorded in ``promotions/``), stop here: nothing new to learn, no duplicate work;
@@ -70,13 +71,20 @@ def retrain_flow(
     summary: dict = {"dataset": cfg.dataset, "started_at": started.isoformat(), "skipped": [],
                      "decision": None, "config": to_dict(cfg)}
 
-    # 1-2. Only new manifest entries / new clips cost work (both stages skip what is done).
-    summary["ingest"] = ingest_flow(
-        manifest=manifest_url, manifest_format=cfg.manifest_format, root=store.root,
-        dataset=cfg.dataset, config=cfg.ingest_config, overrides=cfg.ingest_overrides,
-        dask_address=cfg.dask_address,
-    )
-    summary["ingest_note"] = count_note(summary["ingest"], ("new", "ok", "skipped", "failed"))
+    # 1-2. Only new manifest entries / new clips cost work (both stages skip what is done). An
+    # ingest of the dataset that is running (a long backfill) is left to finish: the night
+    # goes on with the clips it has indexed so far.
+    busy = _ingest_running(store.root, cfg.dataset)
+    if busy:
+        logger.warning("Not ingesting tonight: %s", busy)
+        summary["skipped"].append(f"ingest ({busy}; the night uses the clips indexed so far)")
+    else:
+        summary["ingest"] = ingest_flow(
+            manifest=manifest_url, manifest_format=cfg.manifest_format, root=store.root,
+            dataset=cfg.dataset, config=cfg.ingest_config, overrides=cfg.ingest_overrides,
+            dask_address=cfg.dask_address,
+        )
+        summary["ingest_note"] = count_note(summary["ingest"], ("new", "ok", "skipped", "failed"))
     summary["featurize"] = featurize_flow(
         root=store.root, dataset=cfg.dataset, config=cfg.featurize_config,
         overrides=cfg.featurize_overrides, dask_address=cfg.dask_address,
@@ -150,6 +158,19 @@ def retrain_flow(
                    record=record["record_url"])
     logger.info("Nightly decision: %s (%s)", decision.action, decision.reason)
     return _finish(store, stamp, summary)
+
+
+def _ingest_running(root: str, dataset: str) -> str | None:
+    """Who is ingesting ``dataset`` now (the lock's refusal), or None."""
+    from ial.errors import UserError
+    from preprocessing.ingest.config import IngestConfig
+    from preprocessing.ingest.run import ingest_lock
+
+    try:
+        ingest_lock(IngestConfig(root=root, dataset=dataset)).check()
+    except UserError as exc:
+        return str(exc).split(": wait for it")[0]  # who and where, not the advice
+    return None
 
 
 def _finish(store: Storage, stamp: str, summary: dict) -> dict:

@@ -211,9 +211,10 @@ def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
 
 
 def ingest_lock(cfg: IngestConfig) -> StorageLock:
-    """One ingest of a dataset at a time: ``clips/<dataset>/ingest.lock``. A second one (the
-    nightly flow while a days-long ingest of the same dataset still runs, a command started
-    again in another terminal) would download every clip the first has not reached yet again."""
+    """One ingest of a dataset at a time: ``clips/<dataset>/ingest.lock``. A second one (a
+    command started again in another terminal, a deployment run beside a days-long backfill)
+    would download every clip the first has not reached yet again. (The nightly checks it and
+    leaves ingest out while one runs.)"""
     url = Storage(cfg.root).url("clips", cfg.dataset_name, "ingest.lock")
     return StorageLock(url, f"dataset {cfg.dataset_name!r} is being ingested",
                        "wait for it to end or stop it (run again, an ingest resumes where it "

@@ -117,12 +117,21 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
         assert f"| training run | {night1['run']} (run again: resumed at step 2) |" in again[
             "markdown"]
 
-        # Night 2: the same manifest → nothing downloaded, nothing trained, nothing decided.
+        # Night 2: the same manifest → nothing downloaded, nothing trained, nothing decided;
+        # and an ingest of the dataset that is running (a backfill) is left to it.
+        from preprocessing.ingest.config import IngestConfig
+        from preprocessing.ingest.run import ingest_lock
+
         gets_before = sum(1 for r in server.requests if r[0] == "GET")
         runs_before = sorted(p.name for p in (root / "checkpoints").iterdir())
-        night2 = retrain_flow(config=str(config))
+        with ingest_lock(IngestConfig(root=str(root), dataset=night1["dataset"])):
+            night2 = retrain_flow(config=str(config))
         assert night2["decision"] == "skipped"
         assert {"train", "evaluate", "promote"} <= set(night2["skipped"])
+        assert night2["skipped"][0].startswith(f"ingest (dataset '{night1['dataset']}' is being "
+                                               f"ingested already (pid ")
+        assert "ingest" not in night2 and "the night uses the clips indexed so far" in night2[
+            "markdown"]
         assert sum(1 for r in server.requests if r[0] == "GET") == gets_before
         assert sorted(p.name for p in (root / "checkpoints").iterdir()) == runs_before
         assert len(list_promotions(str(root))) == 1
