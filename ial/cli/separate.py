@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import click
@@ -45,12 +44,12 @@ def command(videos, checkpoint, out_dir, device, seconds, no_progress, cookies):
     from ial.signal import CLIP_SECONDS, SILENCE_DBFS
 
     # a clip's frames come from all of its 10 s: a shorter --seconds still needs the first 10 s
-    fetch = max(seconds, CLIP_SECONDS) if seconds else None
+    length = max(seconds, CLIP_SECONDS) if seconds else None
     with tempfile.TemporaryDirectory(prefix="ial-separate-") as tmp:
-        local = [_downloaded(v, os.path.join(tmp, str(k)), fetch, cookies)
-                 if v.startswith(("http://", "https://")) else v for k, v in enumerate(videos)]
-        result = separate_videos(local, checkpoint, out_dir, device=device, seconds=seconds,
-                                 progress=not no_progress, sources=list(videos))
+        result = separate_videos(
+            list(videos), checkpoint, out_dir, device=device, seconds=seconds,
+            progress=not no_progress,
+            fetch=lambda url: _downloaded(url, tempfile.mkdtemp(dir=tmp), length, cookies))
     click.echo(f"mixture: {result['mixture']} ({result['seconds']:g} s, "
                f"{len(result['clips'])} clip(s))")
     for name, url in result["stems"].items():
@@ -70,7 +69,6 @@ def _downloaded(url: str, out_dir: str, seconds: float | None, cookies: str | No
     from preprocessing.ingest.outcomes import DownloadProblem
 
     click.echo(f"downloading {url} ...", err=True)
-    os.makedirs(out_dir)
     try:
         return download_video(url, out_dir, seconds,
                               options={"cookiefile": cookies} if cookies else None)

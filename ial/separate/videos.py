@@ -30,6 +30,7 @@ import os
 import posixpath
 import tempfile
 import warnings
+from typing import Callable
 
 import numpy as np
 import torch
@@ -217,10 +218,11 @@ def _plot(path: str, waves: dict[str, np.ndarray]) -> None:
 
 def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str = "auto",
                     seconds: float | None = None, progress: bool = False,
-                    sources: list[str] | None = None) -> dict:
+                    fetch: Callable[[str], str] | None = None) -> dict:
     """Separate ``paths`` (local or s3:// videos) with ``checkpoint``; write stems to ``out_dir``.
-    ``sources``: where each video came from (a URL it was downloaded from), named in errors and
-    in ``separation.json``; default ``paths``.
+    ``fetch``: the local copy of a video given as an http(s) URL, called once the checkpoint
+    has loaded (``ial separate`` passes a yt-dlp download); errors and ``separation.json`` name
+    the URL. Without it, a URL is a file that is not found.
 
     The whole soundtrack (the shortest video's, with several) or its first ``seconds`` s, in
     overlapping 10-s clips (``clip_starts``), each clip's frames the query for its own sound,
@@ -248,7 +250,9 @@ def separate_videos(paths: list[str], checkpoint: str, out_dir: str, device: str
     device = torch_device(device, "--device")
     model = model.to(device).eval()
     fcfg, fsource = featurize_config_for(meta)
-    sources = list(sources or paths)
+    sources = list(paths)
+    if fetch is not None:
+        paths = [fetch(p) if p.startswith(("http://", "https://")) else p for p in paths]
     for path, source in zip(paths, sources):
         if not exists(path):
             raise SeparateError(f"{source}: file not found")
