@@ -119,8 +119,29 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
     if proc.returncode != 0:
         if user_error:  # a rank stopped on bad input: its one line, not "exited with code 1"
             raise UserError(user_error)
-        raise RuntimeError(f"training exited with code {proc.returncode}: {' '.join(cmd)}")
+        raise RuntimeError(f"training {cfg.run_name!r} exited with code {proc.returncode}"
+                           f"{_killed_by(proc.returncode)}; the output above says why; the same "
+                           f"command resumes it from its last checkpoint in {run.url} "
+                           f"({' '.join(cmd)})")
     return json.loads(read_text(run("result.json")))
+
+
+# Signals that end a rank (a stop, the OOM killer, a crash) as DeepSpeed's launch.py reports them
+_RANK_KILLERS = {signal.SIGINT, signal.SIGABRT, signal.SIGBUS, signal.SIGKILL, signal.SIGSEGV,
+                 signal.SIGTERM}
+
+
+def _killed_by(returncode: int) -> str:
+    """`` (killed by SIGKILL: out of memory?)`` for a process a signal ended (a negative code,
+    or DeepSpeed's ``launch.py`` passing on a rank's -N by ``sys.exit``: 256 - N), else ``""``."""
+    number = -returncode if returncode < 0 else 256 - returncode
+    if returncode > 0 and number not in _RANK_KILLERS:  # 255: an ssh failure, not SIGHUP
+        return ""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return ""
+    return f" (killed by {name}{': out of memory?' if name == 'SIGKILL' else ''})"
 
 
 @contextlib.contextmanager

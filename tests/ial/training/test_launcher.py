@@ -27,3 +27,11 @@ def test_a_rank_on_a_node_without_the_storage_root_says_so(tmp_path):
         f"must see the same storage root (an s3:// root, or a shared filesystem mounted at the "
         f"same path on every node)"]
     assert not tmp_path.joinpath("checkpoints").exists()  # no error file left on this node
+
+
+def test_a_rank_a_signal_ended_is_named():
+    from ial.training.launcher import _killed_by
+
+    assert _killed_by(-9) == _killed_by(247) == " (killed by SIGKILL: out of memory?)"
+    assert _killed_by(-15) == " (killed by SIGTERM)"
+    assert _killed_by(1) == _killed_by(0) == _killed_by(255) == ""  # 255: ssh's own failure
