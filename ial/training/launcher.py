@@ -20,7 +20,7 @@ from typing import Iterator
 from ial.config import ConfigError, save_config, to_dict
 from ial.errors import UserError
 from ial.runtime import free_port
-from ial.storage import exists, read_text, remove, write_text
+from ial.storage import exists, is_remote, read_text, remove, write_text
 from ial.training.budget import HangUpOnClosedOutput, StopSignals
 from ial.training.config import TrainConfig, load_train_config
 from ial.training.engines import close_distributed, single_process_env
@@ -64,7 +64,9 @@ def launch(cfg_path_or_cfg: str | TrainConfig | None, num_procs: int = 1,
     """
     cfg = _as_config(cfg_path_or_cfg, overrides)
     if hostfile:
-        read_hostfile(hostfile)
+        note = local_root_note(read_hostfile(hostfile), cfg.root)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     run = RunDir(cfg)
     if in_process and num_procs == 1 and hostfile is None:
         single_process_env()
@@ -184,6 +186,18 @@ def read_hostfile(path: str) -> dict[str, int]:
     if not hosts:
         raise UserError(f"hostfile {path}: no '<host> slots=<processes>' line")
     return hosts
+
+
+def local_root_note(hosts: dict[str, int], root: str) -> str | None:
+    """What to know before ranks start on other hosts with a local storage root (they must see
+    it at the same path: a shared filesystem), or None (an s3:// root, or this host only)."""
+    here = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+    others = sorted(h for h in hosts if h not in here)
+    if is_remote(root) or not others:
+        return None
+    return (f"the storage root {root} is a local path, and the hostfile names other hosts "
+            f"({', '.join(others)}): each must see it at that path (a shared filesystem), else "
+            f"its ranks stop, saying so; an s3:// root needs nothing shared")
 
 
 def _rank_error(url: str, wait_s: float) -> str:

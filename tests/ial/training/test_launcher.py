@@ -35,3 +35,14 @@ def test_a_rank_a_signal_ended_is_named():
     assert _killed_by(-9) == _killed_by(247) == " (killed by SIGKILL: out of memory?)"
     assert _killed_by(-15) == " (killed by SIGTERM)"
     assert _killed_by(1) == _killed_by(0) == _killed_by(255) == ""  # 255: ssh's own failure
+
+
+def test_a_local_root_with_other_hosts_gets_a_note_before_the_ranks_start():
+    from ial.training.launcher import local_root_note
+
+    here = socket.gethostname()
+    note = local_root_note({here: 1, "node2": 1, "node3": 2}, "./data")
+    assert note.startswith("the storage root ./data is a local path, and the hostfile names "
+                           "other hosts (node2, node3): each must see it at that path")
+    assert local_root_note({here: 2, "localhost": 1}, "./data") is None  # this host only
+    assert local_root_note({"node2": 1}, "s3://bucket/ial") is None
