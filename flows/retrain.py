@@ -58,6 +58,8 @@ def retrain_flow(
     from flows.featurize import featurize_flow
     from flows.ingest import ingest_flow
     from flows.train import train_flow
+    from preprocessing.ingest.config import IngestConfig
+    from preprocessing.ingest.run import ingest_lock
 
     logger = get_run_logger()
     cfg = load_retrain_config(config, overrides, root=root, dataset=dataset, manifest=manifest,
@@ -74,10 +76,11 @@ def retrain_flow(
     # 1-2. Only new manifest entries / new clips cost work (both stages skip what is done). An
     # ingest of the dataset that is running (a long backfill) is left to finish: the night
     # goes on with the clips it has indexed so far.
-    busy = _ingest_running(store.root, cfg.dataset)
+    busy = ingest_lock(IngestConfig(root=store.root, dataset=cfg.dataset)).held_by()
     if busy:
-        logger.warning("Not ingesting tonight: %s", busy)
-        summary["skipped"].append(f"ingest ({busy}; the night uses the clips indexed so far)")
+        note = f"dataset {cfg.dataset!r} is being ingested already ({busy})"
+        logger.warning("Not ingesting tonight: %s", note)
+        summary["skipped"].append(f"ingest ({note}; the night uses the clips indexed so far)")
     else:
         summary["ingest"] = ingest_flow(
             manifest=manifest_url, manifest_format=cfg.manifest_format, root=store.root,
@@ -158,19 +161,6 @@ def retrain_flow(
                    record=record["record_url"])
     logger.info("Nightly decision: %s (%s)", decision.action, decision.reason)
     return _finish(store, stamp, summary)
-
-
-def _ingest_running(root: str, dataset: str) -> str | None:
-    """Who is ingesting ``dataset`` now (the lock's refusal), or None."""
-    from ial.errors import UserError
-    from preprocessing.ingest.config import IngestConfig
-    from preprocessing.ingest.run import ingest_lock
-
-    try:
-        ingest_lock(IngestConfig(root=root, dataset=dataset)).check()
-    except UserError as exc:
-        return str(exc).split(": wait for it")[0]  # who and where, not the advice
-    return None
 
 
 def _finish(store: Storage, stamp: str, summary: dict) -> dict:

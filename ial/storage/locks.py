@@ -58,6 +58,12 @@ class StorageLock:
         self._beat.start()
         return self
 
+    def held_by(self) -> str | None:
+        """Who holds the lock ("pid N on host, its last heartbeat S s ago"), or None when it is
+        free or its holder is gone."""
+        holder = self._holder()
+        return None if holder is None or self._stale(holder) else self._who(holder)
+
     def check(self) -> None:
         """Raise the refusal ``__enter__`` would raise for a live holder, without taking the
         lock (a command's input check, before it starts a flow that would take it)."""

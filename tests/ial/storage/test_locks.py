@@ -23,10 +23,12 @@ def test_a_second_holder_is_refused_and_the_lock_goes_with_the_first(tmp_path, r
     root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_root")
     url = join(root, "work", "x.lock")
     _lock(url).check()  # free: no refusal
+    assert _lock(url).held_by() is None
     with _lock(url):
         holder = json.loads(read_text(url))
         with pytest.raises(UserError, match="the thing is being done already"):
             _lock(url).check()
+        assert _lock(url).held_by().startswith(f"pid {holder['pid']} on {holder['host']}")
         busy = (r"^the thing is being done already \(pid \d+ on .*, its last heartbeat [01] s "
                 r"ago; .*x\.lock\): wait for it; the lock of one that is gone expires 120 s")
         with pytest.raises(UserError, match=busy):
