@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import tempfile
 
-from ial.storage.locks import StorageLock
 from ial.storage import Storage, exists, filesystem, join, read_text, upload_file
+from ial.storage.locks import StorageLock
 from ial.training.config import REPO, TrainConfig
 
 MARKER = "latest.json"
