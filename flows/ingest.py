@@ -64,7 +64,7 @@ def ingest_batches_flow(cfg: IngestConfig) -> dict:
     """Plan the batches, run them as Dask tasks (holding the dataset's ``ingest_lock``),
     return the summary."""
     inputs = check_inputs(cfg)  # a root that cannot hold the lock is said as a root
-    with ingest_lock(cfg):
+    with ingest_lock(cfg.root, cfg.dataset_name):
         return _run_batches(cfg, inputs)
 
 

@@ -58,7 +58,6 @@ def retrain_flow(
     from flows.featurize import featurize_flow
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from preprocessing.ingest.config import IngestConfig
     from preprocessing.ingest.run import ingest_lock
 
     logger = get_run_logger()
@@ -76,7 +75,7 @@ def retrain_flow(
     # 1-2. Only new manifest entries / new clips cost work (both stages skip what is done). An
     # ingest of the dataset that is running (a long backfill) is left to finish: the night
     # goes on with the clips it has indexed so far.
-    busy = ingest_lock(IngestConfig(root=store.root, dataset=cfg.dataset)).held_by()
+    busy = ingest_lock(store.root, cfg.dataset).held_by()
     if busy:
         note = f"dataset {cfg.dataset!r} is being ingested already ({busy})"
         logger.warning("Not ingesting tonight: %s", note)

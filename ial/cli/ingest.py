@@ -105,7 +105,8 @@ def command(manifest, manifest_format, dataset, root, url_template, batch_size, 
         raise click.UsageError("no manifest: give --manifest or a config with `manifest:`")
     if prefect:
         check_inputs(cfg)  # a bad manifest or root: one line, before Prefect starts its server
-        ingest_lock(cfg).check()  # so is an ingest of the dataset that is running
+        # so is an ingest of the dataset that is running
+        ingest_lock(cfg.root, cfg.dataset_name).check()
         from flows.api import check_api
         from flows.ingest import ingest_flow
 

@@ -127,12 +127,11 @@ def check_inputs(cfg: IngestConfig) -> tuple[Storage, Manifest]:
     return storage, manifest
 
 
-def prepare(cfg: IngestConfig, inputs: tuple[Storage, Manifest] | None = None) -> IngestPlan:
-    """Check the inputs (``check_inputs``, unless ``inputs`` gives what it returned), fix the
-    batches, save the (redacted) config, load earlier rows, and sweep temporaries of killed runs
-    (local clip temp files, and the system temp dir's ``ial-*`` folders of processes that are
-    gone)."""
-    storage, manifest = inputs or check_inputs(cfg)
+def prepare(cfg: IngestConfig, inputs: tuple[Storage, Manifest]) -> IngestPlan:
+    """Fix the batches of the checked ``inputs`` (what ``check_inputs`` returned), save the
+    (redacted) config, load earlier rows, and sweep temporaries of killed runs (local clip temp
+    files, and the system temp dir's ``ial-*`` folders of processes that are gone)."""
+    storage, manifest = inputs
     prefix = batch_prefix(cfg.manifest)
     dataset = cfg.dataset_name
     index = read_clip_index(storage, dataset)
@@ -210,13 +209,13 @@ def summarize(plan: IngestPlan, stats: list[dict], seconds: float) -> dict:
     }
 
 
-def ingest_lock(cfg: IngestConfig) -> StorageLock:
-    """One ingest of a dataset at a time: ``clips/<dataset>/ingest.lock``. A second one (a
-    command started again in another terminal, a deployment run beside a days-long backfill)
-    would download every clip the first has not reached yet again. (The nightly checks it and
-    leaves ingest out while one runs.)"""
-    url = Storage(cfg.root).url("clips", cfg.dataset_name, "ingest.lock")
-    return StorageLock(url, f"dataset {cfg.dataset_name!r} is being ingested",
+def ingest_lock(root: str, dataset: str) -> StorageLock:
+    """One ingest of ``dataset`` under ``root`` at a time: ``clips/<dataset>/ingest.lock``. A
+    second one (a command started again in another terminal, a deployment run beside a
+    days-long backfill) would download every clip the first has not reached yet again. (The
+    nightly checks it and leaves ingest out while one runs.)"""
+    url = Storage(root).url("clips", dataset, "ingest.lock")
+    return StorageLock(url, f"dataset {dataset!r} is being ingested",
                        "wait for it to end or stop it (run again, an ingest resumes where it "
                        "ended)")
 
@@ -229,7 +228,7 @@ def ingest(cfg: IngestConfig, progress: bool = True, client=None) -> dict:
     connects one). The global rate limit is split over the batches that can run at once.
     """
     inputs = check_inputs(cfg)  # a root that cannot hold the lock is said as a root
-    with ingest_lock(cfg):
+    with ingest_lock(cfg.root, cfg.dataset_name):
         return _ingest(cfg, progress, client, inputs)
 
 

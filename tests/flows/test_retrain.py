@@ -119,12 +119,11 @@ def test_nightly_promotes_then_skips_then_keeps(prefect_harness, dask_cluster, c
 
         # Night 2: the same manifest → nothing downloaded, nothing trained, nothing decided;
         # and an ingest of the dataset that is running (a backfill) is left to it.
-        from preprocessing.ingest.config import IngestConfig
         from preprocessing.ingest.run import ingest_lock
 
         gets_before = sum(1 for r in server.requests if r[0] == "GET")
         runs_before = sorted(p.name for p in (root / "checkpoints").iterdir())
-        with ingest_lock(IngestConfig(root=str(root), dataset=night1["dataset"])):
+        with ingest_lock(str(root), night1["dataset"]):
             night2 = retrain_flow(config=str(config))
         assert night2["decision"] == "skipped"
         assert {"train", "evaluate", "promote"} <= set(night2["skipped"])

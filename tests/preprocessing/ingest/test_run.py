@@ -230,7 +230,7 @@ def test_a_second_ingest_of_a_dataset_is_one_line_and_downloads_nothing(site, tm
         cfg = _cfg(tmp_path / "root", manifest, srv.url_template)
         args = ["ingest", "--manifest", str(manifest), "--root", cfg.root, "--dataset", "t",
                 "--url-template", srv.url_template]
-        with ingest_lock(cfg):  # an ingest of dataset "t" that is running
+        with ingest_lock(cfg.root, "t"):  # an ingest of dataset "t" that is running
             # in the run itself, and (with Prefect) before any flow starts
             for result in (CliRunner().invoke(main, [*args, "--no-prefect"]),
                            CliRunner().invoke(main, args)):
